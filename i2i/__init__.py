@@ -1,0 +1,32 @@
+"""i2i: plugin-style image-to-image translation.
+
+Public API for users and plugin authors: ``hookimpl`` (mark ``register_*`` implementations), ``load_generator``,
+``load_plugins`` / ``load_registry``, the ``Method`` interface with ``Components`` and ``Config``, and ``I2IError``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("i2i")
+
+from .checkpoint import load_generator  # noqa: E402
+from .config import Component, Config  # noqa: E402
+from .errors import I2IError  # noqa: E402
+from .method import Components, Method  # noqa: E402
+from .plugins import load_plugins, load_registry  # noqa: E402
+
+__all__ = [
+    "Component",
+    "Components",
+    "Config",
+    "I2IError",
+    "Method",
+    "__version__",
+    "hookimpl",
+    "load_generator",
+    "load_plugins",
+    "load_registry",
+]

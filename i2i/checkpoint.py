@@ -1,0 +1,129 @@
+"""Checkpoint files: atomic writes, safe reads, and self-describing exported generators.
+
+Every file is plain tensors, numbers, strings, lists and dicts, so ``torch.load(path, weights_only=True)``
+reads it. Networks are recorded by registry name and parameters, never by import path: loading a checkpoint
+never imports or executes anything the file names.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import I2IError
+from .registry import Registry
+
+GENERATOR_FORMAT = "i2i.generator/1"
+TRAIN_FORMAT = "i2i.train/1"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` with torch.save to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors for missing, truncated or unsafe files."""
+    path = Path(path)
+    if not path.exists():
+        raise I2IError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise I2IError(f"{what} {path} is not a file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise I2IError(
+            f"{what} {path} contains objects that could run code when loaded, so it was refused "
+            f"(only plain tensors and values are accepted)"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise I2IError(f"{what} {path} is truncated or not a PyTorch file ({str(exc).splitlines()[0][:120]})") from exc
+
+
+def generator_record(
+    net: nn.Module,
+    name: str,
+    params: dict[str, Any],
+    in_channels: int,
+    out_channels: int,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """The exported-generator dict (format ``i2i.generator/1``)."""
+    return {
+        "format": GENERATOR_FORMAT,
+        "component": {"name": name, "params": dict(params)},
+        "io": {
+            "in_channels": int(in_channels),
+            "out_channels": int(out_channels),
+            "range": [-1.0, 1.0],
+            "size_multiple": int(getattr(net, "size_multiple", 1)),
+        },
+        "provenance": provenance,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+    }
+
+
+def read_generator(path: str | Path) -> dict[str, Any]:
+    """Load and check an exported generator file without building the network."""
+    record = safe_load(path, "generator checkpoint")
+    if not isinstance(record, dict) or record.get("format") != GENERATOR_FORMAT:
+        hint = ""
+        if isinstance(record, dict) and record.get("format") == TRAIN_FORMAT:
+            hint = " (this is a training checkpoint; use RUN_DIR/G_AB.pt or G_BA.pt)"
+        elif isinstance(record, dict) and all(torch.is_tensor(v) for v in record.values()):
+            hint = " (it looks like a bare state dict; convert official weights with `i2i import-official`)"
+        raise I2IError(f"{path} is not an i2i generator checkpoint{hint}")
+    for key in ("component", "io", "state_dict"):
+        if key not in record:
+            raise I2IError(f"generator checkpoint {path} is incomplete: no '{key}' entry")
+    return record
+
+
+def load_generator(
+    path: str | Path, registry: Registry | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild an exported generator from the registry by name and load its weights (eval mode).
+
+    The returned module carries the file's metadata as ``module.i2i_info`` (component, io, provenance).
+    """
+    if registry is None:
+        from .plugins import load_registry
+
+        registry = load_registry()
+    record = read_generator(path)
+    comp, io = record["component"], record["io"]
+    if comp["name"] not in registry.entries["generator"]:
+        plugin = (record.get("provenance") or {}).get("generator_plugin") or "unknown"
+        if (("generator", comp["name"]) not in registry.clashes) and plugin != "unknown":
+            raise I2IError(
+                f"{path} needs generator '{comp['name']}' from plugin '{plugin}', which is not installed or failed "
+                f"to load (see `i2i plugins`); install that plugin"
+            )
+    net = registry.build("generator", comp["name"], comp["params"], io["in_channels"], io["out_channels"])
+    try:
+        net.load_state_dict(record["state_dict"])
+    except RuntimeError as exc:
+        raise I2IError(
+            f"{path}: weights do not fit generator '{comp['name']}' with its recorded parameters "
+            f"({str(exc).splitlines()[0][:160]})"
+        ) from exc
+    net.i2i_info = {k: v for k, v in record.items() if k != "state_dict"}
+    return net.to(device).eval()

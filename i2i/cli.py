@@ -1,0 +1,218 @@
+"""The ``i2i`` command line (Typer + rich). Every user error ends in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import find_preset, load_yaml, parse_overrides, resolve
+from .errors import I2IError
+from .plugins import load_plugins
+from .registry import KINDS
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="i2i: image-to-image translation (CycleGAN and plugins).",
+)
+out = Console()
+err = Console(stderr=True)
+
+#: train keys that may differ when resuming (everything else must match the checkpoint)
+RESUMABLE = {"train", "data.workers", "data.root"}
+
+
+def cli_errors(fn):
+    """Turn I2IError / interruption into one line on stderr and an exit code (2 for errors, 130 for Ctrl-C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .trainer import Interrupted
+
+        try:
+            return fn(*args, **kwargs)
+        except I2IError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Interrupted as exc:
+            err.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        path = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed(a, b, path + ".")
+        elif a != b:
+            keys.append(path)
+    return keys
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli_errors
+def train(
+    overrides: list[str] = typer.Argument(None, help="config overrides, e.g. generator.ngf=32 train.seed=1"),
+    method: str = typer.Option(None, "--method", "-m", help="training method (see `i2i list method`)"),
+    data: Path = typer.Option(None, "--data", help="dataset folder (DIR/trainA, DIR/trainB); omit for the demo"),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="run folder (default runs/METHOD-TIME)"),
+    config: str = typer.Option(None, "--config", "-c", help="YAML config file or preset name"),
+    epochs: int = typer.Option(None, "--epochs", help="epochs at the initial learning rate"),
+    decay_epochs: int = typer.Option(None, "--decay-epochs", help="epochs of linear decay to zero"),
+    max_steps: int = typer.Option(None, "--max-steps", help="stop after this many iterations"),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    size: int = typer.Option(None, "--size", help="crop size"),
+    load_size: int = typer.Option(None, "--load-size", help="resize to this before cropping"),
+    device: str = typer.Option(None, "--device", help="auto (CUDA when available), cpu, cuda, cuda:N"),
+    seed: int = typer.Option(None, "--seed"),
+    workers: int = typer.Option(None, "--workers", help="data-loading processes"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly where it stopped"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the run already in --out"),
+    strict: bool = typer.Option(False, "--strict", help="fail on unreadable images instead of skipping them"),
+) -> None:
+    """Train a method on unpaired folders (or on the built-in demo data)."""
+    from . import demo
+    from .trainer import Trainer, prepare_run_dir
+
+    plugins = load_plugins()
+    registry = plugins.registry
+    options: dict[str, Any] = {"train": {}, "data": {"params": {}}}
+    for key, value in {"epochs": epochs, "decay_epochs": decay_epochs, "max_steps": max_steps,
+                       "device": device, "seed": seed}.items():
+        if value is not None:
+            options["train"][key] = value
+    for key, value in {"batch_size": batch_size, "workers": workers}.items():
+        if value is not None:
+            options["data"][key] = value
+    for key, value in {"crop_size": size, "load_size": load_size}.items():
+        if value is not None:
+            options["data"]["params"][key] = value
+    if strict:
+        options["data"]["params"]["strict"] = True
+    cli_layers = [options, parse_overrides(overrides or [])]
+
+    if resume:
+        if out_dir is None:
+            raise I2IError("--resume needs --out RUN_DIR (the run to continue)")
+        state = prepare_run_dir(out_dir, resume=True, overwrite=False)
+        if data is not None:
+            options["data"]["root"] = str(data)
+        base = state["config"]
+        cfg = resolve(registry, base["method"]["name"], [base, *cli_layers])
+        bad = [k for k in _changed(base, cfg.to_dict())
+               if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
+        if bad:
+            raise I2IError(f"cannot change {', '.join(bad)} when resuming; start a new run with another --out")
+    else:
+        layers: list[dict[str, Any]] = []
+        demo_data = data is None
+        name = method or (load_yaml(find_preset(config)).get("method") if config else None)
+        name = name["name"] if isinstance(name, dict) else name
+        if demo_data:
+            if not name:
+                raise I2IError("pass --method NAME (see `i2i list method`), and --data DIR or nothing for the demo")
+            registry.get("method", name)
+            try:
+                layers.append(load_yaml(find_preset(f"{name}/demo")))
+            except I2IError:
+                raise I2IError(f"method '{name}' has no demo preset; pass --data DIR") from None
+        if config:
+            layers.append(load_yaml(find_preset(config)))
+        cfg = resolve(registry, method, [*layers, *cli_layers])
+        if demo_data:
+            cfg.data.root = str(demo.demo_root())
+            err.print(
+                f"[cyan]No --data given: training on the built-in demo dataset[/] ({cfg.data.root}: photo tiles; "
+                f"domain B = the same kind of photo with a {demo.HUE_DEGREES:g}° hue rotation; held-out pairs in "
+                f"testA/testB)", highlight=False, soft_wrap=True,
+            )
+        else:
+            cfg.data.root = str(data)
+        if out_dir is None:
+            out_dir = Path("runs") / f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        state = prepare_run_dir(out_dir, resume=False, overwrite=overwrite)
+
+    trainer = Trainer(cfg, registry, out_dir, state=state, overwrite=overwrite, console=err)
+    verb = "resuming" if resume else "training"
+    err.print(
+        f"{verb} {cfg.method.name}: G={cfg.generator.name} D={cfg.discriminator.name} on {trainer.device}, "
+        f"{len(trainer.dataset)} images/epoch, steps {trainer.step}→{trainer.total_steps} → {out_dir}",
+        highlight=False, soft_wrap=True,
+    )
+    result = trainer.run()
+    out.print(f"[green]done[/]: {result.step} steps in {result.out_dir}", highlight=False)
+    out.print(f"  samples:    {result.samples}", highlight=False, soft_wrap=True)
+    for name, path in result.exports.items():
+        out.print(f"  generator:  {path}  ({name})", highlight=False, soft_wrap=True)
+    out.print(f"  checkpoint: {result.out_dir / 'checkpoints' / 'last.pt'} (continue with --resume)",
+              highlight=False, soft_wrap=True)
+
+
+@app.command("list")
+@cli_errors
+def list_components(kind: str = typer.Argument(None, help=f"one of: {', '.join(KINDS)}")) -> None:
+    """List registered components with one-line descriptions (and parameters when KIND is given)."""
+    registry = load_plugins().registry
+    if kind is not None:
+        kind = kind.rstrip("s") if kind.rstrip("s") in KINDS else kind
+        if kind not in KINDS:
+            from .errors import did_you_mean
+
+            raise I2IError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+    table = Table(title="i2i components")
+    for col in ("kind", "name", "plugin", "description"):
+        table.add_column(col)
+    if kind:
+        table.add_column("parameters")
+    for e in registry.list(kind):
+        row = [e.kind, e.name, e.plugin, e.description]
+        if kind:
+            row.append(", ".join(str(p) for p in e.parameters().values()))
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def plugins() -> None:
+    """Show every plugin with its version, components and status."""
+    loaded = load_plugins()
+    table = Table(title="i2i plugins")
+    for col in ("plugin", "version", "status", "components", "source"):
+        table.add_column(col)
+    for info in loaded.infos.values():
+        status = "[green]ok[/]" if info.status == "ok" else f"[red]{info.status}[/]: {info.reason}"
+        comps = ", ".join(f"{k}:{n}" for k, n in info.components) or "-"
+        table.add_row(info.name, info.version, status, comps, info.source)
+    if not loaded.infos:
+        err.print("no plugins loaded (is I2I_DISABLE_PLUGIN_AUTOLOAD set?)")
+    out.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"i2i {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True)) -> None:
+    """i2i: image-to-image translation (CycleGAN and plugins)."""
+
+
+def main() -> None:
+    sys.exit(app())

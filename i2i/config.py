@@ -1,0 +1,254 @@
+"""Run configuration: YAML files and ``key=value`` overrides mapped onto typed dataclasses, validated whole.
+
+Layers, later wins: engine defaults < the method's defaults < ``--config`` file < CLI options < ``key=value``.
+Components are ``{name, params}``; ``generator.ngf=32`` is short for ``generator.params.ngf=32`` and
+``generator=unet_256`` for ``generator.name=unet_256``. Changing a component's name drops the parameters that
+earlier layers gave the old one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import I2IError, did_you_mean
+from .registry import Registry
+from .typecheck import coerce, hints
+
+
+@dataclass
+class Component:
+    """A registered component chosen by name, with its parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = "unaligned"
+    root: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
+    workers: int = 0
+    strict: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    decay_epochs: int = 100
+    max_steps: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 200
+    log_every: int = 10
+
+
+@dataclass
+class Config:
+    method: Component
+    generator: Component
+    discriminator: Component
+    losses: dict[str, Component] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+COMPONENT_SECTIONS = ("method", "generator", "discriminator")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with clear errors for missing or malformed files."""
+    path = Path(path)
+    if not path.is_file():
+        raise I2IError(f"config file not found: {path} (pass an existing YAML file to --config)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise I2IError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise I2IError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def _component_shorthand(section: str, value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars (``1`` int, ``true`` bool...)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise I2IError(f"override '{item}' is not key=value (example: generator.params.ngf=32)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        if parts[0] in COMPONENT_SECTIONS and len(parts) == 2 and parts[1] not in ("name", "params"):
+            parts = [parts[0], "params", parts[1]]
+        elif parts[0] == "losses" and len(parts) == 3 and parts[2] not in ("name", "params"):
+            parts = [parts[0], parts[1], "params", parts[2]]
+        elif parts[0] == "data" and len(parts) == 2 and parts[1] not in _field_names(DataConfig):
+            parts = ["data", "params", parts[1]]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise I2IError(f"override '{item}' conflicts with an earlier override of '{p}'")
+        node[parts[-1]] = value
+    return out
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _normalize(layer: dict[str, Any]) -> dict[str, Any]:
+    layer = copy.deepcopy(layer)
+    for section in COMPONENT_SECTIONS:
+        if section in layer:
+            layer[section] = _component_shorthand(section, layer[section])
+    if isinstance(layer.get("losses"), dict):
+        layer["losses"] = {k: _component_shorthand(k, v) for k, v in layer["losses"].items()}
+    return layer
+
+
+def _is_component(node: Any) -> bool:
+    return isinstance(node, dict) and "name" in node
+
+
+def merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``layer`` over ``base``; a component whose name changes starts from fresh parameters."""
+    out = copy.deepcopy(base)
+    for key, value in _normalize(layer).items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            if _is_component(old) and "name" in value and value["name"] != old["name"]:
+                old = {}
+            out[key] = merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _build_dataclass(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise I2IError(f"config section '{where}' must be a mapping, got {type(data).__name__} {data!r}")
+    names = _field_names(cls)
+    types = hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise I2IError(
+                f"unknown config key '{path}'{did_you_mean(str(key), names)}; valid keys here: {', '.join(names)}"
+            )
+        annotation = types[key]
+        if annotation is Component:
+            kwargs[key] = _build_dataclass(Component, _component_shorthand(key, value), path)
+        elif key == "losses":
+            if not isinstance(value, dict):
+                raise I2IError(f"config section '{path}' must map loss roles to components")
+            kwargs[key] = {
+                role: _build_dataclass(Component, _component_shorthand(role, spec), f"{path}.{role}")
+                for role, spec in value.items()
+            }
+        elif dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build_dataclass(annotation, value, path)
+        else:
+            kwargs[key] = coerce(path, value, annotation)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise I2IError(f"config section '{where or 'top level'}' is missing {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]) -> Config:
+    """Merge the layers over the method's defaults and validate everything, every component's parameters too."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = merge(merged, layer)
+    name = method or (merged.get("method") or {}).get("name")
+    if not name:
+        available = ", ".join(e.name for e in registry.list("method")) or "none installed"
+        raise I2IError(f"no training method given; pass --method NAME (available: {available})")
+    method_cls = registry.get("method", name).factory
+    base = merge(Config(Component(name), Component(""), Component("")).to_dict(), getattr(method_cls, "defaults", {}))
+    merged = merge(base, merged)
+    merged["method"] = merge(merged.get("method") or {}, {"name": name})
+    cfg: Config = _build_dataclass(Config, merged, "")
+
+    cfg.method.params = registry.validate("method", cfg.method.name, cfg.method.params, "method.params")
+    for section in ("generator", "discriminator"):
+        comp: Component = getattr(cfg, section)
+        if not comp.name:
+            raise I2IError(f"config needs {section}.name (see `i2i list {section}`)")
+        comp.params = registry.validate(section, comp.name, comp.params, f"{section} '{comp.name}'")
+    roles = getattr(method_cls, "loss_roles", {})
+    for role in cfg.losses:
+        if roles and role not in roles:
+            raise I2IError(
+                f"unknown config key 'losses.{role}'{did_you_mean(role, roles)}; method '{name}' uses "
+                f"losses {', '.join(roles)}"
+            )
+    for role, comp in cfg.losses.items():
+        comp.params = registry.validate("loss", comp.name, comp.params, f"losses.{role} '{comp.name}'")
+    cfg.data.params = registry.validate("dataset", cfg.data.name, cfg.data.params, f"data '{cfg.data.name}'")
+    t = cfg.train
+    for key in ("epochs", "decay_epochs"):
+        if getattr(t, key) < 0:
+            raise I2IError(f"train.{key} must be >= 0, got {getattr(t, key)}")
+    if t.epochs + t.decay_epochs < 1 and not t.max_steps:
+        raise I2IError("train.epochs + train.decay_epochs must be at least 1 (or set train.max_steps)")
+    for key in ("checkpoint_every", "sample_every", "log_every"):
+        if getattr(t, key) < 1:
+            raise I2IError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.max_steps is not None and t.max_steps < 1:
+        raise I2IError(f"train.max_steps must be >= 1, got {t.max_steps}")
+    if cfg.data.batch_size < 1 or cfg.data.workers < 0:
+        raise I2IError("data.batch_size must be >= 1 and data.workers >= 0")
+    check = getattr(method_cls, "check_config", None)
+    if check is not None:
+        check(cfg)
+    return cfg
+
+
+def save_yaml(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def preset_dirs() -> list[Path]:
+    """Where named presets live: inside the installed package, or the repository's ``configs/``."""
+    here = Path(__file__).resolve().parent
+    return [d for d in (here / "configs", here.parent / "configs") if d.is_dir()]
+
+
+def find_preset(spec: str) -> Path:
+    """A config file path, or a preset name such as ``cyclegan/demo``."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    for d in preset_dirs():
+        for candidate in (d / spec, d / f"{spec}.yaml"):
+            if candidate.is_file():
+                return candidate
+    names = sorted(str(p.relative_to(d).with_suffix("")) for d in preset_dirs() for p in d.rglob("*.yaml"))
+    raise I2IError(f"config '{spec}' is neither a file nor a preset{did_you_mean(spec, names)}; "
+                   f"presets: {', '.join(names) or 'none'}")

@@ -1,0 +1,45 @@
+"""Hook specifications: every component reaches i2i through one of these ``register_*`` hooks.
+
+Each hook receives a ``register(name, factory, description="")`` callback. The registry stamps every entry with
+the registering plugin's name and version, so errors, ``i2i plugins`` and checkpoint provenance can name it.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("i2i")
+
+
+@hookspec
+def register_generators(register):
+    """Register generators. ``factory(in_channels, out_channels, **params) -> nn.Module`` mapping NCHW images
+    in [-1, 1] to NCHW images in [-1, 1]; the module has an int attribute ``size_multiple`` (input height and
+    width must be multiples of it)."""
+
+
+@hookspec
+def register_discriminators(register):
+    """Register discriminators. ``factory(in_channels, **params) -> nn.Module`` returning real/fake logits."""
+
+
+@hookspec
+def register_losses(register):
+    """Register losses. ``factory(**params)`` returns an object; adversarial losses implement
+    ``generator(pred_fake)`` and ``discriminator(D, real, fake)``, pixel losses are ``callable(x, y)``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets. ``factory(root, phase, **params) -> torch Dataset`` of dicts of CHW tensors in
+    [-1, 1]; the dataset has a ``channels`` dict mapping each domain name to its channel count."""
+
+
+@hookspec
+def register_methods(register):
+    """Register training methods: ``factory`` is a class following :class:`i2i.method.Method`."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register evaluation metrics. ``factory(**params)`` returns an object following :class:`i2i.metric`."""

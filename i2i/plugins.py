@@ -1,0 +1,134 @@
+"""Loading plugins: entry points of the ``i2i`` group, one by one, with every failure recorded.
+
+Built-in components come through the same group as third-party ones. A plugin that fails to import or to register
+is marked failed with its reason; the rest keep working, and only a request for one of its components fails.
+
+Environment switches:
+  ``I2I_DISABLE_PLUGIN_AUTOLOAD=1``  load no entry points (only plugins passed explicitly)
+  ``I2I_BLOCK_PLUGINS=a,b``          skip the named plugins
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import I2IError
+from .registry import Entry, Registry
+
+ENTRY_POINT_GROUP = "i2i"
+DISABLE_ENV = "I2I_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "I2I_BLOCK_PLUGINS"
+
+#: component kind -> the hook that registers it
+HOOKS = {
+    "generator": "register_generators",
+    "discriminator": "register_discriminators",
+    "loss": "register_losses",
+    "dataset": "register_datasets",
+    "method": "register_methods",
+    "metric": "register_metrics",
+}
+
+
+@dataclass
+class PluginInfo:
+    """What ``i2i plugins`` shows for one plugin."""
+
+    name: str
+    version: str
+    source: str
+    status: str = "ok"  # ok | failed | blocked
+    reason: str = ""
+    components: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Plugins:
+    """The loaded plugins and the registry they filled."""
+
+    infos: dict[str, PluginInfo]
+    registry: Registry
+
+
+def _blocked_names() -> set[str]:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def _autoload_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = None) -> Plugins:
+    """Load entry-point plugins (unless disabled) plus ``extra`` ``(name, module_or_object)`` pairs."""
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+    blocked = _blocked_names()
+    candidates: list[tuple[str, str, str, Any]] = []  # name, version, source, loader
+    if autoload if autoload is not None else not _autoload_disabled():
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            version = ep.dist.version if ep.dist is not None else "unknown"
+            candidates.append((ep.name, version, ep.value, ep.load))
+    for name, obj in extra:
+        candidates.append((name, str(getattr(obj, "__version__", "unknown")), repr(obj), lambda obj=obj: obj))
+
+    for name, version, source, loader in candidates:
+        info = infos[name] = PluginInfo(name, version, source)
+        if name in blocked:
+            info.status, info.reason = "blocked", f"blocked by {BLOCK_ENV}"
+            continue
+        try:
+            pm.register(loader(), name=name)
+        except Exception as exc:  # import error, bad hook signature, ...: record it, keep going
+            info.status, info.reason = "failed", _short(exc)
+
+    registry = Registry()
+    for name, info in infos.items():
+        if info.status != "ok":
+            continue
+        plugin = pm.get_plugin(name)
+        staged: list[Entry] = []
+        try:
+            for kind, hook_name in HOOKS.items():
+                for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is not plugin:
+                        continue
+
+                    def register(cname, factory, description="", kind=kind, plugin=name, version=info.version,
+                                 staged=staged):
+                        staged.append(Entry(kind, cname, factory, description, plugin, version))
+
+                    impl.function(**{arg: register for arg in impl.argnames})
+        except Exception as exc:
+            info.status, info.reason = "failed", f"registration raised {_short(exc)}"
+            continue
+        try:
+            for entry in staged:
+                clash = (entry.kind, entry.name) in registry.clashes or entry.name in registry.entries[entry.kind]
+                registry.add(entry)
+                info.components.append((entry.kind, entry.name))
+                if clash:
+                    owners = registry.clashes[(entry.kind, entry.name)]
+                    info.status = "failed"
+                    info.reason = f"{entry.kind} '{entry.name}' is also registered by plugin '{owners[0]}'"
+        except I2IError as exc:
+            info.status, info.reason = "failed", str(exc)
+    registry.failed = {n: i.reason for n, i in infos.items() if i.status == "failed"}
+    return Plugins(infos, registry)
+
+
+def load_registry() -> Registry:
+    """The registry of all installed (and not blocked) plugins."""
+    return load_plugins().registry

@@ -1,0 +1,182 @@
+"""Named components (generators, discriminators, losses, datasets, methods, metrics) and building them.
+
+A :class:`Registry` is filled by :mod:`i2i.plugins` from the ``register_*`` hooks; every entry remembers which
+plugin (and version) registered it. Building validates parameters against the factory's signature first, so a
+typo fails with the list of valid names before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import I2IError, did_you_mean
+from .typecheck import coerce, describe, hints
+
+KINDS = ("generator", "discriminator", "loss", "dataset", "method", "metric")
+
+#: Leading factory arguments that the engine supplies; they are not user parameters.
+ENGINE_ARGS: dict[str, tuple[str, ...]] = {
+    "generator": ("in_channels", "out_channels"),
+    "discriminator": ("in_channels",),
+    "dataset": ("root", "phase"),
+}
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    annotation: Any
+    default: Any
+
+    def __str__(self) -> str:
+        default = "required" if self.default is REQUIRED else f"default {self.default!r}"
+        return f"{self.name}: {describe(self.annotation)} ({default})"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str
+    version: str
+
+    def parameters(self) -> dict[str, Param]:
+        """The user-settable parameters: a method's ``Params`` dataclass fields, else the factory signature."""
+        params_cls = getattr(self.factory, "Params", None)
+        if params_cls is not None and dataclasses.is_dataclass(params_cls):
+            types = hints(params_cls)
+            out = {}
+            for f in dataclasses.fields(params_cls):
+                if f.default is not dataclasses.MISSING:
+                    default = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    default = f.default_factory()
+                else:
+                    default = REQUIRED
+                out[f.name] = Param(f.name, types.get(f.name, Any), default)
+            return out
+        func = self.factory
+        fixed: tuple[str, ...] = ()
+        while isinstance(func, functools.partial):  # registered variants fix some arguments (n_blocks=9, ...)
+            fixed += tuple(func.keywords)
+            func = func.func
+        types = hints(func)
+        signature = inspect.signature(self.factory)
+        skip = ENGINE_ARGS.get(self.kind, ()) + fixed
+        out = {}
+        for p in signature.parameters.values():
+            if p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":
+                continue
+            default = REQUIRED if p.default is p.empty else p.default
+            out[p.name] = Param(p.name, types.get(p.name, Any), default)
+        return out
+
+    def accepts_any(self) -> bool:
+        if getattr(self.factory, "Params", None) is not None:
+            return False
+        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.factory).parameters.values())
+
+    def validate(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        """Check ``params`` (unknown names, types, missing required) and return them with defaults filled."""
+        where = where or f"{self.kind} '{self.name}'"
+        params = dict(params or {})
+        known = self.parameters()
+        out: dict[str, Any] = {}
+        for key, value in params.items():
+            if key not in known:
+                if self.accepts_any():
+                    out[key] = value
+                    continue
+                valid = ", ".join(known) or "none"
+                raise I2IError(
+                    f"{where} has no parameter '{key}'{did_you_mean(key, known)}; valid parameters: {valid}"
+                )
+            out[key] = coerce(f"{where}: {key}", value, known[key].annotation)
+        for key, p in known.items():
+            if key not in out:
+                if p.default is REQUIRED:
+                    raise I2IError(f"{where} needs parameter '{key}' ({describe(p.annotation)})")
+                out[key] = p.default
+        return out
+
+    def build(self, *args: Any, **params: Any) -> Any:
+        """Validate ``params`` and call the factory; a factory that raises becomes a clear error naming the plugin."""
+        params = self.validate(params)
+        params_cls = getattr(self.factory, "Params", None)
+        try:
+            if params_cls is not None and dataclasses.is_dataclass(params_cls):
+                return self.factory(params_cls(**params), *args)
+            return self.factory(*args, **params)
+        except I2IError:
+            raise
+        except Exception as exc:  # a plugin bug or bad combination of values: name who raised it
+            raise I2IError(
+                f"{self.kind} '{self.name}' (plugin {self.plugin}) could not be built: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+@dataclass
+class Registry:
+    """All components by kind and name, plus the plugins that failed (so their components can explain)."""
+
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def add(self, entry: Entry) -> None:
+        """Add an entry; a second plugin using the same kind+name makes the name a clash naming both."""
+        if entry.kind not in KINDS:
+            raise I2IError(f"unknown component kind '{entry.kind}'; kinds are {', '.join(KINDS)}")
+        if not isinstance(entry.name, str) or not entry.name:
+            raise I2IError(f"{entry.kind} names must be non-empty strings, got {entry.name!r}")
+        if not callable(entry.factory):
+            raise I2IError(f"{entry.kind} '{entry.name}': factory {entry.factory!r} is not callable")
+        existing = self.entries[entry.kind].get(entry.name)
+        if existing is not None or (entry.kind, entry.name) in self.clashes:
+            owners = self.clashes.setdefault((entry.kind, entry.name), [existing.plugin] if existing else [])
+            owners.append(entry.plugin)
+            self.entries[entry.kind].pop(entry.name, None)
+            return
+        self.entries[entry.kind][entry.name] = entry
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry for ``kind``/``name``, or an error listing what is available (and why something is not)."""
+        if kind not in KINDS:
+            raise I2IError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+        if (kind, name) in self.clashes:
+            owners = self.clashes[(kind, name)]
+            raise I2IError(
+                f"{kind} '{name}' is registered by more than one plugin ({' and '.join(owners)}); "
+                f"uninstall one or block it with I2I_BLOCK_PLUGINS={owners[-1]}"
+            )
+        entry = self.entries[kind].get(name)
+        if entry is not None:
+            return entry
+        available = ", ".join(sorted(self.entries[kind])) or "none"
+        message = f"unknown {kind} '{name}'{did_you_mean(name, self.entries[kind])}; available: {available}"
+        if self.failed:
+            reasons = "; ".join(f"plugin '{p}' failed to load: {r}" for p, r in self.failed.items())
+            message += f" (it may come from a plugin that failed: {reasons})"
+        raise I2IError(message)
+
+    def build(self, kind: str, name: str, params: dict[str, Any] | None = None, *args: Any) -> Any:
+        return self.get(kind, name).build(*args, **(params or {}))
+
+    def validate(self, kind: str, name: str, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        return self.get(kind, name).validate(params, where)
+
+    def list(self, kind: str | None = None) -> list[Entry]:
+        kinds = [kind] if kind else list(KINDS)
+        return [e for k in kinds for _, e in sorted(self.entries[k].items())]

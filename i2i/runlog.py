@@ -1,0 +1,62 @@
+"""What a run reports while training: rich progress, ``log.jsonl``, and TensorBoard when it is installed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class RunLog:
+    """Progress bar plus a JSON-lines log (one record per logging interval) and optional TensorBoard scalars."""
+
+    def __init__(self, out_dir: Path, console: Console, total: int, start: int) -> None:
+        self.file = (out_dir / "log.jsonl").open("a")
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        except Exception:  # tensorboard not installed: the JSON log is the record
+            self.tb = None
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console,
+        )
+        self.task = self.progress.add_task("train", total=total, completed=start, speed="", losses="")
+        self.last_time, self.last_step = time.perf_counter(), start
+
+    def __enter__(self) -> RunLog:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+    def advance(self, step: int) -> None:
+        self.progress.update(self.task, completed=step)
+
+    def record(self, step: int, epoch: int, losses: dict[str, float], lrs: dict[str, float],
+               extra: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        sec = (now - self.last_time) / max(1, step - self.last_step)
+        self.last_time, self.last_step = now, step
+        entry = {"step": step, "epoch": epoch, "losses": losses, "lr": lrs, "sec_per_iter": sec,
+                 "time": time.time(), **(extra or {})}
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+        shown = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
+        self.progress.update(self.task, completed=step, speed=f"{1 / sec:.2f} it/s" if sec > 0 else "",
+                             losses=shown)
+        if self.tb is not None:
+            for k, v in losses.items():
+                self.tb.add_scalar(f"loss/{k}", v, step)
+            for k, v in lrs.items():
+                self.tb.add_scalar(f"lr/{k}", v, step)

@@ -1,0 +1,324 @@
+"""The training loop shared by every method: data order, device, schedule, logging, samples, checkpoints, resume.
+
+A method supplies networks, optimizers and one ``train_step``; everything here is method-agnostic.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader, default_collate
+from torchvision.utils import make_grid, save_image
+
+from . import __version__
+from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load
+from .config import Config, save_yaml
+from .errors import I2IError
+from .method import Components, Method
+from .registry import Registry
+from .runlog import RunLog
+from .sampling import EpochSampler, SeededDataset, sample_seed
+from .schedule import linear_decay
+
+RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml")
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C / SIGTERM after saving; the CLI exits with 130."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    total_steps: int
+    exports: dict[str, Path]
+    samples: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise I2IError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise I2IError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def run_exists(out_dir: Path) -> bool:
+    return any((out_dir / name).exists() for name in RUN_FILES) or any(out_dir.glob("G_*.pt"))
+
+
+def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check ``out_dir`` against the flags; return the saved training state when resuming."""
+    last = out_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise I2IError(f"nothing to resume: {last} does not exist (train into {out_dir} without --resume first)")
+        state = safe_load(last, "training checkpoint")
+        if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
+            raise I2IError(f"{last} is not an i2i training checkpoint")
+        return state
+    if out_dir.exists() and not out_dir.is_dir():
+        raise I2IError(f"--out {out_dir} is a file; pass a folder for the run")
+    if run_exists(out_dir) and not overwrite:
+        raise I2IError(
+            f"{out_dir} already holds a training run; pass --resume to continue it, --overwrite to replace it, "
+            f"or choose another --out"
+        )
+    return None
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+@contextmanager
+def _stop_requests():
+    """Turn the first Ctrl-C / SIGTERM into a flag checked between steps; a second Ctrl-C aborts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Builds a run from a validated config and trains it (``run``)."""
+
+    def __init__(self, cfg: Config, registry: Registry, out_dir: Path, *, state: dict[str, Any] | None = None,
+                 overwrite: bool = False, console: Console | None = None) -> None:
+        """``state``: the training checkpoint to resume from (see :func:`prepare_run_dir`)."""
+        self.cfg, self.registry, self.out = cfg, registry, Path(out_dir)
+        self.console = console or Console(stderr=True)
+        self.state = state
+        self.overwrite = overwrite
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        torch.manual_seed(t.seed)
+        random.seed(t.seed)
+        np.random.seed(t.seed % 2**32)
+
+        if not cfg.data.root:
+            raise I2IError("no data folder given; pass --data DIR (or omit it to train on the demo data)")
+        self.dataset = registry.build("dataset", cfg.data.name, cfg.data.params, cfg.data.root, "train")
+        for w in getattr(self.dataset, "warnings", []):
+            self.console.print(f"[yellow]warning:[/] {w}")
+        channels = getattr(self.dataset, "channels", None)
+        if not isinstance(channels, dict):
+            raise I2IError(f"dataset '{cfg.data.name}' does not declare its domains' channels (a 'channels' dict)")
+
+        self.method_entry = registry.get("method", cfg.method.name)
+        self.method: Method = self.method_entry.build(
+            Components(registry, cfg, channels, self.device), **cfg.method.params
+        )
+        self.optimizers = self.method.configure_optimizers()
+        self.schedulers = {k: linear_decay(o, t.epochs, t.decay_epochs) for k, o in self.optimizers.items()}
+
+        self.steps_per_epoch = math.ceil(len(self.dataset) / cfg.data.batch_size)
+        full = (t.epochs + t.decay_epochs) * self.steps_per_epoch
+        self.total_steps = min(full, t.max_steps) if t.max_steps else full
+        self.sampler = EpochSampler(len(self.dataset), t.seed)
+        seeded = SeededDataset(self.dataset)
+        self.loader = DataLoader(
+            seeded, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0, drop_last=False,
+        )
+        n = min(4, len(self.dataset))
+        fixed = [seeded[(i * len(self.dataset) // n, sample_seed(t.seed, 0, i))] for i in range(n)]
+        self.sample_batch = _to(default_collate(fixed), self.device)
+        self._check_sizes()
+
+        self.step = 0
+        if self.state is not None:
+            self._load_state(self.state)
+
+    def _check_sizes(self) -> None:
+        shape = next(v for v in self.sample_batch.values() if torch.is_tensor(v)).shape[-2:]
+        for name in self.method.exports:
+            m = int(getattr(self.method.nets[name], "size_multiple", 1))
+            if shape[0] % m or shape[1] % m:
+                raise I2IError(
+                    f"training images are {shape[1]}×{shape[0]} but generator '{self.cfg.generator.name}' needs "
+                    f"sides that are multiples of {m}; set --size (crop) to a multiple of {m}"
+                )
+
+    # -- state -------------------------------------------------------------------------------------------------
+    def _training_state(self) -> dict[str, Any]:
+        return {
+            "format": TRAIN_FORMAT,
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "nets": {k: v.state_dict() for k, v in self.method.nets.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "method": self.method.extra_state(),
+            "rng": _rng_state(self.device),
+            "versions": {"i2i": __version__, "torch": torch.__version__},
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        try:
+            for k, net in self.method.nets.items():
+                net.load_state_dict(state["nets"][k])
+            for k, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][k])
+            for k, sched in self.schedulers.items():
+                sched.load_state_dict(state["schedulers"][k])
+            self.method.load_extra_state(state["method"])
+            _set_rng_state(state["rng"])
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise I2IError(
+                f"checkpoint {self.out / 'checkpoints' / 'last.pt'} does not match this configuration "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+            ) from exc
+
+    def save_checkpoint(self) -> Path:
+        path = self.out / "checkpoints" / "last.pt"
+        atomic_save(self._training_state(), path)
+        return path
+
+    def export_generators(self) -> dict[str, Path]:
+        """Write ``G_*.pt`` for each exported network: self-describing, loadable with ``load_generator``."""
+        g = self.cfg.generator
+        gen_plugin = self.registry.get("generator", g.name)
+        paths = {}
+        for name, (src, dst) in self.method.exports.items():
+            provenance = {
+                "method": self.cfg.method.name, "method_plugin": self.method_entry.plugin,
+                "generator_plugin": gen_plugin.plugin, "network": name, "domains": [src, dst], "step": self.step,
+                "versions": {"i2i": __version__, "torch": torch.__version__,
+                             self.method_entry.plugin: self.method_entry.version,
+                             gen_plugin.plugin: gen_plugin.version},
+                "config": self.cfg.to_dict(),
+            }
+            net = self.method.nets[name]
+            record = generator_record(net, g.name, g.params, self.dataset.channels[src], self.dataset.channels[dst],
+                                      provenance)
+            paths[name] = self.out / f"{name}.pt"
+            atomic_save(record, paths[name])
+        return paths
+
+    def save_samples(self) -> Path:
+        rows = self.method.samples(self.sample_batch)  # e.g. [[real A, fake B, rec A], [real B, fake A, rec B]]
+        images = [t[i] for i in range(rows[0][0].shape[0]) for row in rows for t in row]
+        images = [t.expand(3, *t.shape[1:]) if t.shape[0] == 1 else t[:3] for t in images]
+        cols = sum(len(row) for row in rows)
+        grid = make_grid(torch.stack(images).float().cpu(), nrow=cols, normalize=True, value_range=(-1, 1))
+        path = self.out / "samples" / f"step_{self.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        save_image(grid, tmp)
+        tmp.replace(path)
+        return path
+
+    # -- loop --------------------------------------------------------------------------------------------------
+    def _lrs(self) -> dict[str, float]:
+        return {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
+
+    def _start_files(self) -> None:
+        if self.overwrite and self.state is None:
+            for name in RUN_FILES:
+                p = self.out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            for p in self.out.glob("G_*.pt"):
+                p.unlink()
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_yaml(self.cfg, self.out / "config.yaml")
+
+    def run(self) -> TrainResult:
+        t = self.cfg.train
+        self._start_files()
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        last_sample = self.out / "samples"
+        for net in self.method.nets.values():
+            net.train()
+        with _stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step) as log:
+            while self.step < self.total_steps:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
+                for batch in self.loader:
+                    losses = self.method.train_step(_to(batch, self.device))
+                    for k, v in losses.items():
+                        sums[k] = sums[k] + v if k in sums else v.clone()
+                    count += 1
+                    self.step += 1
+                    if self.step % self.steps_per_epoch == 0:
+                        for s in self.schedulers.values():
+                            s.step()
+                    done = self.step >= self.total_steps
+                    checkpoint = self.step % t.checkpoint_every == 0 or done or stop["stop"]
+                    if self.step % t.log_every == 0 or checkpoint:
+                        means = {k: float(v) / count for k, v in sums.items()}
+                        bad = [k for k, v in means.items() if not math.isfinite(v)]
+                        if bad:
+                            raise I2IError(
+                                f"loss {bad[0]} became {means[bad[0]]} by step {self.step}; training stopped and "
+                                f"{self.out / 'checkpoints' / 'last.pt'} keeps the last good state "
+                                f"(lower method.params.lr, or check the data)"
+                            )
+                        log.record(self.step, self.step // self.steps_per_epoch, means, self._lrs())
+                        sums, count = {}, 0
+                    else:
+                        log.advance(self.step)
+                    if self.step % t.sample_every == 0 or done:
+                        last_sample = self.save_samples()
+                    if checkpoint:
+                        self.save_checkpoint()
+                    if stop["stop"] and not done:
+                        exports = self.export_generators()
+                        raise Interrupted(
+                            f"interrupted at step {self.step}: saved {self.out / 'checkpoints' / 'last.pt'} and "
+                            f"{', '.join(p.name for p in exports.values())}; continue with --resume"
+                        )
+                    if done:
+                        break
+        exports = self.export_generators()
+        return TrainResult(self.out, self.step, self.total_steps, exports, last_sample)

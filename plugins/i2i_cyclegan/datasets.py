@@ -1,0 +1,122 @@
+"""Image-folder datasets: unaligned A/B domains (as the official CycleGAN samples them) and a single folder."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from i2i import I2IError
+from i2i.images import read_image, scan_folder, to_tensor
+
+from .transforms import Preprocess, Transform
+
+LAYOUT = "expected DIR/trainA/ and DIR/trainB/ holding the images of domain A and domain B"
+
+
+class ImageFolder:
+    """The readable images of one folder; unreadable files are counted, or fatal with ``strict``."""
+
+    def __init__(self, folder: Path, channels: int, strict: bool, what: str) -> None:
+        if not folder.is_dir():
+            raise I2IError(f"{what}: folder {folder} does not exist; {LAYOUT}")
+        self.files, rejected = scan_folder(folder)
+        self.channels, self.strict = channels, strict
+        self.warnings: list[str] = []
+        if rejected:
+            if strict:
+                raise I2IError(f"{rejected[0]} is not a readable image (--strict); remove it or drop --strict")
+            self.warnings.append(
+                f"skipped {len(rejected)} file(s) in {folder} that are not readable images (e.g. {rejected[0].name});"
+                f" use --strict to fail instead"
+            )
+        if not self.files:
+            raise I2IError(f"{folder} holds no readable images; put the {what} images there")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> tuple[np.ndarray, Path]:
+        """Decode image ``index``; a file that fails to decode is replaced by the next readable one."""
+        for k in range(len(self.files)):
+            path = self.files[(index + k) % len(self.files)]
+            img = read_image(path, self.channels)
+            if img is not None:
+                return img, path
+            if self.strict:
+                raise I2IError(f"{path} is corrupt and cannot be decoded (--strict); remove or replace it")
+            warnings.warn(f"{path} is corrupt and cannot be decoded; using another image", stacklevel=2)
+        raise I2IError(f"no image under {self.files[0].parent} can be decoded")
+
+
+class UnalignedDataset(Dataset):
+    """Unpaired domains ``{root}/{phase}A`` and ``{root}/{phase}B``: item i pairs A[i mod |A|] with a random B."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        phase: str,
+        load_size: int = 286,
+        crop_size: int = 256,
+        preprocess: Preprocess = "resize_and_crop",
+        flip: bool = True,
+        channels_a: Literal[1, 3] = 3,
+        channels_b: Literal[1, 3] = 3,
+        serial_batches: bool = False,
+        strict: bool = False,
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise I2IError(f"data folder {root} does not exist; {LAYOUT}")
+        for d in ("A", "B"):
+            if not (root / f"{phase}{d}").is_dir():
+                raise I2IError(f"{root} has no {phase}{d}/ folder; {LAYOUT}")
+        self.A = ImageFolder(root / f"{phase}A", channels_a, strict, "domain A")
+        self.B = ImageFolder(root / f"{phase}B", channels_b, strict, "domain B")
+        self.warnings = self.A.warnings + self.B.warnings
+        self.channels = {"A": channels_a, "B": channels_b}
+        self.transform = Transform(preprocess, load_size, crop_size, flip and phase == "train", phase == "train")
+        self.serial = serial_batches
+
+    def __len__(self) -> int:
+        return max(len(self.A), len(self.B))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        a, a_path = self.A.load(index % len(self.A))
+        j = index % len(self.B) if self.serial else random.randint(0, len(self.B) - 1)
+        b, b_path = self.B.load(j)
+        return {"A": to_tensor(self.transform(a)), "B": to_tensor(self.transform(b)),
+                "A_path": str(a_path), "B_path": str(b_path)}
+
+
+class SingleDataset(Dataset):
+    """One folder of images (``{root}/{phase}A`` if present, else ``root`` itself) as domain A."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        phase: str,
+        load_size: int = 286,
+        crop_size: int = 256,
+        preprocess: Preprocess = "none",
+        channels: Literal[1, 3] = 3,
+        strict: bool = False,
+    ) -> None:
+        root = Path(root)
+        folder = root / f"{phase}A" if (root / f"{phase}A").is_dir() else root
+        self.A = ImageFolder(folder, channels, strict, "input")
+        self.warnings = self.A.warnings
+        self.channels = {"A": channels}
+        self.transform = Transform(preprocess, load_size, crop_size, False, False)
+
+    def __len__(self) -> int:
+        return len(self.A)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        a, path = self.A.load(index)
+        return {"A": to_tensor(self.transform(a)), "A_path": str(path)}

@@ -1,0 +1,71 @@
+"""Adversarial losses (LSGAN, vanilla, hinge, WGAN-GP) and pixel losses (L1, MSE)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AdversarialLoss:
+    """``generator(D(fake))`` is the generator's loss; ``discriminator(D, real, fake)`` is real + fake terms."""
+
+    def __init__(self, criterion: Callable[[torch.Tensor, bool], torch.Tensor]) -> None:
+        self.criterion = criterion
+
+    def generator(self, pred_fake: torch.Tensor) -> torch.Tensor:
+        return self.criterion(pred_fake, True)
+
+    def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return self.criterion(D(real), True) + self.criterion(D(fake), False)
+
+
+def _target(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    return torch.full_like(pred, 1.0 if real else 0.0)
+
+
+def lsgan() -> AdversarialLoss:
+    """Least-squares GAN (Mao et al.): MSE to 1 for real, 0 for fake. CycleGAN's default."""
+    return AdversarialLoss(lambda pred, real: F.mse_loss(pred, _target(pred, real)))
+
+
+def vanilla() -> AdversarialLoss:
+    """The original GAN's cross-entropy on logits."""
+    return AdversarialLoss(lambda pred, real: F.binary_cross_entropy_with_logits(pred, _target(pred, real)))
+
+
+class HingeLoss(AdversarialLoss):
+    """Hinge loss: D minimizes relu(1 − D(real)) + relu(1 + D(fake)); G minimizes −D(fake)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda pred, real: F.relu(1 - pred).mean() if real else F.relu(1 + pred).mean())
+
+    def generator(self, pred_fake: torch.Tensor) -> torch.Tensor:
+        return -pred_fake.mean()
+
+
+class WGANGPLoss(AdversarialLoss):
+    """Wasserstein loss with gradient penalty (Gulrajani et al.) on random real/fake interpolates."""
+
+    def __init__(self, gp_weight: float = 10.0) -> None:
+        super().__init__(lambda pred, real: -pred.mean() if real else pred.mean())
+        self.gp_weight = gp_weight
+
+    def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+        mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(mix).sum(), mix, create_graph=True)
+        penalty = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        return super().discriminator(D, real, fake) + self.gp_weight * penalty
+
+
+def l1() -> nn.Module:
+    """Mean absolute error: the cycle-consistency and identity loss of the paper."""
+    return nn.L1Loss()
+
+
+def mse() -> nn.Module:
+    """Mean squared error."""
+    return nn.MSELoss()

@@ -1,0 +1,134 @@
+"""CycleGAN (Zhu et al., ICCV 2017): two generators, two discriminators, adversarial + cycle + identity losses.
+
+Names: ``G_AB`` maps A→B (the paper's G, the official ``netG_A``), ``G_BA`` maps B→A (the paper's F, ``netG_B``);
+``D_B`` judges domain-B images (the paper's D_Y, the official ``netD_A``) and ``D_A`` judges domain A (D_X, ``netD_B``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from i2i import Components, Config, I2IError, Method
+
+from .init import InitType, init_weights
+from .pool import ImagePool
+
+
+@dataclass
+class CycleGANParams:
+    lambda_A: float = 10.0  # weight of the A→B→A cycle loss
+    lambda_B: float = 10.0  # weight of the B→A→B cycle loss
+    lambda_identity: float = 0.5  # identity loss weight, relative to lambda_A / lambda_B; 0 disables it
+    pool_size: int = 50
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    init_type: InitType = "normal"
+    init_gain: float = 0.02
+
+
+@contextmanager
+def frozen(*nets: nn.Module):
+    """No parameter gradients for ``nets`` inside the block (the discriminators during the generator step)."""
+    for n in nets:
+        n.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for n in nets:
+            n.requires_grad_(True)
+
+
+class CycleGAN(Method):
+    """Unpaired translation with cycle consistency; the paper's training step, its defaults and schedule."""
+
+    Params = CycleGANParams
+    defaults = {
+        "generator": {"name": "resnet_9blocks"},
+        "discriminator": {"name": "basic"},
+        "losses": {"gan": {"name": "lsgan"}, "cycle": {"name": "l1"}, "identity": {"name": "l1"}},
+        "data": {"name": "unaligned", "batch_size": 1},
+        "train": {"epochs": 100, "decay_epochs": 100},
+    }
+    loss_roles = {"gan": "adversarial loss", "cycle": "cycle-consistency loss", "identity": "identity loss"}
+    exports = {"G_AB": ("A", "B"), "G_BA": ("B", "A")}
+
+    @classmethod
+    def check_config(cls, config: Config) -> None:
+        p, data = config.method.params, config.data.params
+        if p["lambda_identity"] > 0 and data.get("channels_a", 3) != data.get("channels_b", 3):
+            raise I2IError(
+                "the identity loss needs domains with equal channels; set method.lambda_identity=0 "
+                "or make data.channels_a equal data.channels_b"
+            )
+        for name in ("lambda_A", "lambda_B", "lambda_identity", "lr"):
+            if p[name] < 0:
+                raise I2IError(f"method.params.{name} must be >= 0, got {p[name]}")
+        if p["pool_size"] < 0:
+            raise I2IError(f"method.params.pool_size must be >= 0, got {p['pool_size']}")
+
+    def __init__(self, params: CycleGANParams, build: Components) -> None:
+        self.p = params
+        ca, cb = build.channels["A"], build.channels["B"]
+        self.nets = nn.ModuleDict({
+            "G_AB": build.generator(ca, cb), "G_BA": build.generator(cb, ca),
+            "D_A": build.discriminator(ca), "D_B": build.discriminator(cb),
+        })
+        for net in self.nets.values():
+            init_weights(net, params.init_type, params.init_gain)
+        self.gan, self.cycle, self.identity = build.loss("gan"), build.loss("cycle"), build.loss("identity")
+        seed = build.config.train.seed
+        self.pool_A, self.pool_B = ImagePool(params.pool_size, seed), ImagePool(params.pool_size, seed + 1)
+        self.device = build.device
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        n, p = self.nets, self.p
+        adam = {"lr": p.lr, "betas": (p.beta1, p.beta2)}
+        self.opt_G = torch.optim.Adam(itertools.chain(n.G_AB.parameters(), n.G_BA.parameters()), **adam)
+        self.opt_D = torch.optim.Adam(itertools.chain(n.D_A.parameters(), n.D_B.parameters()), **adam)
+        return {"G": self.opt_G, "D": self.opt_D}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        G, F, D_A, D_B = self.nets.G_AB, self.nets.G_BA, self.nets.D_A, self.nets.D_B
+        a, b, p = batch["A"], batch["B"], self.p
+
+        # Generators: L_GAN(G, D_B) + L_GAN(F, D_A) + λ_A·‖F(G(a)) − a‖₁ + λ_B·‖G(F(b)) − b‖₁ + identity terms
+        fake_b, fake_a = G(a), F(b)
+        rec_a, rec_b = F(fake_b), G(fake_a)
+        with frozen(D_A, D_B):
+            loss = {"G_AB": self.gan.generator(D_B(fake_b)), "G_BA": self.gan.generator(D_A(fake_a)),
+                    "cycle_A": p.lambda_A * self.cycle(rec_a, a), "cycle_B": p.lambda_B * self.cycle(rec_b, b)}
+            if p.lambda_identity > 0:
+                loss["idt_A"] = p.lambda_B * p.lambda_identity * self.identity(G(b), b)
+                loss["idt_B"] = p.lambda_A * p.lambda_identity * self.identity(F(a), a)
+            self.opt_G.zero_grad(set_to_none=True)
+            sum(loss.values()).backward()
+            self.opt_G.step()
+
+        # Discriminators: ½·(L(D(real), 1) + L(D(fake from the history pool), 0)) for each domain
+        loss["D_B"] = 0.5 * self.gan.discriminator(D_B, b, self.pool_B.query(fake_b.detach()))
+        loss["D_A"] = 0.5 * self.gan.discriminator(D_A, a, self.pool_A.query(fake_a.detach()))
+        self.opt_D.zero_grad(set_to_none=True)
+        (loss["D_A"] + loss["D_B"]).backward()
+        self.opt_D.step()
+        return {k: v.detach() for k, v in loss.items()}
+
+    @torch.no_grad()
+    def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        G, F = self.nets.G_AB, self.nets.G_BA
+        a, b = batch["A"], batch["B"]
+        fake_b, fake_a = G(a), F(b)
+        return [[a, fake_b, F(fake_b)], [b, fake_a, G(fake_a)]]
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.pool_A.load_state_dict(state["pool_A"], self.device)
+        self.pool_B.load_state_dict(state["pool_B"], self.device)
