@@ -99,7 +99,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):
+            try:
+                value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+            except ValueError:
+                pass
         parts = key.split(".")
+        if isinstance(value, str) and (
+            (len(parts) == 1 and parts[0] in COMPONENT_SECTIONS) or (len(parts) == 2 and parts[0] == "losses")
+        ):
+            parts.append("name")
         if parts[0] in COMPONENT_SECTIONS and len(parts) == 2 and parts[1] not in ("name", "params"):
             parts = [parts[0], "params", parts[1]]
         elif parts[0] == "losses" and len(parts) == 3 and parts[2] not in ("name", "params"):

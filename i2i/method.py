@@ -53,7 +53,7 @@ class Method(ABC):
     nets: nn.ModuleDict
 
     @classmethod
-    def check_config(cls, config: Config) -> None:  # noqa: B027 - optional hook
+    def check_config(cls, config: Config) -> None:
         """Reject combinations the method cannot train (called during config validation)."""
 
     @abstractmethod
@@ -72,5 +72,5 @@ class Method(ABC):
         """State beyond networks and optimizers needed to resume exactly (image pools, ...)."""
         return {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""

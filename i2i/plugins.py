@@ -66,8 +66,8 @@ def _autoload_disabled() -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    text = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = None) -> Plugins:

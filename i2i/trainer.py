@@ -199,7 +199,7 @@ class Trainer:
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "method": self.method.extra_state(),
             "rng": _rng_state(self.device),
-            "versions": {"i2i": __version__, "torch": torch.__version__},
+            "versions": {"i2i": __version__, "torch": str(torch.__version__)},
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -233,7 +233,7 @@ class Trainer:
             provenance = {
                 "method": self.cfg.method.name, "method_plugin": self.method_entry.plugin,
                 "generator_plugin": gen_plugin.plugin, "network": name, "domains": [src, dst], "step": self.step,
-                "versions": {"i2i": __version__, "torch": torch.__version__,
+                "versions": {"i2i": __version__, "torch": str(torch.__version__),
                              self.method_entry.plugin: self.method_entry.version,
                              gen_plugin.plugin: gen_plugin.version},
                 "config": self.cfg.to_dict(),

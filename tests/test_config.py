@@ -1,0 +1,94 @@
+"""Config: YAML + overrides onto typed dataclasses, validated whole before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from i2i import I2IError
+from i2i.config import find_preset, load_yaml, merge, parse_overrides, resolve
+
+
+def test_paper_defaults(registry):
+    cfg = resolve(registry, "cyclegan", [])
+    p = cfg.method.params
+    assert (p["lr"], p["beta1"], p["beta2"]) == (2e-4, 0.5, 0.999)
+    assert (p["lambda_A"], p["lambda_B"], p["lambda_identity"], p["pool_size"]) == (10.0, 10.0, 0.5, 50)
+    assert cfg.generator.name == "resnet_9blocks" and cfg.generator.params["ngf"] == 64
+    assert cfg.generator.params["upsampling"] == "transpose" and cfg.generator.params["norm"] == "instance"
+    assert cfg.discriminator.name == "basic" and cfg.discriminator.params["ndf"] == 64
+    assert {k: v.name for k, v in cfg.losses.items()} == {"gan": "lsgan", "cycle": "l1", "identity": "l1"}
+    assert cfg.data.params["load_size"] == 286 and cfg.data.params["crop_size"] == 256
+    assert cfg.data.batch_size == 1 and (cfg.train.epochs, cfg.train.decay_epochs) == (100, 100)
+
+
+def test_default_preset_equals_built_in_defaults(registry):
+    assert resolve(registry, None, [load_yaml(find_preset("cyclegan/default"))]) == resolve(registry, "cyclegan", [])
+
+
+def test_overrides_parse_types_and_shorthands():
+    o = parse_overrides(["generator.ngf=32", "train.seed=3", "losses.gan=hinge", "generator.dropout=true",
+                         "method.lr=1e-4", "data.crop_size=128", "discriminator=pixel"])
+    assert o["generator"] == {"params": {"ngf": 32, "dropout": True}}
+    assert o["train"] == {"seed": 3}
+    assert o["losses"] == {"gan": {"name": "hinge"}}
+    assert o["method"] == {"params": {"lr": 1e-4}}
+    assert o["data"] == {"params": {"crop_size": 128}}
+    assert o["discriminator"] == {"name": "pixel"}
+
+
+def test_changing_component_name_drops_old_params(registry):
+    base = {"generator": {"name": "resnet_9blocks", "params": {"ngf": 32, "upsampling": "resize"}}}
+    cfg = resolve(registry, "cyclegan", [base, parse_overrides(["generator=unet_256"])])
+    assert cfg.generator.name == "unet_256" and "upsampling" not in cfg.generator.params
+    assert cfg.generator.params["ngf"] == 64
+    merged = merge(base, {"generator": {"params": {"ngf": 16}}})
+    assert merged["generator"]["params"] == {"ngf": 16, "upsampling": "resize"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.epohcs=3"], r"unknown config key 'train.epohcs' \(did you mean 'epochs'\?\); valid keys here: "
+                             r"epochs, decay_epochs"),
+        (["trian.seed=1"], r"unknown config key 'trian' \(did you mean 'train'\?\)"),
+        (["train.epochs=many"], r"train.epochs: expected int, got str 'many'"),
+        (["generator.ngff=3"], r"generator 'resnet_9blocks' has no parameter 'ngff' \(did you mean 'ngf'\?\); "
+                               r"valid parameters: ngf, norm, dropout, upsampling"),
+        (["generator.norm=layer"], r"norm: 'layer' is not one of 'instance', 'batch', 'none'"),
+        (["generator=resnet_10blocks"], r"unknown generator 'resnet_10blocks'.*available: resnet_6blocks"),
+        (["losses.gann=lsgan"], r"unknown config key 'losses.gann' \(did you mean 'gan'\?\)"),
+        (["losses.gan=lsgann"], r"unknown loss 'lsgann' \(did you mean 'lsgan'\?\)"),
+        (["method.lambda_a=3"], r"method.params has no parameter 'lambda_a' \(did you mean 'lambda_A'\?\)"),
+        (["method.lr=-1"], r"method.params.lr must be >= 0"),
+        (["data.crop_sise=3"], r"data 'unaligned' has no parameter 'crop_sise' \(did you mean 'crop_size'\?\)"),
+        (["data.channels_b=1"], r"identity loss needs domains with equal channels"),
+        (["train.max_steps=0"], r"train.max_steps must be >= 1"),
+        (["noequals"], r"override 'noequals' is not key=value"),
+    ],
+)
+def test_validation_errors_name_the_key(registry, overrides, message):
+    with pytest.raises(I2IError, match=message):
+        resolve(registry, "cyclegan", [parse_overrides(overrides)])
+
+
+def test_unknown_method(registry):
+    with pytest.raises(I2IError, match=r"unknown method 'cyclegna' \(did you mean 'cyclegan'\?\)"):
+        resolve(registry, "cyclegna", [])
+
+
+def test_bad_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(I2IError, match="is not valid YAML"):
+        load_yaml(bad)
+    with pytest.raises(I2IError, match="config file not found"):
+        load_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(I2IError, match=r"neither a file nor a preset \(did you mean 'cyclegan/demo'\?\)"):
+        find_preset("cyclegan/dem")
+
+
+def test_int_accepted_for_float_but_not_bool_for_int(registry):
+    cfg = resolve(registry, "cyclegan", [parse_overrides(["method.lambda_A=5"])])
+    assert cfg.method.params["lambda_A"] == 5.0 and isinstance(cfg.method.params["lambda_A"], float)
+    with pytest.raises(I2IError, match="expected int, got bool"):
+        resolve(registry, "cyclegan", [parse_overrides(["generator.ngf=true"])])

@@ -1,0 +1,162 @@
+"""Plugin loading through entry points: failures recorded, name clashes, blocking, autoload switch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from i2i import I2IError, hookimpl, load_plugins
+from i2i.plugins import BLOCK_ENV, DISABLE_ENV
+
+
+class Tiny(nn.Module):
+    size_multiple = 1
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        return self.conv(x).tanh()
+
+
+class GoodPlugin:
+    __version__ = "1.2.3"
+
+    @hookimpl
+    def register_generators(self, register):
+        register("tiny", Tiny, "a 1x1 conv")
+
+
+class ClashPlugin:
+    @hookimpl
+    def register_generators(self, register):
+        register("resnet_9blocks", Tiny, "clashes with the built-in")
+
+
+class RaisingPlugin:
+    @hookimpl
+    def register_generators(self, register):
+        register("half", Tiny)
+        raise RuntimeError("boom in registration")
+
+
+class BadSignaturePlugin:
+    @hookimpl
+    def register_generators(self, register, extra_argument):
+        pass
+
+
+def test_builtin_plugin_loads_through_entry_point():
+    plugins = load_plugins()
+    info = plugins.infos["cyclegan"]
+    assert info.status == "ok" and info.source == "i2i_cyclegan"
+    assert ("generator", "resnet_9blocks") in info.components
+    assert ("method", "cyclegan") in info.components
+
+
+def test_extra_plugin_components_are_stamped_with_plugin_and_version():
+    plugins = load_plugins([("good", GoodPlugin())])
+    entry = plugins.registry.get("generator", "tiny")
+    assert (entry.plugin, entry.version, entry.description) == ("good", "1.2.3", "a 1x1 conv")
+
+
+def test_unknown_component_suggests_and_lists():
+    registry = load_plugins().registry
+    with pytest.raises(I2IError, match=r"unknown generator 'resnet_9block' \(did you mean 'resnet_9blocks'\?\); "
+                                       r"available: .*unet_256"):
+        registry.get("generator", "resnet_9block")
+
+
+def test_name_clash_is_an_error_naming_both_plugins():
+    plugins = load_plugins([("clash", ClashPlugin())])
+    assert plugins.infos["clash"].status == "failed"
+    assert "also registered by plugin 'cyclegan'" in plugins.infos["clash"].reason
+    with pytest.raises(I2IError, match="more than one plugin \\(cyclegan and clash\\)"):
+        plugins.registry.get("generator", "resnet_9blocks")
+    plugins.registry.get("generator", "resnet_6blocks")  # the rest of the built-in plugin still works
+
+
+def test_failing_registration_keeps_others_and_explains_its_components():
+    plugins = load_plugins([("raising", RaisingPlugin()), ("good", GoodPlugin())])
+    assert plugins.infos["raising"].status == "failed"
+    assert "boom in registration" in plugins.infos["raising"].reason
+    assert "half" not in plugins.registry.entries["generator"]  # nothing half-registered
+    plugins.registry.get("generator", "tiny")
+    with pytest.raises(I2IError, match="plugin 'raising' failed to load: .*boom"):
+        plugins.registry.get("generator", "half")
+
+
+def test_hook_signature_mismatch_is_recorded_not_raised():
+    plugins = load_plugins([("badsig", BadSignaturePlugin())])
+    info = plugins.infos["badsig"]
+    assert info.status == "failed" and "extra_argument" in info.reason
+
+
+def test_disable_autoload_and_block(monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    plugins = load_plugins([("good", GoodPlugin())])
+    assert list(plugins.infos) == ["good"]
+    monkeypatch.delenv(DISABLE_ENV)
+    monkeypatch.setenv(BLOCK_ENV, "cyclegan")
+    plugins = load_plugins()
+    assert plugins.infos["cyclegan"].status == "blocked"
+    assert not plugins.registry.entries["generator"]
+
+
+@pytest.fixture()
+def broken_dist(tmp_path) -> Path:
+    """A fake installed distribution whose `i2i` entry point imports a module that raises."""
+    dist = tmp_path / "brokenplug-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text("[i2i]\nbroken = brokenplug_mod\n")
+    (tmp_path / "brokenplug_mod.py").write_text("raise ImportError('needs libfoo 2.0')\n")
+    return tmp_path
+
+
+def _run_cli(args: list[str], extra_path: Path, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(extra_path), os.environ.get("PYTHONPATH", "")]),
+               "COLUMNS": "200", **env}
+    return subprocess.run([sys.executable, "-m", "i2i", *args], capture_output=True, text=True, env=environ,
+                          timeout=120)
+
+
+def test_broken_entry_point_plugin_does_not_break_cli(broken_dist):
+    res = _run_cli(["plugins"], broken_dist)
+    assert res.returncode == 0, res.stderr
+    line = next(li for li in res.stdout.splitlines() if "broken" in li)
+    assert "0.3" in line and "failed" in line and "needs libfoo 2.0" in line
+    assert "cyclegan" in res.stdout and "ok" in res.stdout
+    res = _run_cli(["list", "generator"], broken_dist)
+    assert res.returncode == 0 and "resnet_9blocks" in res.stdout
+
+
+def test_blocked_plugin_shown_by_cli(broken_dist):
+    res = _run_cli(["plugins"], broken_dist, **{BLOCK_ENV: "broken"})
+    line = next(li for li in res.stdout.splitlines() if "broken" in li)
+    assert "blocked" in line and "needs libfoo" not in line
+
+
+def test_list_unknown_kind_is_one_line_error(cli):
+    res = cli("list", "generatr")
+    assert res.exit_code == 2
+    assert res.stderr.strip().count("\n") == 0 and "did you mean 'generator'" in res.stderr
+
+
+def test_list_shows_descriptions_and_parameters(cli):
+    res = cli("list", "generators")
+    assert res.exit_code == 0
+    assert "resnet_9blocks" in res.stdout and "upsampling" in res.stdout and "loss" not in res.stdout
+
+
+def test_plugin_module_never_imported_by_engine_directly():
+    """The engine has no special path for the built-in plugin: nothing in i2i/ names it."""
+    engine = Path(__file__).resolve().parents[1] / "i2i"
+    offenders = [p.name for p in engine.rglob("*.py") if "i2i_cyclegan" in p.read_text()]
+    assert offenders == []

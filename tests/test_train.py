@@ -1,0 +1,199 @@
+"""`i2i train` end to end: exports, exact resume, and every bad input ending in one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import TINY
+from i2i import load_generator
+from i2i.checkpoint import safe_load
+
+
+def _one_line_error(res, *fragments: str, alone: bool = True) -> None:
+    """Exit 2 and one ``error:`` line (the only stderr line unless training had started) with ``fragments``."""
+    assert res.exit_code == 2, (res.exit_code, res.stdout, res.stderr)
+    lines = [li for li in res.stderr.splitlines() if li.strip()]
+    errors = [li for li in lines if li.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], res.stderr
+    assert len(lines) == 1 or not alone, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
+def test_train_two_steps_exports_loadable_generators(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    res = cli("train", "--method", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *TINY)
+    assert res.exit_code == 0, res.stderr
+    assert "G_AB.pt" in res.stdout and "samples" in res.stdout
+    for name in ("G_AB.pt", "G_BA.pt", "config.yaml", "log.jsonl", "checkpoints/last.pt"):
+        assert (out / name).is_file(), name
+    assert list((out / "samples").glob("step_*.png"))
+    records = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert {"G_AB", "cycle_A", "D_A", "idt_A"} <= set(records[0]["losses"]) and records[0]["lr"]["G"] == 2e-4
+    assert records[0]["sec_per_iter"] > 0
+
+    raw = torch.load(out / "G_AB.pt", weights_only=True)  # plain types only
+    assert raw["component"] == {"name": "resnet_6blocks", "params": {"ngf": 8, "norm": "instance",
+                                                                     "dropout": False, "upsampling": "transpose"}}
+    assert raw["io"] == {"in_channels": 3, "out_channels": 3, "range": [-1.0, 1.0], "size_multiple": 4}
+    assert raw["provenance"]["method"] == "cyclegan" and raw["provenance"]["generator_plugin"] == "cyclegan"
+    G = load_generator(out / "G_AB.pt")
+    x = torch.rand(1, 3, 36, 52) * 2 - 1
+    with torch.no_grad():
+        y = G(x)
+    assert y.shape == x.shape and not G.training
+    state = safe_load(out / "checkpoints" / "last.pt")
+    assert torch.equal(state["nets"]["G_AB"]["model.1.weight"], G.state_dict()["model.1.weight"])
+
+
+def _weights(out):
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    return state["step"], state["nets"], state["optimizers"]
+
+
+def test_resume_is_bit_identical(cli, small_data, tmp_path):
+    """2N steps straight == N steps, resume, N more (N crosses an epoch boundary: 6 images/epoch)."""
+    common = ["--data", small_data, *TINY, "train.epochs=1", "train.decay_epochs=2", "method.pool_size=3"]
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    assert cli("train", "-m", "cyclegan", "--out", a, "--max-steps", "10", *common).exit_code == 0
+    assert cli("train", "-m", "cyclegan", "--out", b, "--max-steps", "5", *common).exit_code == 0
+    res = cli("train", "--out", b, "--resume", "--max-steps", "10", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    step_a, nets_a, opt_a = _weights(a)
+    step_b, nets_b, opt_b = _weights(b)
+    assert step_a == step_b == 10
+    for net in nets_a:
+        for key in nets_a[net]:
+            assert torch.equal(nets_a[net][key], nets_b[net][key]), (net, key)
+    assert torch.equal(opt_a["G"]["state"][0]["exp_avg"], opt_b["G"]["state"][0]["exp_avg"])
+    # the learning rate decayed after epoch 1 (6 images per epoch): the schedule resumed too
+    last = json.loads((b / "log.jsonl").read_text().splitlines()[-1])
+    assert last["lr"]["G"] == pytest.approx(2e-4 * (1 - 1 / 3))
+
+
+def test_resume_refuses_architecture_change(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    _one_line_error(cli("train", "--out", out, "--resume", "generator.ngf=16"), "cannot change generator.params.ngf")
+    _one_line_error(cli("train", "--out", tmp_path / "none", "--resume"), "nothing to resume")
+
+
+def test_run_dir_holding_a_run_is_refused_unless_overwrite(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY]
+    assert cli(*args).exit_code == 0
+    before = (out / "G_AB.pt").read_bytes()
+    _one_line_error(cli(*args), "already holds a training run", "--overwrite")
+    assert (out / "G_AB.pt").read_bytes() == before
+    assert cli(*args, "--overwrite", "--seed", "5").exit_code == 0
+    assert (out / "G_AB.pt").read_bytes() != before
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # the old log was replaced, not appended to
+
+
+@pytest.mark.parametrize(
+    "setup, extra, fragments",
+    [
+        ("no_b", [], ["has no trainB/ folder", "expected DIR/trainA/ and DIR/trainB/"]),
+        ("empty_b", [], ["holds no readable images"]),
+        ("missing", [], ["does not exist"]),
+        ("junk", ["--strict"], ["notes.txt is not a readable image (--strict)"]),
+        ("ok", ["--method", "cyclgan"], ["unknown method 'cyclgan' (did you mean 'cyclegan'?)"]),
+        ("ok", ["generator=resnet_7blocks"], ["unknown generator 'resnet_7blocks'", "available:"]),
+        ("ok", ["train.epochz=1"], ["unknown config key 'train.epochz'", "did you mean 'epochs'"]),
+        ("ok", ["--size", "30"], ["multiples of 4", "--size"]),
+        ("ok", ["train.epochs=x"], ["train.epochs: expected int, got str 'x'"]),
+        ("ok", ["--config", "nope.yaml"], ["neither a file nor a preset"]),
+        ("ok", ["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "tpu"], ["device"]),
+    ],
+)
+def test_bad_input_one_line_nothing_written(cli, small_data, tmp_path, setup, extra, fragments):
+    data = small_data
+    if setup == "no_b":
+        for f in (data / "trainB").iterdir():
+            f.unlink()
+        (data / "trainB").rmdir()
+    elif setup == "empty_b":
+        for f in (data / "trainB").iterdir():
+            f.unlink()
+    elif setup == "missing":
+        data = tmp_path / "nowhere"
+    elif setup == "junk":
+        (data / "trainA" / "notes.txt").write_text("not an image")
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--out", out, "--max-steps", "1", *TINY, *extra]
+    if "--method" not in extra:
+        args[1:1] = ["--method", "cyclegan"]
+    _one_line_error(cli(*args), *fragments)
+    assert not out.exists()
+
+
+def test_unreadable_files_are_skipped_with_a_count(cli, small_data, tmp_path):
+    (small_data / "trainA" / "notes.txt").write_text("not an image")
+    (small_data / "trainA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "1", *TINY)
+    assert res.exit_code == 0, res.stderr
+    assert "skipped 1 file(s)" in res.stderr or "skipped 2 file(s)" in res.stderr
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cli, small_data, tmp_path, monkeypatch):
+    from i2i_cyclegan.method import CycleGAN
+
+    out = tmp_path / "run"
+    args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, *TINY, "train.checkpoint_every=2"]
+    original = CycleGAN.train_step
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        losses = original(self, batch)
+        if calls["n"] == 3:
+            losses["cycle_A"] = torch.tensor(float("nan"))
+        return losses
+
+    monkeypatch.setattr(CycleGAN, "train_step", poisoned)
+    _one_line_error(cli(*args, "--max-steps", "6"), "loss cycle_A became nan by step 3", "last good state",
+                    alone=False)
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    assert not (out / "G_AB.pt").exists()
+
+
+def test_demo_runs_when_no_data_given(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("I2I_HOME", str(tmp_path / "home"))
+    res = cli("train", "--method", "cyclegan", "--out", tmp_path / "demo", "--max-steps", "2", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert "built-in demo dataset" in res.stderr
+    assert (tmp_path / "home" / "demo-v1" / "testB").is_dir()
+    cfg = (tmp_path / "demo" / "config.yaml").read_text()
+    assert "crop_size: 64" in cfg and "ngf: 16" in cfg
+
+
+def test_ctrl_c_saves_and_exits_130_then_resumes(small_data, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "i2i", "train", "-m", "cyclegan", "--data", str(small_data), "--out", str(out),
+           *TINY, "--max-steps", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = out / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    step = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert step >= 3 and (out / "G_AB.pt").is_file()
+    res = subprocess.run([sys.executable, "-m", "i2i", "train", "--out", str(out), "--resume", "--max-steps",
+                          str(step + 2)], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == step + 2
