@@ -8,6 +8,7 @@ earlier layers gave the old one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -99,11 +100,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, str):
-            try:
-                value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
-            except ValueError:
-                pass
+        if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "infinity"):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-4" as a string
+                value = float(value)
         parts = key.split(".")
         if isinstance(value, str) and (
             (len(parts) == 1 and parts[0] in COMPONENT_SECTIONS) or (len(parts) == 2 and parts[0] == "losses")
