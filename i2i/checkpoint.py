@@ -47,6 +47,8 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
         raise I2IError(f"{what} not found: {path}")
     if not path.is_file():
         raise I2IError(f"{what} {path} is not a file")
+    if not zipfile.is_zipfile(path):
+        raise I2IError(f"{what} {path} is truncated or not a PyTorch file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -133,6 +134,9 @@ def train(
         if config:
             layers.append(load_yaml(find_preset(config)))
         cfg = resolve(registry, method, [*layers, *cli_layers])
+        if out_dir is None:
+            out_dir = Path("runs") / f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        state = prepare_run_dir(out_dir, resume=False, overwrite=overwrite)
         if demo_data:
             cfg.data.root = str(demo.demo_root())
             err.print(
@@ -142,9 +146,6 @@ def train(
             )
         else:
             cfg.data.root = str(data)
-        if out_dir is None:
-            out_dir = Path("runs") / f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        state = prepare_run_dir(out_dir, resume=False, overwrite=overwrite)
 
     trainer = Trainer(cfg, registry, out_dir, state=state, overwrite=overwrite, console=err)
     verb = "resuming" if resume else "training"
@@ -201,6 +202,68 @@ def plugins() -> None:
     if not loaded.infos:
         err.print("no plugins loaded (is I2I_DISABLE_PLUGIN_AUTOLOAD set?)")
     out.print(table)
+
+
+@app.command("translate")
+@cli_errors
+def translate_cmd(
+    inputs: list[str] = typer.Argument(..., help="image files, folders or glob patterns"),
+    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G_AB.pt / G_BA.pt)"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the translated images"),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="include sub-folders of input folders"),
+    size: int = typer.Option(None, "--size", help="resize the shorter side to this first (default: keep size)"),
+    batch_size: int = typer.Option(4, "--batch-size", help="images of equal size translated together"),
+    device: str = typer.Option("auto", "--device"),
+    side_by_side: bool = typer.Option(False, "--side-by-side", help="write input|output comparison images"),
+) -> None:
+    """Translate images with a trained generator; each keeps its resolution, names mirror the inputs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .device import resolve_device
+    from .images import read_image, write_image
+    from .translate import Translator, collect_inputs
+    from .translate import side_by_side as compare
+
+    if batch_size < 1:
+        raise I2IError("--batch-size must be >= 1")
+    if size is not None and size < 1:
+        raise I2IError("--size must be >= 1")
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size)
+    files = collect_inputs(inputs, recursive)
+    sources = {src.resolve() for src, _ in files}
+    for src, rel in files:
+        target = (out_dir / rel).resolve()
+        if target in sources:
+            raise I2IError(f"writing {out_dir / rel} would overwrite the input {src}; choose another --out")
+        if not cv2_can_read(src):
+            raise I2IError(f"{src} is not an image OpenCV can read")
+    loaded: dict[Path, np.ndarray] = {}
+
+    def read_all():
+        for src, _ in files:
+            img = read_image(src)
+            if img is None:
+                raise I2IError(f"{src} is corrupt or unreadable; remove it and run again")
+            if side_by_side:
+                loaded[src] = img
+            yield img
+
+    with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("translate", total=len(files))
+        for (src, rel), result in zip(files, translator.translate_arrays(read_all(), batch_size), strict=True):
+            if side_by_side:
+                result = compare(loaded.pop(src), result)
+            write_image(out_dir / rel, result)
+            progress.advance(task)
+    out.print(f"[green]translated[/] {len(files)} image(s) with {ckpt} → {out_dir}", highlight=False,
+              soft_wrap=True)
+
+
+def cv2_can_read(path: Path) -> bool:
+    import cv2
+
+    return cv2.haveImageReader(str(path))
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -61,15 +62,26 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
-    """Write an HWC RGB/RGBA/gray image; the format follows the extension."""
+    """Write an HWC RGB/RGBA/gray image, format by extension, atomically (temporary file, then rename)."""
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     elif img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(path.suffix or ".png", img)
+    try:
+        ok, buf = cv2.imencode(path.suffix or ".png", img)
+    except cv2.error:
+        ok = False
     if not ok:
-        raise I2IError(f"cannot encode an image as {path.suffix or '.png'} for {path}")
-    buf.tofile(str(path))
+        raise I2IError(f"cannot encode a {img.dtype} image with {img.shape[-1]} channel(s) as {path.suffix or '.png'}"
+                       f" for {path}; use an output format that supports it (e.g. .png)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        buf.tofile(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

@@ -29,13 +29,17 @@ class RunLog:
         )
         self.task = self.progress.add_task("train", total=total, completed=start, speed="", losses="")
         self.last_time, self.last_step = time.perf_counter(), start
+        self.console, self.total, self.records = console, total, 0
+        self.live = console.is_terminal  # a progress bar on terminals, plain lines in logs and CI
 
     def __enter__(self) -> RunLog:
-        self.progress.start()
+        if self.live:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
         self.file.close()
         if self.tb is not None:
             self.tb.close()
@@ -53,8 +57,13 @@ class RunLog:
         self.file.write(json.dumps(entry) + "\n")
         self.file.flush()
         shown = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
-        self.progress.update(self.task, completed=step, speed=f"{1 / sec:.2f} it/s" if sec > 0 else "",
-                             losses=shown)
+        speed = f"{1 / sec:.2f} it/s" if sec > 0 else ""
+        self.progress.update(self.task, completed=step, speed=speed, losses=shown)
+        if not self.live and (self.records % 10 == 0 or step == self.total):
+            eta = time.strftime("%H:%M:%S", time.gmtime(sec * (self.total - step)))
+            self.console.print(f"step {step}/{self.total}  {speed}  eta {eta}  {shown}", highlight=False,
+                               soft_wrap=True)
+        self.records += 1
         if self.tb is not None:
             for k, v in losses.items():
                 self.tb.add_scalar(f"loss/{k}", v, step)

@@ -24,6 +24,7 @@ from torchvision.utils import make_grid, save_image
 from . import __version__
 from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load
 from .config import Config, save_yaml
+from .device import resolve_device
 from .errors import I2IError
 from .method import Components, Method
 from .registry import Registry
@@ -45,18 +46,6 @@ class TrainResult:
     total_steps: int
     exports: dict[str, Path]
     samples: Path
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise I2IError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise I2IError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    return device
 
 
 def run_exists(out_dir: Path) -> bool:

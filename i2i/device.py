@@ -1,0 +1,22 @@
+"""Choosing the compute device from a user's string."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import I2IError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise I2IError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise I2IError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise I2IError(f"device '{name}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    return device

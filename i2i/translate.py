@@ -1,0 +1,201 @@
+"""Applying a generator to images of any size, channel count and bit depth.
+
+Each image keeps its own resolution: it is padded by reflection to the generator's size multiple and cropped back.
+Gray/RGB inputs are converted to the checkpoint's channels; an alpha channel is passed through untouched;
+16-bit inputs give 16-bit outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_generator
+from .errors import I2IError
+from .images import scan_folder, to_tensor
+
+
+@dataclass
+class Prepared:
+    """One image ready for the network, plus what is needed to turn the output back into an image."""
+
+    tensor: torch.Tensor  # CHW in [-1, 1], padded to the size multiple
+    height: int
+    width: int
+    alpha: np.ndarray | None
+    dtype: np.dtype
+
+
+def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = size / min(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    return out.reshape(nh, nw, *img.shape[2:]) if img.ndim == 3 and out.ndim == 2 else out
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad an NCHW/CHW tensor at the bottom/right by reflection (replicate where the image is too small)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    batched = x if x.dim() == 4 else x[None]
+    out = F.pad(batched, (0, pw, 0, ph), mode=mode)
+    return out if x.dim() == 4 else out[0]
+
+
+class Translator:
+    """A loaded generator with the conversions around it; ``translate_arrays`` does batches of equal size."""
+
+    def __init__(self, generator: nn.Module, device: str | torch.device = "cpu", size: int | None = None) -> None:
+        info = getattr(generator, "i2i_info", None) or {"io": {}}
+        io = info["io"]
+        self.G = generator.eval().to(device)
+        self.device = torch.device(device)
+        self.in_channels = int(io.get("in_channels", 3))
+        self.out_channels = int(io.get("out_channels", 3))
+        self.multiple = int(io.get("size_multiple", getattr(generator, "size_multiple", 1)))
+        self.size = size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", size: int | None = None,
+                        registry: Any = None) -> Translator:
+        return cls(load_generator(path, registry), device, size)
+
+    def prepare(self, img: np.ndarray) -> Prepared:
+        """HWC (or HW) uint8/uint16/float image with 1, 3 or 4 channels -> network input."""
+        if img.ndim == 2:
+            img = img[:, :, None]
+        if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
+            raise I2IError(f"cannot translate an image of shape {img.shape}: expected H×W×(1, 3 or 4)")
+        if self.size:
+            img = resize_short_side(img, self.size)
+            img = img[:, :, None] if img.ndim == 2 else img
+        alpha = None
+        if img.shape[2] in (2, 4):
+            img, alpha = img[:, :, :-1], img[:, :, -1:]
+        c = img.shape[2]
+        if c != self.in_channels:
+            if self.in_channels == 1:
+                img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)[:, :, None]
+            elif c == 1:
+                img = np.repeat(img, self.in_channels, axis=2)
+            else:
+                raise I2IError(f"the image has {c} channels but the generator expects {self.in_channels}")
+        if img.dtype.kind == "u":
+            t = to_tensor(img)
+        else:  # float images are taken to be in [0, 1]
+            t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() * 2 - 1
+        h, w = img.shape[:2]
+        return Prepared(pad_to_multiple(t, self.multiple), h, w, alpha, img.dtype)
+
+    def finish(self, out: torch.Tensor, prep: Prepared) -> np.ndarray:
+        """Network output (CHW) -> image of the input's size, dtype and alpha."""
+        out = out[:, : prep.height, : prep.width].float().clamp(-1, 1)
+        if prep.dtype.kind == "u":
+            scale = float(np.iinfo(prep.dtype).max)
+            arr = ((out + 1) * (scale / 2)).round().cpu().numpy().transpose(1, 2, 0).astype(prep.dtype)
+        else:
+            arr = ((out + 1) / 2).cpu().numpy().transpose(1, 2, 0).astype(prep.dtype)
+        if prep.alpha is not None:
+            alpha = prep.alpha.astype(arr.dtype)
+            arr = np.concatenate([arr, alpha], axis=2)
+        return arr
+
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.G(batch.to(self.device, non_blocking=True))
+
+    def translate_arrays(self, images: Iterable[np.ndarray], batch_size: int = 4) -> Iterator[np.ndarray]:
+        """Translate images in order, batching consecutive images of equal size."""
+        pending: list[Prepared] = []
+        for img in images:
+            prep = self.prepare(img)
+            if pending and (pending[0].tensor.shape != prep.tensor.shape or len(pending) >= batch_size):
+                yield from self._flush(pending)
+                pending = []
+            pending.append(prep)
+        if pending:
+            yield from self._flush(pending)
+
+    def _flush(self, pending: list[Prepared]) -> Iterator[np.ndarray]:
+        out = self.forward(torch.stack([p.tensor for p in pending]))
+        for o, p in zip(out, pending, strict=True):
+            yield self.finish(o, p)
+
+
+def translate(generator: nn.Module | str | Path, images: Any, *, device: str | torch.device = "cpu",
+              size: int | None = None, batch_size: int = 4) -> Any:
+    """Translate numpy images (HWC, or a list of them) or tensors (CHW/NCHW in [-1, 1]) with a generator or a
+    ``G.pt`` path. Returns the same kind of thing it was given."""
+    tr = (Translator.from_checkpoint(generator, device, size) if isinstance(generator, (str, Path))
+          else Translator(generator, device, size))
+    if torch.is_tensor(images):
+        x = images if images.dim() == 4 else images[None]
+        h, w = x.shape[-2:]
+        out = tr.forward(pad_to_multiple(x.float(), tr.multiple))[..., :h, :w].cpu()
+        return out if images.dim() == 4 else out[0]
+    if isinstance(images, np.ndarray):
+        return next(tr.translate_arrays([images], batch_size))
+    return list(tr.translate_arrays(list(images), batch_size))
+
+
+def collect_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+    """Resolve files, folders and glob patterns to ``(image path, output path relative to OUT_DIR)``.
+
+    A folder's images keep their path below that folder (sub-folders only with ``recursive``).
+    """
+    found: list[tuple[Path, Path]] = []
+    for spec in inputs:
+        path = Path(spec)
+        if path.is_dir():
+            good, _ = scan_folder(path, recursive=recursive)
+            found += [(p, p.relative_to(path)) for p in good]
+            if not good:
+                raise I2IError(f"folder {path} holds no images OpenCV can read"
+                               + ("" if recursive else " (use --recursive for sub-folders)"))
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        elif any(ch in spec for ch in "*?["):
+            anchor = Path(spec.split("*")[0].split("?")[0].split("[")[0] or ".")
+            root = anchor if anchor.is_dir() else anchor.parent
+            matches = sorted(p for p in root.glob(str(Path(spec).relative_to(root))) if p.is_file())
+            if not matches:
+                raise I2IError(f"no file matches {spec}")
+            found += [(p, Path(p.name)) for p in matches]
+        else:
+            raise I2IError(f"input not found: {spec}")
+    seen: dict[Path, Path] = {}
+    for src, rel in found:
+        if rel in seen and seen[rel] != src:
+            raise I2IError(f"{src} and {seen[rel]} would both be written to {rel}; translate them separately")
+        seen[rel] = src
+    return found
+
+
+def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``before | after`` as one image with ``after``'s size, channels and dtype."""
+    h, w = after.shape[:2]
+    a = before if before.ndim == 3 else before[:, :, None]
+    if a.shape[:2] != (h, w):
+        a = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+    if a.dtype != after.dtype:
+        a = (a.astype(np.float64) * (np.iinfo(after.dtype).max / np.iinfo(a.dtype).max)).round().astype(after.dtype)
+    color, alpha = (a[:, :, :-1], a[:, :, -1:]) if a.shape[2] in (2, 4) else (a, None)
+    want = after.shape[2] - (1 if after.shape[2] in (2, 4) else 0)
+    if color.shape[2] != want:
+        color = np.repeat(color[:, :, :1], want, axis=2) if want == 3 else color.mean(2, keepdims=True).astype(a.dtype)
+    if after.shape[2] in (2, 4):
+        opaque = np.full((h, w, 1), np.iinfo(after.dtype).max, after.dtype)
+        color = np.concatenate([color, alpha if alpha is not None else opaque], axis=2)
+    return np.concatenate([color, after], axis=1)
