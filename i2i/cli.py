@@ -260,6 +260,131 @@ def translate_cmd(
               soft_wrap=True)
 
 
+@app.command("video")
+@cli_errors
+def video_cmd(
+    src: Path = typer.Argument(..., help="input video (any format OpenCV/ffmpeg decodes)"),
+    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G_AB.pt / G_BA.pt)"),
+    dst: Path = typer.Option(None, "--out", "-o", help="output video (default: INPUT_i2i.mp4 beside the input)"),
+    size: int = typer.Option(None, "--size", help="resize the shorter side to this first"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    device: str = typer.Option("auto", "--device"),
+    start: float = typer.Option(0.0, "--start", help="start at this many seconds"),
+    duration: float = typer.Option(None, "--duration", help="process this many seconds"),
+    side_by_side: bool = typer.Option(False, "--side-by-side", help="write input|output frames"),
+    no_audio: bool = typer.Option(False, "--no-audio", help="do not copy the input's audio track"),
+) -> None:
+    """Translate a video frame by frame, keeping its frame rate, size and (with ffmpeg) its audio."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .device import resolve_device
+    from .translate import Translator
+    from .video import ffmpeg_path, probe, translate_video
+
+    if batch_size < 1:
+        raise I2IError("--batch-size must be >= 1")
+    info = probe(src)
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size)
+    dst = dst or src.with_name(f"{src.stem}_i2i.mp4")
+    if not no_audio and ffmpeg_path() is None:
+        err.print("[yellow]warning:[/] ffmpeg not found (pip install imageio-ffmpeg): the output will be silent",
+                  highlight=False)
+    total = info.frames - round(start * info.fps) if info.frames else None
+    if duration and total is not None:
+        total = min(total, round(duration * info.fps))
+    with Progress(TextColumn("[bold]video"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+                  TextColumn("{task.fields[fps]}"), TimeRemainingColumn(),
+                  console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("video", total=total, fps="")
+
+        def on_frames(n: int) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[0].speed
+            progress.update(task, fps=f"{speed:.1f} frames/s" if speed else "")
+
+        result = translate_video(src, dst, translator, batch_size, start, duration, side_by_side,
+                                 audio=not no_audio, on_frames=on_frames)
+    sound = "with the input's audio" if result.audio else "silent"
+    out.print(f"[green]wrote[/] {result.output}: {result.frames} frames in {result.seconds:.1f}s "
+              f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {sound}", highlight=False, soft_wrap=True)
+
+
+@app.command("import-official")
+@cli_errors
+def import_official(
+    src: Path = typer.Argument(..., help="official generator weights, e.g. latest_net_G_A.pth"),
+    out_path: Path = typer.Option(..., "--out", "-o", help="i2i generator checkpoint to write (G.pt)"),
+    net_g: str = typer.Option(None, "--netG", help="architecture (inferred from the file when omitted)"),
+    ngf: int = typer.Option(None, "--ngf", help="generator width (inferred when omitted)"),
+    norm: str = typer.Option(None, "--norm", help="instance or batch (inferred when omitted)"),
+    dropout: bool = typer.Option(None, "--dropout/--no-dropout", help="generator built with dropout"),
+    importer: str = typer.Option("official_cyclegan", "--from", help="importer (see `i2i list importer`)"),
+) -> None:
+    """Convert another project's generator weights into a self-describing i2i checkpoint."""
+    from .checkpoint import atomic_save, generator_record, safe_load
+
+    registry = load_plugins().registry
+    entry = registry.get("importer", importer)
+    state = safe_load(src, "weights file")
+    name, params, cin, cout, sd = entry.build(state, netG=net_g, ngf=ngf, norm=norm, dropout=dropout)
+    gen = registry.get("generator", name)
+    net = gen.build(cin, cout, **params)
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as exc:
+        raise I2IError(f"{src} does not fit {name} {params}: {str(exc).splitlines()[0][:160]}") from None
+    provenance = {"method": "imported", "importer": importer, "importer_plugin": entry.plugin,
+                  "generator_plugin": gen.plugin, "imported_from": src.name,
+                  "versions": {"i2i": __version__, entry.plugin: entry.version}}
+    atomic_save(generator_record(net, name, gen.validate(params), cin, cout, provenance), out_path)
+    out.print(f"[green]wrote[/] {out_path}: {name} {params}, {cin}→{cout} channels", highlight=False,
+              soft_wrap=True)
+
+
+@app.command("export")
+@cli_errors
+def export_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G.pt)"),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx or torchscript"),
+    out_path: Path = typer.Option(..., "--out", "-o", help="file to write"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset"),
+) -> None:
+    """Export a generator to ONNX or TorchScript (dynamic batch, height and width)."""
+    from .checkpoint import load_generator
+    from .export import export
+
+    net = load_generator(ckpt)
+    export(net, out_path, fmt, opset)
+    out.print(f"[green]wrote[/] {out_path} ({fmt}; inputs N×{net.i2i_info['io']['in_channels']}×H×W in [-1, 1], "
+              f"H and W multiples of {net.i2i_info['io']['size_multiple']})", highlight=False, soft_wrap=True)
+
+
+@app.command("inspect")
+@cli_errors
+def inspect_cmd(ckpt: Path = typer.Argument(..., help="exported generator (G.pt)")) -> None:
+    """Show a generator checkpoint's architecture, channels, size multiple, provenance and size."""
+    from .checkpoint import read_generator
+
+    record = read_generator(ckpt)
+    comp, io, prov = record["component"], record["io"], record.get("provenance") or {}
+    n_params = sum(t.numel() for t in record["state_dict"].values() if t.is_floating_point())
+    table = Table(title=str(ckpt), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("architecture", f"{comp['name']} (plugin {prov.get('generator_plugin', '?')})")
+    table.add_row("parameters", ", ".join(f"{k}={v}" for k, v in comp["params"].items()) or "-")
+    table.add_row("channels", f"{io['in_channels']} → {io['out_channels']}")
+    table.add_row("value range", f"{io['range'][0]:g} .. {io['range'][1]:g}")
+    table.add_row("size multiple", str(io["size_multiple"]))
+    table.add_row("weights", f"{n_params:,} parameters ({ckpt.stat().st_size / 1e6:.1f} MB file)")
+    for key in ("method", "network", "domains", "step", "importer", "imported_from"):
+        if key in prov:
+            table.add_row(key, str(prov[key]))
+    if prov.get("versions"):
+        table.add_row("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
+    out.print(table)
+
+
 def cv2_can_read(path: Path) -> bool:
     import cv2
 

@@ -41,5 +41,11 @@ def register_methods(register):
 
 
 @hookspec
+def register_importers(register):
+    """Register converters of other projects' weight files. ``factory(state_dict, **params)`` returns
+    ``(generator_name, generator_params, in_channels, out_channels, state_dict)`` for the i2i registry."""
+
+
+@hookspec
 def register_metrics(register):
     """Register evaluation metrics. ``factory(**params)`` returns an object following :class:`i2i.metric`."""

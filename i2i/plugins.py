@@ -34,6 +34,7 @@ HOOKS = {
     "dataset": "register_datasets",
     "method": "register_methods",
     "metric": "register_metrics",
+    "importer": "register_importers",
 }
 
 

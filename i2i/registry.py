@@ -17,13 +17,14 @@ from typing import Any
 from .errors import I2IError, did_you_mean
 from .typecheck import coerce, describe, hints
 
-KINDS = ("generator", "discriminator", "loss", "dataset", "method", "metric")
+KINDS = ("generator", "discriminator", "loss", "dataset", "method", "metric", "importer")
 
 #: Leading factory arguments that the engine supplies; they are not user parameters.
 ENGINE_ARGS: dict[str, tuple[str, ...]] = {
     "generator": ("in_channels", "out_channels"),
     "discriminator": ("in_channels",),
     "dataset": ("root", "phase"),
+    "importer": ("state_dict",),
 }
 
 REQUIRED = object()

@@ -11,6 +11,7 @@ from .datasets import SingleDataset, UnalignedDataset
 from .discriminators import NLayerDiscriminator, PixelDiscriminator
 from .generators import ResnetGenerator, UnetGenerator
 from .method import CycleGAN
+from .official import official_cyclegan
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,12 @@ def register_losses(register):
 def register_datasets(register):
     register("unaligned", UnalignedDataset, "unpaired folders DIR/trainA and DIR/trainB")
     register("single", SingleDataset, "one folder of images (domain A)")
+
+
+@hookimpl
+def register_importers(register):
+    register("official_cyclegan", official_cyclegan,
+             "generator files of the official CycleGAN/pix2pix repository (latest_net_G_A.pth)")
 
 
 @hookimpl

@@ -1,0 +1,50 @@
+"""Exporting a generator to ONNX or TorchScript with dynamic batch, height and width."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import I2IError
+
+FORMATS = ("onnx", "torchscript")
+
+
+def example_input(net: nn.Module, batch: int = 1, scale: int = 1) -> torch.Tensor:
+    io = getattr(net, "i2i_info", {}).get("io", {})
+    m = int(io.get("size_multiple", getattr(net, "size_multiple", 1)))
+    side = m * max(1, 64 // m) * scale
+    return torch.rand(batch, int(io.get("in_channels", 3)), side, side + m) * 2 - 1
+
+
+def export(net: nn.Module, path: Path, fmt: str, opset: int = 17) -> Path:
+    """Write ``net`` (eval mode, CPU) as ``fmt`` to ``path`` atomically."""
+    if fmt not in FORMATS:
+        raise I2IError(f"unknown export format '{fmt}'; use {' or '.join(FORMATS)}")
+    net = net.eval().cpu()
+    x = example_input(net)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if fmt == "torchscript":
+                torch.jit.save(torch.jit.trace(net, x, check_trace=False), tmp)
+            else:
+                axes = {0: "batch", 2: "height", 3: "width"}
+                torch.onnx.export(net, (x,), tmp, dynamo=False, input_names=["input"], output_names=["output"],
+                                  dynamic_axes={"input": axes, "output": axes}, opset_version=opset)
+        os.replace(tmp, path)
+    except I2IError:
+        raise
+    except Exception as exc:
+        raise I2IError(f"could not export to {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -1,0 +1,56 @@
+"""Reading the official CycleGAN/pix2pix generator files (``latest_net_G_A.pth``): the architecture is inferred
+from the state dict's keys and shapes, and checked against what the user states."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from i2i import I2IError
+
+RESNET_NAMES = {9: "resnet_9blocks", 6: "resnet_6blocks"}
+UNET_NAMES = {7: "unet_128", 8: "unet_256"}
+
+
+def _infer(sd: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any], int, int]:
+    norm = "batch" if any(k.endswith("running_mean") for k in sd) else "instance"
+    if "model.model.0.weight" in sd:  # U-Net: count the nested levels
+        levels, prefix = 1, "model.model.1"
+        while f"{prefix}.model.1.weight" in sd:
+            levels += 1
+            prefix += ".model.3"
+        name = UNET_NAMES.get(levels)
+        if name is None:
+            raise I2IError(f"the file holds a U-Net with {levels} down-samplings; i2i has unet_128 (7), unet_256 (8)")
+        first, last = sd["model.model.0.weight"], sd["model.model.3.weight"]
+        # U-Net dropout layers hold no weights, so the file cannot tell; None = whatever the user states
+        return name, {"ngf": first.shape[0], "norm": norm, "dropout": None}, first.shape[1], last.shape[1]
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
+    if "model.1.weight" not in sd or not blocks:
+        raise I2IError("the file is not an official ResNet or U-Net generator state dict (keys like model.1.weight)")
+    name = RESNET_NAMES.get(len(blocks))
+    if name is None:
+        raise I2IError(f"the file holds a ResNet generator with {len(blocks)} blocks; i2i has 6 and 9")
+    convs = [k for k, v in sd.items() if k.endswith(".weight") and v.dim() == 4]
+    first, last = sd["model.1.weight"], sd[convs[-1]]
+    dropout = any(".conv_block.6." in k for k in sd)
+    params = {"ngf": first.shape[0], "norm": norm, "dropout": dropout, "upsampling": "transpose"}
+    return name, params, first.shape[1], last.shape[0]
+
+
+def official_cyclegan(state_dict: dict[str, Any], netG: str | None = None, ngf: int | None = None,
+                      norm: str | None = None, dropout: bool | None = None):
+    """Convert an official generator state dict; stated options must agree with the file."""
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+        raise I2IError("the file is not a state dict of tensors (expected an official latest_net_G*.pth)")
+    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    name, params, cin, cout = _infer(sd)
+    for option, stated, found in (("--netG", netG, name), ("--ngf", ngf, params["ngf"]),
+                                  ("--norm", norm, params["norm"]), ("--dropout", dropout, params["dropout"])):
+        if stated is not None and found is not None and stated != found:
+            raise I2IError(f"{option} {stated} does not match the file, which holds {option} {found}")
+    if params["dropout"] is None:
+        params["dropout"] = bool(dropout)
+    return name, params, int(cin), int(cout), sd
