@@ -119,7 +119,7 @@ class _Encoder:
             if self.audio:
                 cmd += ["-err_detect", "ignore_err", "-ss", f"{start:.3f}"]
                 cmd += ["-t", f"{duration:.3f}"] if duration else []
-                cmd += ["-i", str(src), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", audio_codec, "-shortest"]
+                cmd += ["-i", str(src), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", audio_codec]
             if w % 2 or h % 2:
                 cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
             cmd += [*video_args, str(tmp)]

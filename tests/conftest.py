@@ -51,3 +51,21 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def make_ckpt(tmp_path_factory, registry):
+    """``make_ckpt(in_channels=3, out_channels=3, name=..., **params) -> Path`` of an exported generator."""
+    from i2i.checkpoint import atomic_save, generator_record
+
+    def make(in_channels: int = 3, out_channels: int = 3, name: str = "resnet_6blocks", **params) -> Path:
+        torch.manual_seed(0)
+        entry = registry.get("generator", name)
+        params = entry.validate({"ngf": 8, **params})
+        net = entry.build(in_channels, out_channels, **params)
+        path = tmp_path_factory.mktemp("ckpt") / "G.pt"
+        atomic_save(generator_record(net, name, params, in_channels, out_channels,
+                                     {"generator_plugin": entry.plugin}), path)
+        return path
+
+    return make

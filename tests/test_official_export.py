@@ -1,0 +1,95 @@
+"""Official weights import, ONNX/TorchScript export and `i2i inspect`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED
+from i2i import load_generator
+
+GOLDEN = SHARED / "reference" / "official_cyclegan_golden.pt"
+
+
+@pytest.fixture()
+def official_pth(tmp_path):
+    if not GOLDEN.is_file():
+        pytest.skip("../shared/reference is absent")
+    golden = torch.load(GOLDEN, weights_only=True)
+    path = tmp_path / "latest_net_G_A.pth"
+    torch.save(golden["G_state_dict"], path)  # exactly what the official repository saves
+    return path, golden
+
+
+def test_import_official_reproduces_official_output(cli, official_pth, tmp_path):
+    pth, golden = official_pth
+    out = tmp_path / "G.pt"
+    res = cli("import-official", pth, "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert "resnet_6blocks" in res.stdout
+    G = load_generator(out)
+    with torch.no_grad():
+        y = G(golden["input"])
+    assert torch.allclose(y, golden["G_output"], atol=1e-5, rtol=0)
+    assert G.i2i_info["provenance"]["imported_from"] == "latest_net_G_A.pth"
+
+
+def test_import_official_checks_stated_options(cli, official_pth, tmp_path):
+    pth, _ = official_pth
+    res = cli("import-official", pth, "-o", tmp_path / "G.pt", "--netG", "resnet_9blocks")
+    assert res.exit_code == 2 and "--netG resnet_9blocks does not match the file" in res.stderr
+    res = cli("import-official", pth, "-o", tmp_path / "G.pt", "--ngf", "64")
+    assert res.exit_code == 2 and "holds --ngf 8" in res.stderr
+    assert not (tmp_path / "G.pt").exists()
+
+
+def test_import_official_unet_and_bad_files(cli, registry, tmp_path):
+    net = registry.build("generator", "unet_128", {"ngf": 4}, 3, 3)
+    pth = tmp_path / "unet.pth"
+    torch.save(net.state_dict(), pth)
+    res = cli("import-official", pth, "-o", tmp_path / "U.pt")
+    assert res.exit_code == 0, res.stderr
+    assert load_generator(tmp_path / "U.pt").i2i_info["component"]["name"] == "unet_128"
+    torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "x.pth")
+    res = cli("import-official", tmp_path / "x.pth", "-o", tmp_path / "X.pt")
+    assert res.exit_code == 2 and "not an official ResNet or U-Net generator" in res.stderr
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_dynamic_shapes_match_pytorch(cli, make_ckpt, tmp_path, fmt):
+    ckpt = make_ckpt()
+    path = tmp_path / f"G.{fmt}"
+    res = cli("export", "--ckpt", ckpt, "--format", fmt, "-o", path)
+    assert res.exit_code == 0, res.stderr
+    G = load_generator(ckpt)
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run(x):
+            return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    else:
+        ts = torch.jit.load(str(path))
+
+        def run(x):
+            with torch.no_grad():
+                return ts(x)
+
+    for shape in [(1, 3, 32, 48), (3, 3, 44, 20)]:  # other batch sizes, heights and widths than traced
+        x = torch.rand(*shape) * 2 - 1
+        with torch.no_grad():
+            ref = G(x)
+        got = run(x)
+        assert got.shape == ref.shape
+        assert np.abs((got - ref).numpy()).max() < 1e-4
+
+
+def test_export_unknown_format_and_inspect(cli, make_ckpt, tmp_path):
+    ckpt = make_ckpt()
+    res = cli("export", "--ckpt", ckpt, "--format", "tflite", "-o", tmp_path / "x")
+    assert res.exit_code == 2 and "unknown export format 'tflite'" in res.stderr
+    res = cli("inspect", ckpt)
+    assert res.exit_code == 0
+    for fragment in ("resnet_6blocks", "ngf=8", "3 → 3", "size multiple", "parameters"):
+        assert fragment in res.stdout
