@@ -140,9 +140,8 @@ def train(
         if demo_data:
             cfg.data.root = str(demo.demo_root())
             err.print(
-                f"[cyan]No --data given: training on the built-in demo dataset[/] ({cfg.data.root}: photo tiles; "
-                f"domain B = the same kind of photo with a {demo.HUE_DEGREES:g}° hue rotation; held-out pairs in "
-                f"testA/testB)", highlight=False, soft_wrap=True,
+                f"[cyan]No --data given: training on the built-in demo dataset[/] ({cfg.data.root}: "
+                f"{demo.DESCRIPTION}; held-out pairs in testA/testB)", highlight=False, soft_wrap=True,
             )
         else:
             cfg.data.root = str(data)

@@ -1,5 +1,5 @@
-"""The built-in demo dataset: real photos cut into tiles; domain B is the same kind of photo after a known colour
-transform (a 90° hue rotation, SVG ``feColorMatrix`` style), so the true A→B mapping of held-out tiles is known.
+"""The built-in demo dataset: real photos cut into tiles; domain B is the same kind of photo as a film negative
+(every channel inverted), so the true A→B mapping of the held-out tiles is known and a translation can be scored.
 
 Layout (built once into the cache, atomically): ``trainA/``, ``trainB/`` (unpaired: disjoint tiles),
 ``testA/`` (held-out tiles) and ``testB/`` (the same tiles transformed, i.e. the ground truth for ``testA``).
@@ -7,7 +7,6 @@ Layout (built once into the cache, atomically): ``trainA/``, ``trainB/`` (unpair
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -18,10 +17,10 @@ import numpy as np
 
 from .images import read_image, write_image
 
-VERSION = 1
+VERSION = 2
 TILE = 72
 STRIDE = 36
-HUE_DEGREES = 90.0
+DESCRIPTION = "photo tiles; domain B = film negatives of other tiles"
 PHOTOS = Path(__file__).parent / "data" / "demo"
 
 
@@ -32,18 +31,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "i2i"
 
 
-def hue_matrix(degrees: float) -> np.ndarray:
-    """3×3 RGB matrix rotating hue by ``degrees`` while keeping luminance (Rec. 709 weights)."""
-    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    lum = np.array([0.213, 0.715, 0.072])
-    return (np.tile(lum, (3, 1)) + c * (np.eye(3) - np.tile(lum, (3, 1)))
-            + s * np.array([[-0.213, -0.715, 0.928], [0.143, 0.140, -0.283], [-0.787, 0.715, 0.072]]))
-
-
 def true_transform(img: np.ndarray) -> np.ndarray:
-    """The demo's A→B mapping on an HWC uint8 RGB image."""
-    out = cv2.transform(img.astype(np.float32), hue_matrix(HUE_DEGREES))
-    return np.clip(out.round(), 0, 255).astype(np.uint8)
+    """The demo's A→B mapping on an HWC uint8 image: the film negative."""
+    return cv2.bitwise_not(img)
 
 
 def _tiles(img: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

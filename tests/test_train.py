@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from i2i import load_generator
+from i2i import demo, load_generator
 from i2i.checkpoint import safe_load
 
 
@@ -172,9 +172,22 @@ def test_demo_runs_when_no_data_given(cli, tmp_path, monkeypatch):
     res = cli("train", "--method", "cyclegan", "--out", tmp_path / "demo", "--max-steps", "2", "--device", "cpu")
     assert res.exit_code == 0, res.stderr
     assert "built-in demo dataset" in res.stderr
-    assert (tmp_path / "home" / "demo-v1" / "testB").is_dir()
+    assert (tmp_path / "home" / f"demo-v{demo.VERSION}" / "testB").is_dir()
     cfg = (tmp_path / "demo" / "config.yaml").read_text()
-    assert "crop_size: 64" in cfg and "ngf: 16" in cfg
+    assert "crop_size: 64" in cfg and "ngf: 16" in cfg and "lambda_identity: 0.0" in cfg
+    again = cli("train", "--method", "cyclegan", "--out", tmp_path / "demo", "--max-steps", "2")
+    _one_line_error(again, "already holds a training run")
+
+
+def test_demo_truth_is_the_negative_of_held_out_tiles(demo_data):
+    from i2i.images import read_image
+
+    names = sorted(p.name for p in (demo_data / "testA").iterdir())
+    assert names == sorted(p.name for p in (demo_data / "testB").iterdir()) and len(names) >= 20
+    a, b = read_image(demo_data / "testA" / names[0], 3), read_image(demo_data / "testB" / names[0], 3)
+    assert (a.astype(int) + b.astype(int) == 255).all()
+    train = {p.name for p in (demo_data / "trainA").iterdir()} | {p.name for p in (demo_data / "trainB").iterdir()}
+    assert len(train) >= 150 and not train & set(names)
 
 
 def test_ctrl_c_saves_and_exits_130_then_resumes(small_data, tmp_path):
