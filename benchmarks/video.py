@@ -4,7 +4,7 @@ Prints, for the same frames and generator in one run: forward-only frames/s, end
 (goal >= 0.9 on CPU), and the peak resident memory of `translate_video` on a short clip and a 4x longer one
 (goal: equal within 10 %). Each memory figure comes from a fresh process.
 
-    python benchmarks/video.py [--frames 48] [--size 256] [--ngf 16] [--batch-size 4] [--device cpu]
+    python benchmarks/video.py [--frames 160] [--size 256] [--ngf 16] [--batch-size 4] [--device cpu]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def peak_memory_child(clip: Path, ckpt: Path, batch: int, device: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--frames", type=int, default=160)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--ngf", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=4)

