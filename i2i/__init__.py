@@ -1,7 +1,8 @@
 """i2i: plugin-style image-to-image translation.
 
 Public API for users and plugin authors: ``hookimpl`` (mark ``register_*`` implementations), ``load_generator``,
-``load_plugins`` / ``load_registry``, ``translate``, the ``Method`` interface with ``Components`` and ``Config``, and ``I2IError``.
+``translate``, ``load_plugins`` / ``load_registry``, the ``Method`` interface with ``Components`` and ``Config``,
+and ``I2IError``.
 """
 
 from __future__ import annotations

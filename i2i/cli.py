@@ -27,7 +27,7 @@ out = Console()
 err = Console(stderr=True)
 
 #: train keys that may differ when resuming (everything else must match the checkpoint)
-RESUMABLE = {"train", "data.workers", "data.root"}
+RESUMABLE = {"train", "validation", "data.workers", "data.root"}
 
 
 def cli_errors(fn):
@@ -382,6 +382,61 @@ def inspect_cmd(ckpt: Path = typer.Argument(..., help="exported generator (G.pt)
     if prov.get("versions"):
         table.add_row("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
     out.print(table)
+
+
+@app.command("eval")
+@cli_errors
+def eval_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G_AB.pt)"),
+    source: Path = typer.Option(..., "--source", help="images to translate"),
+    target: Path = typer.Option(None, "--target", help="real images of the target domain (FID, KID)"),
+    truth: Path = typer.Option(None, "--truth", help="paired ground truth for --source, matched by file name"),
+    metrics: str = typer.Option(None, "--metrics", help="comma-separated (default: fid,kid with --target; "
+                                                         "psnr,ssim,mae with --truth); see `i2i list metric`"),
+    json_path: Path = typer.Option(None, "--json", help="also write the report as JSON"),
+    features: str = typer.Option("inception", "--features", help="FID/KID features: inception or timm:NAME"),
+    feature_weights: Path = typer.Option(None, "--feature-weights", help="local weights for --features timm:NAME"),
+    inception_weights: Path = typer.Option(None, "--inception-weights", help="local InceptionV3 FID weights"),
+    size: int = typer.Option(None, "--size", help="resize the source's shorter side before translating"),
+    device: str = typer.Option("auto", "--device"),
+    strict_sizes: bool = typer.Option(False, "--strict-sizes", help="fail if truth and output sizes differ"),
+) -> None:
+    """Score a generator: FID/KID against --target, PSNR/SSIM/MAE against --truth, each beside identity."""
+    import json
+    import os
+
+    from .device import resolve_device
+    from .evaluate import evaluate
+    from .features import build_extractor
+    from .translate import Translator
+
+    registry = load_plugins().registry
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    for name in names or []:
+        registry.get("metric", name)
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, registry)
+    report = evaluate(translator, registry, source, target, truth, names,
+                      lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
+    for note in report.warnings:
+        err.print(f"[yellow]warning:[/] {note}", highlight=False)
+    table = Table(title=f"{ckpt.name} on {report.counts['source']} image(s) of {source}")
+    for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
+        table.add_column(col)
+    for name, row in report.scores.items():
+        better = (row["translated"] > row["identity"]) == row["higher_is_better"]
+        arrow = "↑" if row["higher_is_better"] else "↓"
+        table.add_row(f"{name} {arrow}", f"{row['translated']:.4f}", f"{row['identity']:.4f}",
+                      "[green]yes[/]" if better else "[red]no[/]")
+    out.print(table)
+    if report.extractor:
+        out.print(f"features: {report.extractor}", highlight=False)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = json_path.with_name(f".{json_path.name}.tmp")
+        tmp.write_text(json.dumps({"checkpoint": str(ckpt), "source": str(source), "target": str(target),
+                                   "truth": str(truth), **report.to_dict()}, indent=2))
+        os.replace(tmp, json_path)
+        out.print(f"wrote {json_path}", highlight=False)
 
 
 def cv2_can_read(path: Path) -> bool:

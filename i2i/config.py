@@ -53,6 +53,23 @@ class TrainConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Scoring a generator on held-out images every ``every`` steps (0 = never); paths are relative to
+    ``data.root``. ``best`` names the metric whose best value keeps ``{network}_best.pt``."""
+
+    every: int = 0
+    network: str | None = None  # default: the method's first exported network
+    source: str = "testA"
+    target: str | None = None
+    truth: str | None = None
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim"])
+    best: str | None = None
+    max_images: int = 50
+    features: str = "inception"
+    feature_weights: str | None = None
+
+
+@dataclass
 class Config:
     method: Component
     generator: Component
@@ -60,6 +77,7 @@ class Config:
     losses: dict[str, Component] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,6 +250,17 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
         raise I2IError(f"train.max_steps must be >= 1, got {t.max_steps}")
     if cfg.data.batch_size < 1 or cfg.data.workers < 0:
         raise I2IError("data.batch_size must be >= 1 and data.workers >= 0")
+    v = cfg.validation
+    for metric in v.metrics:
+        registry.get("metric", metric)
+    if v.best is not None and v.best not in v.metrics:
+        raise I2IError(f"validation.best '{v.best}' must be one of validation.metrics ({', '.join(v.metrics)})")
+    exports = getattr(method_cls, "exports", {})
+    if v.network is not None and v.network not in exports:
+        raise I2IError(f"validation.network '{v.network}'{did_you_mean(v.network, exports)} is not one of "
+                       f"{', '.join(exports)}")
+    if v.every < 0 or v.max_images < 1:
+        raise I2IError("validation.every must be >= 0 and validation.max_images >= 1")
     check = getattr(method_cls, "check_config", None)
     if check is not None:
         check(cfg)

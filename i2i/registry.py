@@ -25,6 +25,7 @@ ENGINE_ARGS: dict[str, tuple[str, ...]] = {
     "discriminator": ("in_channels",),
     "dataset": ("root", "phase"),
     "importer": ("state_dict",),
+    "metric": ("features",),
 }
 
 REQUIRED = object()

@@ -47,6 +47,17 @@ class RunLog:
     def advance(self, step: int) -> None:
         self.progress.update(self.task, completed=step)
 
+    def validation(self, step: int, result: dict[str, Any]) -> None:
+        """A validation record: {"step", "validation": {metric: value}, "identity": {metric: value}}."""
+        self.file.write(json.dumps({"step": step, "validation": result["scores"],
+                                    "identity": result["identity"]}) + "\n")
+        self.file.flush()
+        shown = "  ".join(f"{k} {v:.4f} (identity {result['identity'][k]:.4f})" for k, v in result["scores"].items())
+        self.console.print(f"validation at step {step}: {shown}", highlight=False, soft_wrap=True)
+        if self.tb is not None:
+            for k, v in result["scores"].items():
+                self.tb.add_scalar(f"val/{k}", v, step)
+
     def record(self, step: int, epoch: int, losses: dict[str, float], lrs: dict[str, float],
                extra: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()

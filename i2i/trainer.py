@@ -163,6 +163,12 @@ class Trainer:
         self.sample_batch = _to(default_collate(fixed), self.device)
         self._check_sizes()
 
+        v = cfg.validation
+        self.val_network = v.network or next(iter(self.method.exports), None)
+        if v.every and self.val_network is None:
+            raise I2IError(f"method '{cfg.method.name}' exports no generator to validate")
+        self._extractor = None
+        self.best: dict[str, Any] = {}
         self.step = 0
         if self.state is not None:
             self._load_state(self.state)
@@ -187,6 +193,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "method": self.method.extra_state(),
+            "best": self.best,
             "rng": _rng_state(self.device),
             "versions": {"i2i": __version__, "torch": str(torch.__version__)},
         }
@@ -200,6 +207,7 @@ class Trainer:
             for k, sched in self.schedulers.items():
                 sched.load_state_dict(state["schedulers"][k])
             self.method.load_extra_state(state["method"])
+            self.best = dict(state.get("best") or {})
             _set_rng_state(state["rng"])
             self.step = int(state["step"])
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -213,12 +221,14 @@ class Trainer:
         atomic_save(self._training_state(), path)
         return path
 
-    def export_generators(self) -> dict[str, Path]:
+    def export_generators(self, only: str | None = None, suffix: str = "") -> dict[str, Path]:
         """Write ``G_*.pt`` for each exported network: self-describing, loadable with ``load_generator``."""
         g = self.cfg.generator
         gen_plugin = self.registry.get("generator", g.name)
         paths = {}
         for name, (src, dst) in self.method.exports.items():
+            if only is not None and name != only:
+                continue
             provenance = {
                 "method": self.cfg.method.name, "method_plugin": self.method_entry.plugin,
                 "generator_plugin": gen_plugin.plugin, "network": name, "domains": [src, dst], "step": self.step,
@@ -230,9 +240,42 @@ class Trainer:
             net = self.method.nets[name]
             record = generator_record(net, g.name, g.params, self.dataset.channels[src], self.dataset.channels[dst],
                                       provenance)
-            paths[name] = self.out / f"{name}.pt"
+            paths[name] = self.out / f"{name}{suffix}.pt"
             atomic_save(record, paths[name])
         return paths
+
+    def validate(self) -> dict[str, Any]:
+        """Score the validated network on held-out images; keep ``{network}_best.pt`` when ``best`` improves."""
+        from .evaluate import evaluate
+        from .features import build_extractor
+        from .translate import Translator
+
+        v, root = self.cfg.validation, Path(self.cfg.data.root)
+        net = self.method.nets[self.val_network]
+        src, dst = self.method.exports[self.val_network]
+        io = {"in_channels": self.dataset.channels[src], "out_channels": self.dataset.channels[dst],
+              "size_multiple": int(getattr(net, "size_multiple", 1))}
+
+        def extractor():
+            if self._extractor is None:
+                self._extractor = build_extractor(v.features, v.feature_weights).to(self.device)
+            return self._extractor
+
+        def where(p: str | None) -> Path | None:
+            return None if p is None else root / p
+
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            report = evaluate(Translator(net, self.device, io=io), self.registry, where(v.source), where(v.target),
+                              where(v.truth), v.metrics, extractor, limit=v.max_images)
+        net.train()
+        scores = {k: row["translated"] for k, row in report.scores.items()}
+        if v.best is not None:
+            value, higher = scores[v.best], report.scores[v.best]["higher_is_better"]
+            old = self.best.get("value")
+            if old is None or (value > old if higher else value < old):
+                self.best = {"metric": v.best, "value": value, "step": self.step}
+                self.export_generators(only=self.val_network, suffix="_best")
+        return {"scores": scores, "identity": {k: row["identity"] for k, row in report.scores.items()}}
 
     def save_samples(self) -> Path:
         rows = self.method.samples(self.sample_batch)  # e.g. [[real A, fake B, rec A], [real B, fake A, rec B]]
@@ -299,6 +342,8 @@ class Trainer:
                         log.advance(self.step)
                     if self.step % t.sample_every == 0 or done:
                         last_sample = self.save_samples()
+                    if self.cfg.validation.every and (self.step % self.cfg.validation.every == 0 or done):
+                        log.validation(self.step, self.validate())
                     if checkpoint:
                         self.save_checkpoint()
                     if stop["stop"] and not done:

@@ -57,9 +57,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 class Translator:
     """A loaded generator with the conversions around it; ``translate_arrays`` does batches of equal size."""
 
-    def __init__(self, generator: nn.Module, device: str | torch.device = "cpu", size: int | None = None) -> None:
-        info = getattr(generator, "i2i_info", None) or {"io": {}}
-        io = info["io"]
+    def __init__(self, generator: nn.Module, device: str | torch.device = "cpu", size: int | None = None,
+                 io: dict[str, Any] | None = None) -> None:
+        """``io`` (in/out channels, size multiple) defaults to what ``load_generator`` attached to the module."""
+        io = io or (getattr(generator, "i2i_info", None) or {"io": {}})["io"]
         self.G = generator.eval().to(device)
         self.device = torch.device(device)
         self.in_channels = int(io.get("in_channels", 3))

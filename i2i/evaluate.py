@@ -1,0 +1,169 @@
+"""Scoring a generator: translate a source folder, compare with a target set (FID, KID) and with paired ground
+truth (PSNR, SSIM, MAE), each beside the identity baseline (the same metric on the untranslated source)."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import I2IError
+from .features import FeatureExtractor
+from .images import read_image, scan_folder
+from .registry import Registry
+from .translate import Translator
+
+
+@dataclass
+class EvalReport:
+    """metric -> {"translated": x, "identity": y, "higher_is_better": bool}, plus what was compared."""
+
+    scores: dict[str, dict[str, Any]]
+    extractor: str | None
+    counts: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": self.scores, "feature_extractor": self.extractor, "counts": self.counts,
+                "warnings": self.warnings}
+
+
+def _images(folder: Path, what: str, limit: int | None = None) -> list[Path]:
+    if not folder.is_dir():
+        raise I2IError(f"{what} folder not found: {folder}")
+    files, _ = scan_folder(folder)
+    if not files:
+        raise I2IError(f"{what} folder {folder} holds no images")
+    return files[:limit] if limit else files
+
+
+def _float_rgb(img: np.ndarray) -> torch.Tensor:
+    """HWC image (1/3/4 channels, uint8/uint16) -> 1×3×H×W float in [0, 1] (alpha dropped, gray repeated)."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] in (2, 4):
+        img = img[:, :, :-1]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    scale = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div(scale)[None]
+
+
+def needs_features(factory: Callable[..., Any]) -> bool:
+    """A metric factory whose ``features`` argument has no default needs the feature extractor."""
+    param = inspect.signature(factory).parameters.get("features")
+    return param is not None and param.default is inspect.Parameter.empty
+
+
+def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def evaluate(
+    translator: Translator,
+    registry: Registry,
+    source: Path,
+    target: Path | None = None,
+    truth: Path | None = None,
+    metrics: list[str] | None = None,
+    features: Callable[[], FeatureExtractor] | None = None,
+    strict_sizes: bool = False,
+    limit: int | None = None,
+) -> EvalReport:
+    """Translate every image of ``source`` and score it; ``features`` builds the extractor when one is needed."""
+    if metrics is None:
+        metrics = (["fid", "kid"] if target else []) + (["psnr", "ssim", "mae"] if truth else [])
+    if not metrics:
+        raise I2IError("nothing to compute: give --target (for FID/KID) and/or --truth (for PSNR/SSIM/MAE)")
+    entries = {name: registry.get("metric", name) for name in metrics}
+    sources = _images(source, "source", limit)
+    truth_files: dict[Path, Path] = {}
+    if truth is not None:
+        by_stem = {p.relative_to(truth).with_suffix(""): p for p in _images(truth, "truth")}
+        missing = [p for p in sources if p.relative_to(source).with_suffix("") not in by_stem]
+        if missing:
+            raise I2IError(f"{len(missing)} source image(s) have no truth image of the same name in {truth} "
+                           f"(e.g. {missing[0].relative_to(source)}); truth is matched by file name")
+        truth_files = {p: by_stem[p.relative_to(source).with_suffix("")] for p in sources}
+    targets = _images(target, "target") if target is not None else []
+
+    extractor = None
+    built: dict[str, Any] = {}
+    for name, entry in entries.items():
+        params: dict[str, Any] = {}
+        if "subset_size" in entry.parameters():  # KID: subsets cannot exceed the smaller set
+            params["subset_size"] = max(2, min(50, len(sources), len(targets) or 2))
+        if needs_features(entry.factory) and extractor is None:
+            if features is None:
+                raise I2IError(f"metric '{name}' needs a feature extractor")
+            extractor = features()
+        built[name] = entry.build(extractor if needs_features(entry.factory) else None, **params)
+    paired = {n: m for n, m in built.items() if m.paired}
+    dist = {n: m for n, m in built.items() if not m.paired}
+    if paired and truth is None:
+        raise I2IError(f"metric(s) {', '.join(paired)} need paired ground truth: pass --truth DIR")
+    if dist and target is None:
+        raise I2IError(f"metric(s) {', '.join(dist)} need a target set: pass --target DIR")
+
+    notes: list[str] = []
+    resized = 0
+    identity_paired = {n: registry.get("metric", n).build(None) for n in paired}
+    for t in targets:
+        img = read_image(t)
+        if img is None:
+            raise I2IError(f"{t} is corrupt or unreadable")
+        for m in dist.values():
+            m.update(_float_rgb(img), real=True)
+    outputs: list[torch.Tensor] = []
+    originals: list[torch.Tensor] = []
+    for src in sources:
+        img = read_image(src)
+        if img is None:
+            raise I2IError(f"{src} is corrupt or unreadable")
+        out = next(translator.translate_arrays([img], 1))
+        if truth_files:
+            ref = read_image(truth_files[src])
+            if ref is None:
+                raise I2IError(f"{truth_files[src]} is corrupt or unreadable")
+            if ref.shape[:2] != out.shape[:2]:
+                if strict_sizes:
+                    raise I2IError(f"{truth_files[src]} is {ref.shape[1]}×{ref.shape[0]} but its source image "
+                                   f"translates to {out.shape[1]}×{out.shape[0]}; resize the truth images")
+                ref = _fit(ref, out.shape[:2])
+                resized += 1
+            ref_t = _float_rgb(ref)
+            src_img = img if img.shape[:2] == out.shape[:2] else _fit(img, out.shape[:2])
+            for n, m in paired.items():
+                m.update(_float_rgb(out), ref_t)
+                identity_paired[n].update(_float_rgb(src_img), ref_t)
+        if dist:
+            outputs.append(_float_rgb(out))
+            originals.append(_float_rgb(img))
+    if resized:
+        notes.append(f"{resized} truth image(s) differed in size from the output and were resized to it")
+
+    scores: dict[str, dict[str, Any]] = {}
+    for n, m in paired.items():
+        scores[n] = {"translated": m.compute(), "identity": identity_paired[n].compute(),
+                     "higher_is_better": m.higher_is_better}
+    for n, m in dist.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for o in outputs:
+                m.update(o, real=False)
+            translated = m.compute()
+            m.reset_fake()
+            for o in originals:
+                m.update(o, real=False)
+            identity = m.compute()
+        scores[n] = {"translated": translated, "identity": identity, "higher_is_better": m.higher_is_better}
+    counts = {"source": len(sources), "target": len(targets), "truth": len(truth_files)}
+    return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes)

@@ -1,0 +1,175 @@
+"""The i2i-timm plugin: timm_unet passes the conformance kit, loads local weights, freezes, trains and translates.
+
+Nothing is downloaded: encoders are randomly initialised, and "pretrained" weights come from a local file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("timm")
+pytest.importorskip("i2i_timm")
+
+import cv2  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from i2i import I2IError, demo, load_generator  # noqa: E402
+from i2i.cli import app  # noqa: E402
+
+# the conformance kit as a pytest plugin: its i2i_registry fixture (import i2i.testing only inside the tests, so
+# pytest imports it first and rewrites its asserts)
+pytest_plugins = ["i2i.testing"]
+
+TINY = {"encoder": "resnet18", "decoder_channels": 16}
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def registry(i2i_registry):
+    if "timm_unet" not in i2i_registry.entries["generator"]:
+        pytest.skip("the i2i-timm plugin is not registered (is it installed, or blocked?)")
+    return i2i_registry
+
+
+def test_plugin_is_loaded_through_its_entry_point():
+    from i2i import load_plugins
+
+    info = load_plugins().infos["timm"]
+    assert info.status == "ok", info.reason
+    assert info.components == [("generator", "timm_unet")] and info.source == "i2i_timm"
+
+
+def test_conformance(registry):
+    from i2i.testing import check_generator
+
+    check_generator(registry, "timm_unet", TINY)
+
+
+def test_conformance_frozen_encoder(registry):
+    from i2i.testing import check_generator
+
+    check_generator(registry, "timm_unet", {**TINY, "freeze_encoder": True}, channels=((3, 3),))
+
+
+@pytest.mark.parametrize("cin, cout", [(3, 3), (1, 3), (3, 1), (4, 2)])
+def test_output_shape_at_several_sizes(registry, cin, cout):
+    net = registry.build("generator", "timm_unet", TINY, cin, cout).eval()
+    with torch.no_grad():
+        for h, w in ((32, 32), (64, 96), (96, 64), (128, 32)):
+            y = net(torch.rand(1, cin, h, w) * 2 - 1)
+            assert y.shape == (1, cout, h, w)
+            assert y.abs().max() <= 1
+
+
+@pytest.mark.parametrize("encoder, multiple", [("resnet18", 32), ("efficientnet_b0", 32), ("convnext_tiny", 32)])
+def test_size_multiple_is_the_largest_reduction(registry, encoder, multiple):
+    net = registry.build("generator", "timm_unet", {"encoder": encoder, "decoder_channels": 8}, 3, 3)
+    assert net.size_multiple == multiple == max(net.encoder.feature_info.reduction())
+    assert isinstance(net.size_multiple, int)
+
+
+def test_freeze_encoder(registry):
+    net = registry.build("generator", "timm_unet", {**TINY, "freeze_encoder": True}, 3, 3)
+    assert not any(p.requires_grad for p in net.encoder.parameters())
+    net.train()
+    assert not net.encoder.training and net.head.training  # frozen batch-norm statistics stay fixed
+    net(torch.rand(2, 3, 64, 64) * 2 - 1).mean().backward()
+    assert all(p.grad is None for p in net.encoder.parameters())
+    assert all(p.grad is not None for p in net.blocks.parameters())
+    running = net.encoder.bn1.running_mean.clone()
+    net(torch.rand(2, 3, 64, 64))
+    assert torch.equal(net.encoder.bn1.running_mean, running)
+    unfrozen = registry.build("generator", "timm_unet", TINY, 3, 3)
+    assert all(p.requires_grad for p in unfrozen.encoder.parameters())
+
+
+def test_normalization_inside_the_module(registry):
+    net = registry.build("generator", "timm_unet", TINY, 3, 3)
+    assert torch.allclose(net.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    assert torch.allclose(net.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    assert "mean" not in net.state_dict()  # constants, not weights
+
+
+def test_weights_from_a_local_file(registry, tmp_path):
+    torch.manual_seed(1)
+    source = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    net = registry.build("generator", "timm_unet", {**TINY, "weights": str(path)}, 3, 3)
+    assert torch.equal(net.encoder.conv1.weight, source.conv1.weight)
+    assert torch.equal(net.encoder.layer4[1].bn2.running_var, source.layer4[1].bn2.running_var)
+    fresh = registry.build("generator", "timm_unet", TINY, 3, 3)
+    assert not torch.equal(fresh.encoder.conv1.weight, source.conv1.weight)
+    gray = registry.build("generator", "timm_unet", {**TINY, "weights": str(path)}, 1, 3)
+    assert torch.equal(gray.encoder.conv1.weight, source.conv1.weight)  # gray is repeated to RGB: weights unchanged
+
+
+def test_weights_errors_are_one_line(registry, tmp_path):
+    with pytest.raises(I2IError, match=r"plugin timm\): weights file .*missing.pth not found"):
+        registry.build("generator", "timm_unet", {**TINY, "weights": str(tmp_path / "missing.pth")}, 3, 3)
+    other = tmp_path / "other.pth"
+    torch.save({"something": torch.zeros(3)}, other)
+    with pytest.raises(I2IError, match=r"lacks \d+ tensors of encoder 'resnet18'") as info:
+        registry.build("generator", "timm_unet", {**TINY, "weights": str(other)}, 3, 3)
+    assert "\n" not in str(info.value)
+    torch.save(timm.create_model("efficientnet_b0").state_dict(), other)
+    with pytest.raises(I2IError, match="does not fit encoder 'resnet18'") as info:
+        registry.build("generator", "timm_unet", {**TINY, "weights": str(other)}, 3, 3)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_encoder_lists_close_matches(registry):
+    with pytest.raises(I2IError) as info:
+        registry.build("generator", "timm_unet", {"encoder": "resnet81"}, 3, 3)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("generator 'timm_unet' (plugin timm): timm has no model 'resnet81'")
+    assert "close matches: resnet18" in message
+
+
+def test_parameters_are_validated_from_annotations(registry):
+    with pytest.raises(I2IError, match="decoder_channels: expected int"):
+        registry.validate("generator", "timm_unet", {"decoder_channels": "wide"})
+    with pytest.raises(I2IError, match="has no parameter 'decoder_channel' \\(did you mean 'decoder_channels'"):
+        registry.validate("generator", "timm_unet", {"decoder_channel": 8})
+
+
+@pytest.fixture()
+def small_data(tmp_path) -> Path:
+    """4 real photo tiles (72 px) per domain from the built-in demo data."""
+    built = demo.build(tmp_path / "demo")
+    root = tmp_path / "data"
+    for domain in ("trainA", "trainB"):
+        (root / domain).mkdir(parents=True)
+        for src in sorted((built / domain).iterdir())[:4]:
+            (root / domain / src.name).write_bytes(src.read_bytes())
+    return root
+
+
+def test_train_two_steps_then_translate(registry, small_data, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["train", "--method", "cyclegan", "--data", str(small_data), "--out", str(run), "--max-steps", "2",
+            "generator=timm_unet", "generator.encoder=resnet18", "generator.decoder_channels=8",
+            "discriminator.ndf=8", "--size", "64", "--load-size", "72", "--device", "cpu"]
+    res = runner.invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (run / "G_AB.pt").is_file() and (run / "G_BA.pt").is_file()
+    G = load_generator(run / "G_AB.pt")
+    assert G.i2i_info["component"]["name"] == "timm_unet"
+    assert G.i2i_info["component"]["params"]["decoder_channels"] == 8
+    assert G.i2i_info["io"]["size_multiple"] == 32
+    assert G.i2i_info["provenance"]["generator_plugin"] == "timm"
+
+    image = sorted((small_data / "trainA").iterdir())[0]
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["translate", str(image), "--ckpt", str(run / "G_AB.pt"), "-o", str(out),
+                              "--device", "cpu"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    result = cv2.imread(str(out / image.name))
+    assert result is not None and result.shape == cv2.imread(str(image)).shape  # 72 px: padded to 96, cropped back

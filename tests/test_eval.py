@@ -1,0 +1,203 @@
+"""`i2i eval`, metrics as plugins, validation during training, and the demo quality check."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import cv2
+import pytest
+import torch
+
+from conftest import TINY
+from i2i import I2IError, hookimpl, load_plugins
+from i2i.evaluate import evaluate
+from i2i.translate import Translator
+
+
+@pytest.fixture(scope="module")
+def resnet18_weights(tmp_path_factory):
+    """A small local feature extractor: timm resnet18 with weights we make (no download)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("feat") / "r18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), path)
+    return path
+
+
+def _error(res, *fragments):
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    lines = [li for li in res.stderr.splitlines() if li.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_eval_reports_all_metrics_with_identity_baseline(cli, demo_data, make_ckpt, resnet18_weights, tmp_path):
+    out_json = tmp_path / "report.json"
+    res = cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
+              "--truth", demo_data / "testB", "--metrics", "fid,kid,psnr,ssim,mae", "--features", "timm:resnet18",
+              "--feature-weights", resnet18_weights, "--json", out_json, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert "timm:resnet18" in res.stdout and "not standard FID" in res.stdout
+    report = json.loads(out_json.read_text())
+    assert set(report["scores"]) == {"fid", "kid", "psnr", "ssim", "mae"}
+    assert report["counts"]["source"] == report["counts"]["truth"] == 22
+    # identity baseline: untranslated testA against its own negative
+    assert report["scores"]["psnr"]["identity"] == pytest.approx(6.1, abs=0.5)
+    assert report["scores"]["mae"]["identity"] > 0.4 and report["scores"]["fid"]["identity"] > 0
+    assert report["feature_extractor"].startswith("timm:resnet18")
+
+
+def test_identity_generator_scores_equal_identity(demo_data, registry):
+    """A generator that returns its input must score exactly like the identity baseline."""
+
+    class Identity(torch.nn.Module):
+        size_multiple = 1
+
+        def forward(self, x):
+            return x
+
+    tr = Translator(Identity(), io={"in_channels": 3, "out_channels": 3, "size_multiple": 1})
+    report = evaluate(tr, registry, demo_data / "testA", truth=demo_data / "testA", metrics=["psnr", "mae"])
+    assert report.scores["mae"]["translated"] == pytest.approx(0, abs=2e-3)
+    assert report.scores["mae"]["identity"] == 0
+
+
+def test_metric_plugins_can_add_metrics(demo_data, make_ckpt):
+    class Const:
+        paired, higher_is_better = True, True
+
+        def update(self, pred, truth):
+            self.n = getattr(self, "n", 0) + pred.shape[0]
+
+        def compute(self):
+            return float(self.n)
+
+    class Plugin:
+        @hookimpl
+        def register_metrics(self, register):
+            register("count", lambda features=None: Const(), "number of pairs")
+
+    registry = load_plugins([("counter", Plugin())]).registry
+    from i2i import load_generator
+
+    tr = Translator(load_generator(make_ckpt(), registry))
+    report = evaluate(tr, registry, demo_data / "testA", truth=demo_data / "testB", metrics=["count"])
+    assert report.scores["count"]["translated"] == 22
+
+
+def test_eval_bad_input(cli, demo_data, make_ckpt, tmp_path):
+    ckpt = make_ckpt()
+    (tmp_path / "empty").mkdir()
+    _error(cli("eval", "--ckpt", ckpt, "--source", tmp_path / "empty", "--truth", demo_data / "testB"),
+           "holds no images")
+    (tmp_path / "wrong").mkdir()
+    cv2.imwrite(str(tmp_path / "wrong" / "other.png"), cv2.imread(str(next((demo_data / "testB").iterdir()))))
+    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--truth", tmp_path / "wrong"),
+           "have no truth image of the same name")
+    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--truth", demo_data / "testB",
+               "--metrics", "psnrr"), "unknown metric 'psnrr' (did you mean 'psnr'?)")
+    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--metrics", "psnr"),
+           "need paired ground truth")
+    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA"), "nothing to compute")
+    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--target", demo_data / "testB",
+               "--features", "timm:resnet18"), "needs --feature-weights")
+
+
+def test_truth_of_another_size_is_resized_with_warning_or_refused(cli, demo_data, make_ckpt, tmp_path):
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for p in (demo_data / "testB").iterdir():
+        cv2.imwrite(str(truth / p.name), cv2.resize(cv2.imread(str(p)), (50, 50)))
+    args = ["eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--truth", truth, "--device", "cpu"]
+    res = cli(*args)
+    assert res.exit_code == 0 and "22 truth image(s) differed in size" in res.stderr
+    _error(cli(*args, "--strict-sizes"), "is 50×50 but its source image translates to 72×72")
+
+
+def test_missing_inception_weights_offline_is_one_clear_line(cli, demo_data, make_ckpt, monkeypatch, tmp_path):
+    pytest.importorskip("torch_fidelity")
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    _error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB"),
+           "--inception-weights PATH", "--features timm:NAME")
+    _error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
+               "--inception-weights", tmp_path / "none.pth"), "Inception weights file not found")
+
+
+def test_standard_fid_path_with_local_inception_weights(cli, demo_data, make_ckpt, tmp_path, monkeypatch):
+    """--inception-weights: the real InceptionV3 loading path, fed a weights file of the standard layout (random
+    values here: the real file cannot be downloaded offline). Unsafe pickles in that file are refused."""
+    pytest.importorskip("torch_fidelity")
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    with monkeypatch.context() as m:  # build the network once without any weights, to get the file layout
+        m.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        m.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        skeleton = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    weights = tmp_path / "inception.pth"
+    torch.save(skeleton.state_dict(), weights)
+    source = tmp_path / "src"
+    source.mkdir()
+    for p in sorted((demo_data / "testA").iterdir())[:6]:
+        (source / p.name).write_bytes(p.read_bytes())
+    res = cli("eval", "--ckpt", make_ckpt(), "--source", source, "--target", demo_data / "testB", "--metrics",
+              "fid", "--inception-weights", weights, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert "inception-v3 (standard FID)" in res.stdout
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    _error(cli("eval", "--ckpt", make_ckpt(), "--source", source, "--target", demo_data / "testB", "--metrics",
+               "fid", "--inception-weights", tmp_path / "evil.pth"), "could run code")
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(I2IError, match="not the InceptionV3 FID weights file"):
+        from i2i.features import inception
+
+        inception(bad)
+
+
+def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_data, tmp_path):
+    for split in ("testA", "testB"):
+        (small_data / split).mkdir()
+        for p in sorted((demo_data / split).iterdir())[:3]:
+            (small_data / split / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "run"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "4", *TINY,
+              "validation.every=2", "validation.truth=testB", "validation.best=psnr", "validation.max_images=2")
+    assert res.exit_code == 0, res.stderr
+    records = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines()]
+    val = [r for r in records if "validation" in r]
+    assert [r["step"] for r in val] == [2, 4]
+    assert set(val[0]["validation"]) == {"psnr", "ssim"} and val[0]["identity"]["psnr"] < 10
+    assert (out / "G_AB_best.pt").is_file()
+    best = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["best"]
+    assert best["metric"] == "psnr" and best["value"] == max(r["validation"]["psnr"] for r in val)
+
+
+def test_validation_config_is_checked(registry):
+    from i2i.config import parse_overrides, resolve
+
+    with pytest.raises(I2IError, match="validation.best 'fid' must be one of validation.metrics"):
+        resolve(registry, "cyclegan", [parse_overrides(["validation.best=fid"])])
+    with pytest.raises(I2IError, match="unknown metric 'pnsr'"):
+        resolve(registry, "cyclegan", [parse_overrides(["validation.metrics=[pnsr]"])])
+
+
+def test_demo_training_clearly_beats_identity(cli, tmp_path, monkeypatch):
+    """A short demo run (real photos; B = their negatives) already scores far above identity on held-out tiles."""
+    monkeypatch.setenv("I2I_HOME", str(tmp_path / "home"))
+    out = tmp_path / "demo"
+    res = cli("train", "--method", "cyclegan", "--out", out, "--max-steps", "150", "--device", "cpu",
+              "validation.every=150")
+    assert res.exit_code == 0, res.stderr
+    val = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines() if "validation" in li][-1]
+    assert val["validation"]["psnr"] > val["identity"]["psnr"] + 3
