@@ -68,10 +68,14 @@ def generator_record(
     out_channels: int,
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
-    """The exported-generator dict (format ``i2i.generator/1``)."""
+    """The exported-generator dict (format ``i2i.generator/1``).
+
+    A network may set ``i2i_rebuild_params`` (e.g. ``{"pretrained": False, "weights": None}``): parameters to
+    record instead of those it was built with, so that rebuilding it for the saved weights needs no download.
+    """
     return {
         "format": GENERATOR_FORMAT,
-        "component": {"name": name, "params": dict(params)},
+        "component": {"name": name, "params": {**params, **getattr(net, "i2i_rebuild_params", {})}},
         "io": {
             "in_channels": int(in_channels),
             "out_channels": int(out_channels),

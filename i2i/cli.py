@@ -84,6 +84,10 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly where it stopped"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the run already in --out"),
     strict: bool = typer.Option(False, "--strict", help="fail on unreadable images instead of skipping them"),
+    precision: str = typer.Option(None, "--precision", help="fp32 (default), bf16 or fp16 (autocast)"),
+    compile_nets: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the networks"),
+    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
+                                       help="NHWC memory format (default: on for CUDA)"),
 ) -> None:
     """Train a method on unpaired folders (or on the built-in demo data)."""
     from . import demo
@@ -93,7 +97,8 @@ def train(
     registry = plugins.registry
     options: dict[str, Any] = {"train": {}, "data": {"params": {}}}
     for key, value in {"epochs": epochs, "decay_epochs": decay_epochs, "max_steps": max_steps,
-                       "device": device, "seed": seed}.items():
+                       "device": device, "seed": seed, "precision": precision, "compile": compile_nets,
+                       "channels_last": channels_last}.items():
         if value is not None:
             options["train"][key] = value
     for key, value in {"batch_size": batch_size, "workers": workers}.items():
@@ -196,6 +201,8 @@ def plugins() -> None:
         table.add_column(col)
     for info in loaded.infos.values():
         status = "[green]ok[/]" if info.status == "ok" else f"[red]{info.status}[/]: {info.reason}"
+        if info.status == "blocked":
+            status = f"[yellow]blocked[/]: {info.reason}"
         comps = ", ".join(f"{k}:{n}" for k, n in info.components) or "-"
         table.add_row(info.name, info.version, status, comps, info.source)
     if not loaded.infos:
@@ -325,7 +332,8 @@ def import_official(
     registry = load_plugins().registry
     entry = registry.get("importer", importer)
     state = safe_load(src, "weights file")
-    name, params, cin, cout, sd = entry.build(state, netG=net_g, ngf=ngf, norm=norm, dropout=dropout)
+    stated = {"netG": net_g, "ngf": ngf, "norm": norm, "dropout": dropout}
+    name, params, cin, cout, sd = entry.build(state, **{k: v for k, v in stated.items() if v is not None})
     gen = registry.get("generator", name)
     net = gen.build(cin, cout, **params)
     try:

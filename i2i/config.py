@@ -13,7 +13,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -50,6 +50,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 200
     log_every: int = 10
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool | None = None  # None: on for CUDA, off on CPU (slower there)
+    compile: bool = False  # torch.compile every network
+    cudnn_benchmark: bool | None = None  # None: on for CUDA
+    fused_adam: bool | None = None  # None: fused on CUDA; CPU uses the default implementation
 
 
 @dataclass

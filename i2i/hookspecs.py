@@ -26,7 +26,8 @@ def register_discriminators(register):
 @hookspec
 def register_losses(register):
     """Register losses. ``factory(**params)`` returns an object; adversarial losses implement
-    ``generator(pred_fake)`` and ``discriminator(D, real, fake)``, pixel losses are ``callable(x, y)``."""
+    ``generator(pred_fake)`` and ``discriminator(D, real, fake, batched=False)`` (``batched``: D may run once on
+    real and fake together), pixel losses are ``callable(x, y)``."""
 
 
 @hookspec

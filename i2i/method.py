@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .precision import Precision
 from .registry import Registry
 
 
@@ -22,6 +23,16 @@ class Components:
     config: Config
     channels: Mapping[str, int]  # domain -> channel count, from the dataset
     device: torch.device
+    precision: Precision | None = None  # autocast / gradient scaling for the step (fp32 when None)
+    fused_optimizers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision is None:
+            self.precision = Precision("fp32", self.device)
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Keyword arguments for torch optimizers: the fused kernels when enabled."""
+        return {"fused": True} if self.fused_optimizers else {}
 
     def generator(self, in_channels: int, out_channels: int) -> nn.Module:
         g = self.config.generator

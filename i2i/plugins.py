@@ -117,15 +117,19 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
             continue
         try:
             for entry in staged:
-                clash = (entry.kind, entry.name) in registry.clashes or entry.name in registry.entries[entry.kind]
                 registry.add(entry)
                 info.components.append((entry.kind, entry.name))
-                if clash:
-                    owners = registry.clashes[(entry.kind, entry.name)]
-                    info.status = "failed"
-                    info.reason = f"{entry.kind} '{entry.name}' is also registered by plugin '{owners[0]}'"
         except I2IError as exc:
             info.status, info.reason = "failed", str(exc)
+    # A name registered twice belongs to neither: every owner is marked, naming the others (load order is no
+    # ranking, so no plugin is presumed right)
+    for (kind, cname), owners in registry.clashes.items():
+        for owner in owners:
+            others = " and ".join(f"'{o}'" for o in owners if o != owner)
+            note = f"{kind} '{cname}' is also registered by plugin {others}"
+            info = infos[owner]
+            info.status = "conflict"
+            info.reason = f"{info.reason}; {note}" if info.reason else note
     registry.failed = {n: i.reason for n, i in infos.items() if i.status == "failed"}
     return Plugins(infos, registry)
 

@@ -47,6 +47,11 @@ class RunLog:
     def advance(self, step: int) -> None:
         self.progress.update(self.task, completed=step)
 
+    def settings(self, step: int, settings: dict[str, Any]) -> None:
+        """The performance options in force, recorded when a run starts or resumes."""
+        self.file.write(json.dumps({"step": step, "settings": settings}) + "\n")
+        self.file.flush()
+
     def validation(self, step: int, result: dict[str, Any]) -> None:
         """A validation record: {"step", "validation": {metric: value}, "identity": {metric: value}}."""
         self.file.write(json.dumps({"step": step, "validation": result["scores"],

@@ -88,8 +88,12 @@ def check_loss(registry: Registry, name: str, params: dict[str, Any] | None = No
     if hasattr(loss, "discriminator"):
         D = nn.Conv2d(3, 1, 3)
         g = loss.generator(D(x))
-        d = loss.discriminator(D, torch.rand(2, 3, 16, 16), x.detach())
+        real = torch.rand(2, 3, 16, 16)
+        d = loss.discriminator(D, real, x.detach())
+        d_batched = loss.discriminator(D, real, x.detach(), True)
         assert g.dim() == 0 and d.dim() == 0, f"loss '{name}' must return scalars"
+        if name != "wgangp":  # its penalty samples random interpolates
+            assert torch.allclose(d, d_batched, atol=1e-6), f"loss '{name}': batched=True changes the value"
         g.backward()
         assert x.grad is not None, f"loss '{name}': the generator term does not reach the fake images"
         d.backward()

@@ -27,6 +27,7 @@ from .config import Config, save_yaml
 from .device import resolve_device
 from .errors import I2IError
 from .method import Components, Method
+from .precision import Precision
 from .registry import Registry
 from .runlog import RunLog
 from .sampling import EpochSampler, SeededDataset, sample_seed
@@ -113,8 +114,10 @@ def _stop_requests():
             signal.signal(s, h)
 
 
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def _to(batch: dict[str, Any], device: torch.device,
+        memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True, memory_format=memory_format) if torch.is_tensor(v) and v.dim() == 4
+            else v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 class Trainer:
@@ -142,10 +145,28 @@ class Trainer:
         if not isinstance(channels, dict):
             raise I2IError(f"dataset '{cfg.data.name}' does not declare its domains' channels (a 'channels' dict)")
 
+        cuda = self.device.type == "cuda"
+        self.settings = {
+            "device": str(self.device), "precision": t.precision,
+            "channels_last": cuda if t.channels_last is None else t.channels_last,
+            "compile": t.compile, "cudnn_benchmark": cuda if t.cudnn_benchmark is None else t.cudnn_benchmark,
+            "fused_adam": cuda if t.fused_adam is None else t.fused_adam,
+            "workers": cfg.data.workers, "pin_memory": cuda, "persistent_workers": cfg.data.workers > 0,
+        }
+        if t.precision == "fp16" and not cuda:
+            raise I2IError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+        torch.backends.cudnn.benchmark = self.settings["cudnn_benchmark"]
+        self.precision = Precision(t.precision, self.device)
         self.method_entry = registry.get("method", cfg.method.name)
         self.method: Method = self.method_entry.build(
-            Components(registry, cfg, channels, self.device), **cfg.method.params
+            Components(registry, cfg, channels, self.device, self.precision, self.settings["fused_adam"]),
+            **cfg.method.params,
         )
+        self.memory_format = torch.channels_last if self.settings["channels_last"] else torch.contiguous_format
+        for net in self.method.nets.values():
+            net.to(memory_format=self.memory_format)
+            if t.compile:
+                net.compile()
         self.optimizers = self.method.configure_optimizers()
         self.schedulers = {k: linear_decay(o, t.epochs, t.decay_epochs) for k, o in self.optimizers.items()}
 
@@ -193,6 +214,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "method": self.method.extra_state(),
+            "grad_scaler": self.precision.state_dict(),
             "best": self.best,
             "rng": _rng_state(self.device),
             "versions": {"i2i": __version__, "torch": str(torch.__version__)},
@@ -208,6 +230,7 @@ class Trainer:
                 sched.load_state_dict(state["schedulers"][k])
             self.method.load_extra_state(state["method"])
             self.best = dict(state.get("best") or {})
+            self.precision.load_state_dict(state.get("grad_scaler") or {})
             _set_rng_state(state["rng"])
             self.step = int(state["step"])
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -313,11 +336,13 @@ class Trainer:
         for net in self.method.nets.values():
             net.train()
         with _stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step) as log:
+            log.settings(self.step, self.settings)
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
                 for batch in self.loader:
-                    losses = self.method.train_step(_to(batch, self.device))
+                    losses = self.method.train_step(_to(batch, self.device, self.memory_format))
+                    self.precision.update()
                     for k, v in losses.items():
                         sums[k] = sums[k] + v if k in sums else v.clone()
                     count += 1

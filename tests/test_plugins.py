@@ -75,11 +75,14 @@ def test_unknown_component_suggests_and_lists():
 
 def test_name_clash_is_an_error_naming_both_plugins():
     plugins = load_plugins([("clash", ClashPlugin())])
-    assert plugins.infos["clash"].status == "failed"
-    assert "also registered by plugin 'cyclegan'" in plugins.infos["clash"].reason
+    assert plugins.infos["clash"].status == plugins.infos["cyclegan"].status == "conflict"
+    assert "generator 'resnet_9blocks' is also registered by plugin 'cyclegan'" in plugins.infos["clash"].reason
+    assert "is also registered by plugin 'clash'" in plugins.infos["cyclegan"].reason
     with pytest.raises(I2IError, match="more than one plugin \\(cyclegan and clash\\)"):
         plugins.registry.get("generator", "resnet_9blocks")
     plugins.registry.get("generator", "resnet_6blocks")  # the rest of the built-in plugin still works
+    reversed_order = load_plugins([("aardvark", ClashPlugin())])  # no plugin is blamed for loading second
+    assert reversed_order.infos["cyclegan"].status == reversed_order.infos["aardvark"].status == "conflict"
 
 
 def test_failing_registration_keeps_others_and_explains_its_components():
@@ -106,7 +109,8 @@ def test_disable_autoload_and_block(monkeypatch):
     monkeypatch.setenv(BLOCK_ENV, "cyclegan")
     plugins = load_plugins()
     assert plugins.infos["cyclegan"].status == "blocked"
-    assert not plugins.registry.entries["generator"]
+    assert "resnet_9blocks" not in plugins.registry.entries["generator"]
+    assert "cyclegan" not in plugins.registry.entries["method"]
 
 
 @pytest.fixture()

@@ -37,7 +37,9 @@ def test_train_two_steps_exports_loadable_generators(cli, small_data, tmp_path):
     for name in ("G_AB.pt", "G_BA.pt", "config.yaml", "log.jsonl", "checkpoints/last.pt"):
         assert (out / name).is_file(), name
     assert list((out / "samples").glob("step_*.png"))
-    records = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["settings"]["precision"] == "fp32" and lines[0]["settings"]["channels_last"] is False
+    records = [r for r in lines if "losses" in r]
     assert [r["step"] for r in records] == [1, 2]
     assert {"G_AB", "cycle_A", "D_A", "idt_A"} <= set(records[0]["losses"]) and records[0]["lr"]["G"] == 2e-4
     assert records[0]["sec_per_iter"] > 0
@@ -97,7 +99,7 @@ def test_run_dir_holding_a_run_is_refused_unless_overwrite(cli, small_data, tmp_
     assert (out / "G_AB.pt").read_bytes() == before
     assert cli(*args, "--overwrite", "--seed", "5").exit_code == 0
     assert (out / "G_AB.pt").read_bytes() != before
-    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # the old log was replaced, not appended to
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2  # settings + step 1: replaced, not appended
 
 
 @pytest.mark.parametrize(

@@ -110,13 +110,13 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
         torch.save({"x": Evil()}, bad)
     elif case == "missing_plugin":
         record = torch.load(good, weights_only=True)
-        record["component"]["name"] = "timm_unet"
-        record["provenance"]["generator_plugin"] = "i2i_timm"
+        record["component"]["name"] = "fancy_unet"
+        record["provenance"]["generator_plugin"] = "i2i_fancy"
         torch.save(record, bad)
     expected = {"missing": "not found", "truncated": "truncated or not a PyTorch file",
                 "not_torch": "truncated or not a PyTorch file", "bare_state_dict": "i2i import-official",
                 "training_ckpt": "training checkpoint", "pickle_code": "could run code",
-                "missing_plugin": "plugin 'i2i_timm', which is not installed"}[case]
+                "missing_plugin": "plugin 'i2i_fancy', which is not installed"}[case]
     out = tmp_path / "out"
     _error(cli("translate", photos / "odd.png", "--ckpt", bad, "-o", out), expected)
     assert not out.exists()

@@ -10,8 +10,14 @@ InitType = Literal["normal", "xavier", "kaiming", "orthogonal"]
 
 
 def init_weights(net: nn.Module, init_type: InitType = "normal", gain: float = 0.02) -> nn.Module:
-    """Conv/linear weights by ``init_type`` (biases 0); batch-norm weights normal(1, gain), biases 0."""
+    """Conv/linear weights by ``init_type`` (biases 0); batch-norm weights normal(1, gain), biases 0.
+
+    Sub-modules with a true ``i2i_keep_weights`` attribute (e.g. a pretrained encoder) are left as they are.
+    """
+    kept = {id(m) for k in net.modules() if getattr(k, "i2i_keep_weights", False) for m in k.modules()}
     for m in net.modules():
+        if id(m) in kept:
+            continue
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             if init_type == "normal":
                 nn.init.normal_(m.weight, 0.0, gain)

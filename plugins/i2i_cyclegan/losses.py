@@ -18,8 +18,15 @@ class AdversarialLoss:
     def generator(self, pred_fake: torch.Tensor) -> torch.Tensor:
         return self.criterion(pred_fake, True)
 
-    def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return self.criterion(D(real), True) + self.criterion(D(fake), False)
+    def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, batched: bool = False
+                      ) -> torch.Tensor:
+        """Real and fake terms; ``batched`` runs D once on both (exact when D has no batch statistics)."""
+        if batched:
+            pred = D(torch.cat([real, fake]))
+            pred_real, pred_fake = pred[: real.shape[0]], pred[real.shape[0] :]
+        else:
+            pred_real, pred_fake = D(real), D(fake)
+        return self.criterion(pred_real, True) + self.criterion(pred_fake, False)
 
 
 def _target(pred: torch.Tensor, real: bool) -> torch.Tensor:
@@ -53,12 +60,13 @@ class WGANGPLoss(AdversarialLoss):
         super().__init__(lambda pred, real: -pred.mean() if real else pred.mean())
         self.gp_weight = gp_weight
 
-    def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, batched: bool = False
+                      ) -> torch.Tensor:
         alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
         mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
         (grad,) = torch.autograd.grad(D(mix).sum(), mix, create_graph=True)
         penalty = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
-        return super().discriminator(D, real, fake) + self.gp_weight * penalty
+        return super().discriminator(D, real, fake, batched) + self.gp_weight * penalty
 
 
 def l1() -> nn.Module:

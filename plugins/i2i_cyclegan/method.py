@@ -31,6 +31,11 @@ class CycleGANParams:
     beta2: float = 0.999
     init_type: InitType = "normal"
     init_gain: float = 0.02
+    batched: bool = True  # run a network's two inputs of a step as one batch where exact (no batch norm)
+
+
+def has_batch_norm(*nets: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in nets for m in n.modules())
 
 
 @contextmanager
@@ -85,39 +90,54 @@ class CycleGAN(Method):
         self.gan, self.cycle, self.identity = build.loss("gan"), build.loss("cycle"), build.loss("identity")
         seed = build.config.train.seed
         self.pool_A, self.pool_B = ImagePool(params.pool_size, seed), ImagePool(params.pool_size, seed + 1)
-        self.device = build.device
+        self.device, self.amp, self.build = build.device, build.precision, build
+        # Two inputs through one network in one call is exact only without batch statistics
+        self.batched_G = params.batched and not has_batch_norm(self.nets.G_AB, self.nets.G_BA)
+        self.batched_D = params.batched and not has_batch_norm(self.nets.D_A, self.nets.D_B)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         n, p = self.nets, self.p
-        adam = {"lr": p.lr, "betas": (p.beta1, p.beta2)}
+        adam = {"lr": p.lr, "betas": (p.beta1, p.beta2), **self.build.optimizer_options()}
         self.opt_G = torch.optim.Adam(itertools.chain(n.G_AB.parameters(), n.G_BA.parameters()), **adam)
         self.opt_D = torch.optim.Adam(itertools.chain(n.D_A.parameters(), n.D_B.parameters()), **adam)
         return {"G": self.opt_G, "D": self.opt_D}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         G, F, D_A, D_B = self.nets.G_AB, self.nets.G_BA, self.nets.D_A, self.nets.D_B
-        a, b, p = batch["A"], batch["B"], self.p
+        a, b, p, amp = batch["A"], batch["B"], self.p, self.amp
+        idt = p.lambda_identity > 0
 
         # Generators: L_GAN(G, D_B) + L_GAN(F, D_A) + λ_A·‖F(G(a)) − a‖₁ + λ_B·‖G(F(b)) − b‖₁ + identity terms
-        fake_b, fake_a = G(a), F(b)
-        rec_a, rec_b = F(fake_b), G(fake_a)
-        with frozen(D_A, D_B):
+        with amp.autocast(), frozen(D_A, D_B):
+            fake_b, idt_b = self.pair(G, a, b if idt else None)  # idt_b = G(b), compared with b
+            fake_a, idt_a = self.pair(F, b, a if idt else None)  # idt_a = F(a), compared with a
+            rec_a, rec_b = F(fake_b), G(fake_a)
             loss = {"G_AB": self.gan.generator(D_B(fake_b)), "G_BA": self.gan.generator(D_A(fake_a)),
                     "cycle_A": p.lambda_A * self.cycle(rec_a, a), "cycle_B": p.lambda_B * self.cycle(rec_b, b)}
-            if p.lambda_identity > 0:
-                loss["idt_A"] = p.lambda_B * p.lambda_identity * self.identity(G(b), b)
-                loss["idt_B"] = p.lambda_A * p.lambda_identity * self.identity(F(a), a)
-            self.opt_G.zero_grad(set_to_none=True)
-            sum(loss.values()).backward()
-            self.opt_G.step()
+            if idt:
+                loss["idt_A"] = p.lambda_B * p.lambda_identity * self.identity(idt_b, b)
+                loss["idt_B"] = p.lambda_A * p.lambda_identity * self.identity(idt_a, a)
+        self.opt_G.zero_grad(set_to_none=True)
+        amp.backward(sum(loss.values()))
+        amp.step(self.opt_G)
 
         # Discriminators: ½·(L(D(real), 1) + L(D(fake from the history pool), 0)) for each domain
-        loss["D_B"] = 0.5 * self.gan.discriminator(D_B, b, self.pool_B.query(fake_b.detach()))
-        loss["D_A"] = 0.5 * self.gan.discriminator(D_A, a, self.pool_A.query(fake_a.detach()))
+        with amp.autocast():
+            loss["D_B"] = 0.5 * self.gan.discriminator(D_B, b, self.pool_B.query(fake_b.detach()), self.batched_D)
+            loss["D_A"] = 0.5 * self.gan.discriminator(D_A, a, self.pool_A.query(fake_a.detach()), self.batched_D)
         self.opt_D.zero_grad(set_to_none=True)
-        (loss["D_A"] + loss["D_B"]).backward()
-        self.opt_D.step()
-        return {k: v.detach() for k, v in loss.items()}
+        amp.backward(loss["D_A"] + loss["D_B"])
+        amp.step(self.opt_D)
+        return {k: v.detach().float() for k, v in loss.items()}
+
+    def pair(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
+        """``(net(x), net(y))``, in one batched call where that is exact; ``y=None`` gives ``(net(x), None)``."""
+        if y is None:
+            return net(x), None
+        if not self.batched_G:
+            return net(x), net(y)
+        out = net(torch.cat([x, y]))
+        return out[: x.shape[0]], out[x.shape[0] :]
 
     @torch.no_grad()
     def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:

@@ -111,6 +111,7 @@ class TimmUnet(nn.Module):
     no gradients for the encoder, whose batch-norm statistics then stay fixed (it stays in eval mode).
     ``decoder_channels``: width of the finest decoder level (deeper levels use 2× and 4× that).
     Gray (1-channel) inputs are repeated to RGB; other channel counts use timm's ``in_chans`` adaptation.
+    Encoders built for one fixed input size (vit, swin, ...) work only at that size.
     """
 
     def __init__(
@@ -131,6 +132,10 @@ class TimmUnet(nn.Module):
         self.gray_to_rgb = in_channels == 1
         enc_chans = 3 if self.gray_to_rgb else in_channels
         self.encoder = create_encoder(encoder, enc_chans, pretrained, weights)
+        # pretrained encoder weights survive the method's weight initialization (i2i's convention) ...
+        self.encoder.i2i_keep_weights = bool(pretrained or weights)
+        # ... and an exported G.pt rebuilds without them: its own weights replace them anyway
+        self.i2i_rebuild_params = {"pretrained": False, "weights": None}
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -139,7 +144,8 @@ class TimmUnet(nn.Module):
         info = self.encoder.feature_info
         reductions, channels = [int(r) for r in info.reduction()], [int(c) for c in info.channels()]
         self.size_multiple = max(reductions)
-        self.channels_last = str(getattr(self.encoder, "output_fmt", "NCHW")) == "NHWC"
+        fmt = getattr(self.encoder, "output_fmt", "NCHW")  # transformers (swin, ...) give NHWC feature maps
+        self.channels_last = getattr(fmt, "value", fmt) == "NHWC"
 
         cfg = getattr(self.encoder, "pretrained_cfg", None) or {}
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD

@@ -36,7 +36,7 @@ def registry(i2i_registry):
     return i2i_registry
 
 
-def test_plugin_is_loaded_through_its_entry_point():
+def test_plugin_is_loaded_through_its_entry_point(registry):
     from i2i import load_plugins
 
     info = load_plugins().infos["timm"]
@@ -173,3 +173,22 @@ def test_train_two_steps_then_translate(registry, small_data, tmp_path):
     assert res.exit_code == 0, res.output
     result = cv2.imread(str(out / image.name))
     assert result is not None and result.shape == cv2.imread(str(image)).shape  # 72 px: padded to 96, cropped back
+
+
+def test_pretrained_encoder_survives_init_and_export_needs_no_weights_file(registry, small_data, tmp_path):
+    """CycleGAN's normal(0, 0.02) init leaves the loaded encoder alone; G.pt rebuilds with the file gone."""
+    torch.manual_seed(1)
+    source = timm.create_model("resnet18", pretrained=False)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), weights)
+    run = tmp_path / "run"
+    args = ["train", "--method", "cyclegan", "--data", str(small_data), "--out", str(run), "--max-steps", "1",
+            "generator=timm_unet", f"generator.weights={weights}", "generator.freeze_encoder=true",
+            "generator.decoder_channels=8", "discriminator.ndf=8", "--size", "64", "--load-size", "72",
+            "--device", "cpu"]
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    weights.unlink()
+    G = load_generator(run / "G_AB.pt")
+    assert G.i2i_info["component"]["params"]["weights"] is None
+    assert torch.equal(G.encoder.conv1.weight, source.conv1.weight)  # frozen and never re-initialized
