@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,16 +39,20 @@ def cli_errors(fn):
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from .trainer import Interrupted
 
+        quiet = os.environ.get("RANK", "0") != "0"  # in a torchrun job, rank 0 alone reports
         try:
             return fn(*args, **kwargs)
         except I2IError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            if not quiet:
+                err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as exc:
-            err.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+            if not quiet:
+                err.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]")
+            if not quiet:
+                err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -88,10 +94,37 @@ def train(
     compile_nets: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the networks"),
     channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
                                        help="NHWC memory format (default: on for CUDA)"),
+    nproc: int = typer.Option(None, "--nproc", help="processes (GPUs) on this machine: launches torchrun"),
 ) -> None:
     """Train a method on unpaired folders (or on the built-in demo data)."""
+    options = dict(locals())
+    from .distributed import setup, teardown
+
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        args = sys.argv[1:]
+        at = args.index("--nproc")
+        args = args[:at] + args[at + 2 :]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "i2i", *args]
+        raise typer.Exit(subprocess.call(cmd))
+    distributed, rank_device = setup(device or "auto")
+    try:
+        _train(distributed, rank_device, **options)
+    finally:
+        teardown(distributed)
+
+
+def _train(distributed: Any, rank_device: str, *, overrides: list[str] | None, method: str | None,
+           data: Path | None, out_dir: Path | None, config: str | None, epochs: int | None,
+           decay_epochs: int | None, max_steps: int | None, batch_size: int | None, size: int | None,
+           load_size: int | None, device: str | None, seed: int | None, workers: int | None, resume: bool,
+           overwrite: bool, strict: bool, precision: str | None, compile_nets: bool | None,
+           channels_last: bool | None, nproc: int | None) -> None:
+    """`i2i train` in one process (of a torchrun job, possibly)."""
     from . import demo
     from .trainer import Trainer, prepare_run_dir
+
+    main = distributed.main
 
     plugins = load_plugins()
     registry = plugins.registry
@@ -144,17 +177,23 @@ def train(
         state = prepare_run_dir(out_dir, resume=False, overwrite=overwrite)
         if demo_data:
             cfg.data.root = str(demo.demo_root())
-            err.print(
-                f"[cyan]No --data given: training on the built-in demo dataset[/] ({cfg.data.root}: "
-                f"{demo.DESCRIPTION}; held-out pairs in testA/testB)", highlight=False, soft_wrap=True,
-            )
+            if main:
+                err.print(
+                    f"[cyan]No --data given: training on the built-in demo dataset[/] ({cfg.data.root}: "
+                    f"{demo.DESCRIPTION}; held-out pairs in testA/testB)", highlight=False, soft_wrap=True,
+                )
         else:
             cfg.data.root = str(data)
 
-    trainer = Trainer(cfg, registry, out_dir, state=state, overwrite=overwrite, console=err)
+    trainer = Trainer(cfg, registry, out_dir, state=state, overwrite=overwrite, console=err if main else None,
+                      distributed=distributed, device=rank_device)
     verb = "resuming" if resume else "training"
+    procs = f" × {distributed.world} processes" if distributed.enabled else ""
+    if not main:
+        trainer.run()
+        return
     err.print(
-        f"{verb} {cfg.method.name}: G={cfg.generator.name} D={cfg.discriminator.name} on {trainer.device}, "
+        f"{verb} {cfg.method.name}: G={cfg.generator.name} D={cfg.discriminator.name} on {trainer.device}{procs}, "
         f"{len(trainer.dataset)} images/epoch, steps {trainer.step}→{trainer.total_steps} → {out_dir}",
         highlight=False, soft_wrap=True,
     )

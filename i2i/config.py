@@ -50,7 +50,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 200
     log_every: int = 10
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
     channels_last: bool | None = None  # None: on for CUDA, off on CPU (slower there)
     compile: bool = False  # torch.compile every network
     cudnn_benchmark: bool | None = None  # None: on for CUDA

@@ -25,10 +25,13 @@ class Components:
     device: torch.device
     precision: Precision | None = None  # autocast / gradient scaling for the step (fp32 when None)
     fused_optimizers: bool = False
+    seed: int | None = None  # for the method's own random choices (differs per distributed process)
 
     def __post_init__(self) -> None:
         if self.precision is None:
             self.precision = Precision("fp32", self.device)
+        if self.seed is None:
+            self.seed = self.config.train.seed
 
     def optimizer_options(self) -> dict[str, Any]:
         """Keyword arguments for torch optimizers: the fused kernels when enabled."""

@@ -7,17 +7,21 @@ from typing import Any, Literal
 
 import torch
 
+from .distributed import Distributed
+
 PrecisionName = Literal["fp32", "bf16", "fp16"]
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Precision:
-    """``autocast()`` around forward passes; ``backward(loss)`` and ``step(optimizer)`` scale for fp16;
-    the engine calls ``update()`` once per iteration."""
+    """``autocast()`` around forward passes; ``backward(loss)`` and ``step(optimizer)`` scale for fp16 and, in
+    distributed training, average the gradients over processes first; the engine calls ``update()`` once per
+    iteration."""
 
-    def __init__(self, name: PrecisionName, device: torch.device) -> None:
+    def __init__(self, name: PrecisionName, device: torch.device, distributed: Distributed | None = None) -> None:
         self.name, self.device, self.dtype = name, device, DTYPES[name]
         self.scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
+        self.distributed = distributed or Distributed()
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
@@ -26,6 +30,7 @@ class Precision:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.distributed.average_gradients(p for group in optimizer.param_groups for p in group["params"])
         if self.scaler is not None:
             self.scaler.step(optimizer)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -14,13 +15,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class RunLog:
     """Progress bar plus a JSON-lines log (one record per logging interval) and optional TensorBoard scalars."""
 
-    def __init__(self, out_dir: Path, console: Console, total: int, start: int) -> None:
-        self.file = (out_dir / "log.jsonl").open("a")
+    def __init__(self, out_dir: Path, console: Console, total: int, start: int, active: bool = True) -> None:
+        """``active=False`` (distributed ranks other than 0) writes and shows nothing."""
+        self.active = active
+        self.file = (out_dir / "log.jsonl").open("a") if active else io.StringIO()
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            self.tb = SummaryWriter(str(out_dir / "tensorboard")) if active else None
         except Exception:  # tensorboard not installed: the JSON log is the record
             self.tb = None
         self.progress = Progress(
@@ -30,7 +33,7 @@ class RunLog:
         self.task = self.progress.add_task("train", total=total, completed=start, speed="", losses="")
         self.last_time, self.last_step = time.perf_counter(), start
         self.console, self.total, self.records = console, total, 0
-        self.live = console.is_terminal  # a progress bar on terminals, plain lines in logs and CI
+        self.live = console.is_terminal and active  # a progress bar on terminals, plain lines in logs and CI
 
     def __enter__(self) -> RunLog:
         if self.live:
@@ -46,6 +49,10 @@ class RunLog:
 
     def advance(self, step: int) -> None:
         self.progress.update(self.task, completed=step)
+
+    def event(self, step: int, **fields: Any) -> None:
+        self.file.write(json.dumps({"step": step, **fields}) + "\n")
+        self.file.flush()
 
     def settings(self, step: int, settings: dict[str, Any]) -> None:
         """The performance options in force, recorded when a run starts or resumes."""
@@ -75,7 +82,7 @@ class RunLog:
         shown = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
         speed = f"{1 / sec:.2f} it/s" if sec > 0 else ""
         self.progress.update(self.task, completed=step, speed=speed, losses=shown)
-        if not self.live and (self.records % 10 == 0 or step == self.total):
+        if self.active and not self.live and (self.records % 10 == 0 or step == self.total):
             eta = time.strftime("%H:%M:%S", time.gmtime(sec * (self.total - step)))
             self.console.print(f"step {step}/{self.total}  {speed}  eta {eta}  {shown}", highlight=False,
                                soft_wrap=True)

@@ -22,7 +22,8 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 class EpochSampler(Sampler):
     """Yields ``(index, sample_seed)`` in a permutation seeded by (seed, epoch), starting at ``start``.
 
-    With ``world > 1`` each rank takes every ``world``-th sample of the same permutation.
+    With ``world > 1`` each rank takes every ``world``-th sample of the same permutation, padded (by repeating its
+    start) to a multiple of ``world`` so that every rank runs the same number of steps.
     """
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
@@ -39,6 +40,7 @@ class EpochSampler(Sampler):
         else:
             g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0))
             order = torch.randperm(self.size, generator=g).tolist()
+        order += order[: -len(order) % self.world]
         return order[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

@@ -25,6 +25,7 @@ from . import __version__
 from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load
 from .config import Config, save_yaml
 from .device import resolve_device
+from .distributed import Distributed
 from .errors import I2IError
 from .method import Components, Method
 from .precision import Precision
@@ -124,14 +125,17 @@ class Trainer:
     """Builds a run from a validated config and trains it (``run``)."""
 
     def __init__(self, cfg: Config, registry: Registry, out_dir: Path, *, state: dict[str, Any] | None = None,
-                 overwrite: bool = False, console: Console | None = None) -> None:
-        """``state``: the training checkpoint to resume from (see :func:`prepare_run_dir`)."""
+                 overwrite: bool = False, console: Console | None = None, distributed: Distributed | None = None,
+                 device: str | None = None) -> None:
+        """``state``: the training checkpoint to resume from (see :func:`prepare_run_dir`); ``distributed``: this
+        process's place in a torchrun job; ``device``: overrides ``train.device`` (a rank's own GPU)."""
         self.cfg, self.registry, self.out = cfg, registry, Path(out_dir)
-        self.console = console or Console(stderr=True)
+        self.dist = distributed or Distributed()
+        self.console = console or Console(stderr=True, quiet=not self.dist.main)
         self.state = state
         self.overwrite = overwrite
         t = cfg.train
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(device or t.device)
         torch.manual_seed(t.seed)
         random.seed(t.seed)
         np.random.seed(t.seed % 2**32)
@@ -146,22 +150,27 @@ class Trainer:
             raise I2IError(f"dataset '{cfg.data.name}' does not declare its domains' channels (a 'channels' dict)")
 
         cuda = self.device.type == "cuda"
+        precision = t.precision if t.precision != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported()
+                                                               else "fp32")
         self.settings = {
-            "device": str(self.device), "precision": t.precision,
+            "device": str(self.device), "processes": self.dist.world, "precision": precision,
             "channels_last": cuda if t.channels_last is None else t.channels_last,
             "compile": t.compile, "cudnn_benchmark": cuda if t.cudnn_benchmark is None else t.cudnn_benchmark,
             "fused_adam": cuda if t.fused_adam is None else t.fused_adam,
             "workers": cfg.data.workers, "pin_memory": cuda, "persistent_workers": cfg.data.workers > 0,
         }
-        if t.precision == "fp16" and not cuda:
+        if precision == "fp16" and not cuda:
             raise I2IError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
         torch.backends.cudnn.benchmark = self.settings["cudnn_benchmark"]
-        self.precision = Precision(t.precision, self.device)
+        self.precision = Precision(precision, self.device, self.dist)
         self.method_entry = registry.get("method", cfg.method.name)
         self.method: Method = self.method_entry.build(
-            Components(registry, cfg, channels, self.device, self.precision, self.settings["fused_adam"]),
+            Components(registry, cfg, channels, self.device, self.precision, self.settings["fused_adam"],
+                       seed=t.seed + 7919 * self.dist.rank),
             **cfg.method.params,
         )
+        for net in self.method.nets.values():
+            self.dist.broadcast_module(net)
         self.memory_format = torch.channels_last if self.settings["channels_last"] else torch.contiguous_format
         for net in self.method.nets.values():
             net.to(memory_format=self.memory_format)
@@ -170,10 +179,10 @@ class Trainer:
         self.optimizers = self.method.configure_optimizers()
         self.schedulers = {k: linear_decay(o, t.epochs, t.decay_epochs) for k, o in self.optimizers.items()}
 
-        self.steps_per_epoch = math.ceil(len(self.dataset) / cfg.data.batch_size)
+        self.sampler = EpochSampler(len(self.dataset), t.seed, rank=self.dist.rank, world=self.dist.world)
+        self.steps_per_epoch = math.ceil(math.ceil(len(self.dataset) / self.dist.world) / cfg.data.batch_size)
         full = (t.epochs + t.decay_epochs) * self.steps_per_epoch
         self.total_steps = min(full, t.max_steps) if t.max_steps else full
-        self.sampler = EpochSampler(len(self.dataset), t.seed)
         seeded = SeededDataset(self.dataset)
         self.loader = DataLoader(
             seeded, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
@@ -193,6 +202,7 @@ class Trainer:
         self.step = 0
         if self.state is not None:
             self._load_state(self.state)
+        self.dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
     def _check_sizes(self) -> None:
         shape = next(v for v in self.sample_batch.values() if torch.is_tensor(v)).shape[-2:]
@@ -205,7 +215,11 @@ class Trainer:
                 )
 
     # -- state -------------------------------------------------------------------------------------------------
+    def _rank_state(self) -> dict[str, Any]:
+        return {"method": self.method.extra_state(), "rng": _rng_state(self.device)}
+
     def _training_state(self) -> dict[str, Any]:
+        ranks = self.dist.gather(self._rank_state()) if self.dist.enabled else None
         return {
             "format": TRAIN_FORMAT,
             "step": self.step,
@@ -217,6 +231,8 @@ class Trainer:
             "grad_scaler": self.precision.state_dict(),
             "best": self.best,
             "rng": _rng_state(self.device),
+            "processes": self.dist.world,
+            "rank_states": ranks,
             "versions": {"i2i": __version__, "torch": str(torch.__version__)},
         }
 
@@ -228,10 +244,15 @@ class Trainer:
                 opt.load_state_dict(state["optimizers"][k])
             for k, sched in self.schedulers.items():
                 sched.load_state_dict(state["schedulers"][k])
-            self.method.load_extra_state(state["method"])
+            saved_world = int(state.get("processes") or 1)
+            if saved_world != self.dist.world:
+                raise I2IError(f"this run was trained with {saved_world} process(es); resume it with "
+                               f"--nproc {saved_world} to continue exactly")
+            own = state["rank_states"][self.dist.rank] if self.dist.enabled else state
+            self.method.load_extra_state(own["method"])
             self.best = dict(state.get("best") or {})
             self.precision.load_state_dict(state.get("grad_scaler") or {})
-            _set_rng_state(state["rng"])
+            _set_rng_state(own["rng"])
             self.step = int(state["step"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise I2IError(
@@ -240,9 +261,21 @@ class Trainer:
             ) from exc
 
     def save_checkpoint(self) -> Path:
+        """Every rank takes part (their states are gathered); rank 0 writes."""
         path = self.out / "checkpoints" / "last.pt"
-        atomic_save(self._training_state(), path)
+        state = self._training_state()
+        if self.dist.main:
+            atomic_save(state, path)
         return path
+
+    def check_ranks_in_sync(self) -> list[float]:
+        """Checksums of every rank's weights; ranks that drifted apart are an error."""
+        local = float(sum(p.detach().double().sum() for net in self.method.nets.values() for p in net.parameters()))
+        sums = self.dist.gather(local)
+        if len(set(sums)) > 1:
+            raise I2IError(f"distributed ranks hold different weights at step {self.step} (checksums {sums}); "
+                           f"report this with the run's config.yaml")
+        return sums
 
     def export_generators(self, only: str | None = None, suffix: str = "") -> dict[str, Path]:
         """Write ``G_*.pt`` for each exported network: self-describing, loadable with ``load_generator``."""
@@ -264,7 +297,8 @@ class Trainer:
             record = generator_record(net, g.name, g.params, self.dataset.channels[src], self.dataset.channels[dst],
                                       provenance)
             paths[name] = self.out / f"{name}{suffix}.pt"
-            atomic_save(record, paths[name])
+            if self.dist.main:
+                atomic_save(record, paths[name])
         return paths
 
     def validate(self) -> dict[str, Any]:
@@ -318,6 +352,8 @@ class Trainer:
         return {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
 
     def _start_files(self) -> None:
+        if not self.dist.main:
+            return
         if self.overwrite and self.state is None:
             for name in RUN_FILES:
                 p = self.out / name
@@ -328,14 +364,15 @@ class Trainer:
         save_yaml(self.cfg, self.out / "config.yaml")
 
     def run(self) -> TrainResult:
-        t = self.cfg.train
+        t, main = self.cfg.train, self.dist.main
         self._start_files()
+        self.dist.barrier()
         sums: dict[str, torch.Tensor] = {}
         count = 0
         last_sample = self.out / "samples"
         for net in self.method.nets.values():
             net.train()
-        with _stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step) as log:
+        with _stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step, main) as log:
             log.settings(self.step, self.settings)
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
@@ -351,9 +388,10 @@ class Trainer:
                         for s in self.schedulers.values():
                             s.step()
                     done = self.step >= self.total_steps
-                    checkpoint = self.step % t.checkpoint_every == 0 or done or stop["stop"]
+                    stopping = self.dist.any(stop["stop"])  # all ranks stop at the same step
+                    checkpoint = self.step % t.checkpoint_every == 0 or done or stopping
                     if self.step % t.log_every == 0 or checkpoint:
-                        means = {k: float(v) / count for k, v in sums.items()}
+                        means = self.dist.mean({k: float(v) / count for k, v in sums.items()})
                         bad = [k for k, v in means.items() if not math.isfinite(v)]
                         if bad:
                             raise I2IError(
@@ -365,13 +403,15 @@ class Trainer:
                         sums, count = {}, 0
                     else:
                         log.advance(self.step)
-                    if self.step % t.sample_every == 0 or done:
+                    if main and (self.step % t.sample_every == 0 or done):
                         last_sample = self.save_samples()
-                    if self.cfg.validation.every and (self.step % self.cfg.validation.every == 0 or done):
+                    if main and self.cfg.validation.every and (self.step % self.cfg.validation.every == 0 or done):
                         log.validation(self.step, self.validate())
                     if checkpoint:
+                        if self.dist.enabled:
+                            log.event(self.step, rank_checksums=self.check_ranks_in_sync())
                         self.save_checkpoint()
-                    if stop["stop"] and not done:
+                    if stopping and not done:
                         exports = self.export_generators()
                         raise Interrupted(
                             f"interrupted at step {self.step}: saved {self.out / 'checkpoints' / 'last.pt'} and "

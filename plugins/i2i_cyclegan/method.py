@@ -88,7 +88,7 @@ class CycleGAN(Method):
         for net in self.nets.values():
             init_weights(net, params.init_type, params.init_gain)
         self.gan, self.cycle, self.identity = build.loss("gan"), build.loss("cycle"), build.loss("identity")
-        seed = build.config.train.seed
+        seed = build.seed
         self.pool_A, self.pool_B = ImagePool(params.pool_size, seed), ImagePool(params.pool_size, seed + 1)
         self.device, self.amp, self.build = build.device, build.precision, build
         # Two inputs through one network in one call is exact only without batch statistics

@@ -1,0 +1,202 @@
+"""CycleGAN training-step speed: i2i's step against a reference loop that mirrors the official implementation.
+
+For one size / batch / ngf / n_blocks / device / precision it prints seconds per iteration, images/s, peak memory
+and achieved GFLOP/s (convolution and matmul FLOPs of one step, forward and backward, counted by
+torch.utils.flop_counter) for both, their ratio, and the machine's own ceiling measured in the same run: a large
+fp32 matmul and a 3×3 convolution, with i2i's fraction of each. Each loop runs in its own process (peak memory).
+
+    python benchmarks/train_step.py [--size 128] [--batch 1] [--ngf 32] [--n-blocks 9] [--device cpu]
+                                    [--precision fp32] [--iters 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from i2i import Components, load_registry  # noqa: E402
+from i2i.config import parse_overrides, resolve  # noqa: E402
+from i2i.precision import Precision  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_i2i(args, device):
+    """i2i's CycleGAN method with the settings the trainer uses by default on this device."""
+    registry = load_registry()
+    name = "resnet_9blocks" if args.n_blocks == 9 else "resnet_6blocks"
+    cfg = resolve(registry, "cyclegan", [parse_overrides([f"generator={name}", f"generator.ngf={args.ngf}",
+                                                          f"discriminator.ndf={args.ndf}"])])
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda
+    build = Components(registry, cfg, {"A": 3, "B": 3}, device, Precision(args.precision, device), cuda)
+    method = registry.get("method", "cyclegan").build(build, **cfg.method.params)
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    for net in method.nets.values():
+        net.to(memory_format=fmt)
+        if args.compile:
+            net.compile()
+    method.configure_optimizers()
+    return method, fmt
+
+
+class Reference:
+    """The official CycleGAN step (cycle_gan_model.py): fp32, contiguous tensors, six generator passes (fake,
+    reconstruction and identity for each direction), D frozen through requires_grad during the G step, G backward,
+    then each D on real and pooled fake separately with detach and the 0.5 factor, two Adam optimizers."""
+
+    def __init__(self, nets, lr=2e-4, lambda_A=10.0, lambda_B=10.0, lambda_idt=0.5):
+        from i2i_cyclegan.pool import ImagePool
+
+        self.G_A, self.G_B = nets["G_AB"], nets["G_BA"]
+        self.D_A, self.D_B = nets["D_B"], nets["D_A"]  # official D_A judges domain B
+        self.opt_G = torch.optim.Adam(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), lr=lr,
+                                      betas=(0.5, 0.999))
+        self.opt_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=lr,
+                                      betas=(0.5, 0.999))
+        self.pool_A, self.pool_B = ImagePool(50), ImagePool(50)
+        self.l = (lambda_A, lambda_B, lambda_idt)
+
+    @staticmethod
+    def gan(pred, real):
+        return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+
+    def train_step(self, batch):
+        real_A, real_B = batch["A"], batch["B"]
+        lA, lB, li = self.l
+        fake_B = self.G_A(real_A)
+        rec_A = self.G_B(fake_B)
+        fake_A = self.G_B(real_B)
+        rec_B = self.G_A(fake_A)
+        for net in (self.D_A, self.D_B):
+            net.requires_grad_(False)
+        self.opt_G.zero_grad()
+        loss_idt_A = F.l1_loss(self.G_A(real_B), real_B) * lB * li
+        loss_idt_B = F.l1_loss(self.G_B(real_A), real_A) * lA * li
+        loss_G = (self.gan(self.D_A(fake_B), True) + self.gan(self.D_B(fake_A), True)
+                  + F.l1_loss(rec_A, real_A) * lA + F.l1_loss(rec_B, real_B) * lB + loss_idt_A + loss_idt_B)
+        loss_G.backward()
+        self.opt_G.step()
+        for net in (self.D_A, self.D_B):
+            net.requires_grad_(True)
+        self.opt_D.zero_grad()
+        for D, real, fake in ((self.D_A, real_B, self.pool_B.query(fake_B)),
+                              (self.D_B, real_A, self.pool_A.query(fake_A))):
+            loss_D = (self.gan(D(real), True) + self.gan(D(fake.detach()), False)) * 0.5
+            loss_D.backward()
+        self.opt_D.step()
+
+
+def run_loop(which: str, args) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    method, fmt = build_i2i(args, device)
+    if which == "reference":
+        method, fmt = Reference(copy.deepcopy(method.nets).to(memory_format=torch.contiguous_format)), \
+            torch.contiguous_format
+    g = torch.Generator().manual_seed(1)
+    batch = {k: (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device, memory_format=fmt)
+             for k in ("A", "B")}
+    with FlopCounterMode(display=False) as counter:
+        method.train_step(batch)
+    flops = counter.get_total_flops()
+    for _ in range(args.warmup):
+        method.train_step(batch)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        method.train_step(batch)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"sec": statistics.median(times), "flops": flops, "peak_mb": peak}
+
+
+def ceiling(device: torch.device) -> dict:
+    """GFLOP/s of a large fp32 matmul and of a 3×3 convolution (256 channels, as in the ResNet blocks)."""
+    n = 4096 if device.type == "cuda" else 1536
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    x = torch.randn(4, 256, 64, 64, device=device)
+    w = torch.randn(256, 256, 3, 3, device=device)
+
+    def rate(fn, flop, reps):
+        fn()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync(device)
+        return flop * reps / (time.perf_counter() - t0) / 1e9
+
+    reps = 50 if device.type == "cuda" else 5
+    return {"matmul": rate(lambda: a @ b, 2 * n**3, reps),
+            "conv3x3": rate(lambda: F.conv2d(x, w, padding=1), 2 * 4 * 256 * 256 * 9 * 64 * 64, reps)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--ngf", type=int, default=32)
+    ap.add_argument("--ndf", type=int, default=64)
+    ap.add_argument("--n-blocks", type=int, default=9, choices=(6, 9))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--compile", action="store_true", help="torch.compile i2i's networks")
+    ap.add_argument("--iters", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--child", choices=("i2i", "reference"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run_loop(args.child, args)))
+        return
+    device = torch.device(args.device)
+    passthrough = [a for a in sys.argv[1:]]
+    results = {}
+    for which in ("reference", "i2i"):
+        res = subprocess.run([sys.executable, __file__, *passthrough, "--child", which], capture_output=True,
+                             text=True)
+        if res.returncode != 0:
+            sys.exit(f"{which} loop failed:\n{res.stderr[-2000:]}")
+        results[which] = json.loads(res.stdout.strip().splitlines()[-1])
+    top = ceiling(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; {args.size}² batch {args.batch}, resnet {args.n_blocks} "
+          f"blocks ngf {args.ngf}, PatchGAN ndf {args.ndf}, i2i precision {args.precision}"
+          f"{', compiled' if args.compile else ''}")
+    print(f"{'loop':<10} {'s/iter':>9} {'images/s':>9} {'GFLOP/s':>9} {'GFLOP/iter':>11} {'peak MB':>9}")
+    for which, r in results.items():
+        print(f"{which:<10} {r['sec']:9.4f} {args.batch / r['sec']:9.2f} {r['flops'] / r['sec'] / 1e9:9.1f} "
+              f"{r['flops'] / 1e9:11.1f} {r['peak_mb']:9.0f}")
+    i2i, ref = results["i2i"], results["reference"]
+    achieved = i2i["flops"] / i2i["sec"] / 1e9
+    print(f"time ratio i2i / reference: {i2i['sec'] / ref['sec']:.3f}   speed-up: {ref['sec'] / i2i['sec']:.2f}×   "
+          f"memory ratio: {i2i['peak_mb'] / ref['peak_mb']:.3f}")
+    print(f"ceiling: fp32 matmul {top['matmul']:.0f} GFLOP/s, 3×3 conv {top['conv3x3']:.0f} GFLOP/s; i2i reaches "
+          f"{achieved / top['matmul']:.0%} of matmul, {achieved / top['conv3x3']:.0%} of conv")
+
+
+if __name__ == "__main__":
+    main()

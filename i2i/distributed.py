@@ -1,0 +1,112 @@
+"""Data-parallel training across processes (``torchrun``): every rank holds the full networks, takes its share of
+each batch, and gradients are averaged over ranks before every optimizer step.
+
+Gradients are all-reduced explicitly at the optimizer step rather than by wrapping networks in
+DistributedDataParallel: a GAN step runs each discriminator several times (frozen in the generator step, trained in
+its own), which DDP's once-per-forward gradient hooks do not support without restrictions. The arithmetic is the
+same: the mean over ranks of each parameter's gradient.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import I2IError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
+        if not self.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Average a dict of numbers over ranks (same keys everywhere)."""
+        if not self.enabled or not values:
+            return values
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self._device())
+        dist.all_reduce(t)
+        return dict(zip(values, (t / self.world).tolist(), strict=True))
+
+    def any(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self._device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        """Rank 0's parameters and buffers everywhere."""
+        if self.enabled:
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def _device(self) -> torch.device:
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+
+def setup(device: str) -> tuple[Distributed, str]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns it and the device to use."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed(), device
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
+    if use_cuda:
+        if local >= torch.cuda.device_count():
+            raise I2IError(f"local rank {local} has no GPU ({torch.cuda.device_count()} visible); lower --nproc")
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    elif device == "auto":
+        device = "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Distributed(rank, world, local), device
+
+
+def teardown(d: Distributed) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
