@@ -6,7 +6,7 @@ torch.utils.flop_counter) for both, their ratio, and the machine's own ceiling m
 fp32 matmul and a 3×3 convolution, with i2i's fraction of each. Each loop runs in its own process (peak memory).
 
     python benchmarks/train_step.py [--size 128] [--batch 1] [--ngf 32] [--n-blocks 9] [--device cpu]
-                                    [--precision fp32] [--iters 6]
+                                    [--precision fp32] [--iters 6] [i2i key=value overrides ...]
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def build_i2i(args, device):
     registry = load_registry()
     name = "resnet_9blocks" if args.n_blocks == 9 else "resnet_6blocks"
     cfg = resolve(registry, "cyclegan", [parse_overrides([f"generator={name}", f"generator.ngf={args.ngf}",
-                                                          f"discriminator.ndf={args.ndf}"])])
+                                                          f"discriminator.ndf={args.ndf}", *args.overrides])])
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda
-    build = Components(registry, cfg, {"A": 3, "B": 3}, device, Precision(args.precision, device), cuda)
+    precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
+    build = Components(registry, cfg, {"A": 3, "B": 3}, device, Precision(precision, device), cuda)
     method = registry.get("method", "cyclegan").build(build, **cfg.method.params)
     fmt = torch.channels_last if cuda else torch.contiguous_format
     for net in method.nets.values():
@@ -110,8 +111,9 @@ def run_loop(which: str, args) -> dict:
     torch.manual_seed(0)
     method, fmt = build_i2i(args, device)
     if which == "reference":
-        method, fmt = Reference(copy.deepcopy(method.nets).to(memory_format=torch.contiguous_format)), \
-            torch.contiguous_format
+        torch.backends.cudnn.benchmark = False  # the official code leaves it off
+        nets = copy.deepcopy(method.nets).to(memory_format=torch.contiguous_format)
+        method, fmt = Reference(nets), torch.contiguous_format
     g = torch.Generator().manual_seed(1)
     batch = {k: (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device, memory_format=fmt)
              for k in ("A", "B")}
@@ -163,11 +165,14 @@ def main() -> None:
     ap.add_argument("--ndf", type=int, default=64)
     ap.add_argument("--n-blocks", type=int, default=9, choices=(6, 9))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                    help="i2i's precision (auto: bf16 on CUDA, fp32 on the CPU, as the trainer); the reference "
+                         "loop is always fp32")
     ap.add_argument("--compile", action="store_true", help="torch.compile i2i's networks")
     ap.add_argument("--iters", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--child", choices=("i2i", "reference"), help=argparse.SUPPRESS)
+    ap.add_argument("overrides", nargs="*", help="i2i config overrides, e.g. method.batched=false")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_loop(args.child, args)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import I2IError
+from .files import atomic_write
 from .registry import Registry
 
 GENERATOR_FORMAT = "i2i.generator/1"
@@ -26,18 +26,14 @@ TRAIN_FORMAT = "i2i.train/1"
 
 def atomic_save(obj: Any, path: Path) -> None:
     """Write ``obj`` with torch.save to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
@@ -47,11 +43,12 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
         raise I2IError(f"{what} not found: {path}")
     if not path.is_file():
         raise I2IError(f"{what} {path} is not a file")
-    if not zipfile.is_zipfile(path):
-        raise I2IError(f"{what} {path} is truncated or not a PyTorch file")
+    zipped = zipfile.is_zipfile(path)  # PyTorch >= 1.6 format; older files are a bare pickle stream
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not zipped:
+            raise I2IError(f"{what} {path} is truncated or not a PyTorch file") from exc
         raise I2IError(
             f"{what} {path} contains objects that could run code when loaded, so it was refused "
             f"(only plain tensors and values are accepted)"

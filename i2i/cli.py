@@ -28,8 +28,11 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-#: train keys that may differ when resuming (everything else must match the checkpoint)
-RESUMABLE = {"train", "validation", "data.workers", "data.root"}
+#: keys that may differ when resuming (everything else must match the checkpoint, or the run would not continue
+#: exactly: the schedule, the seed and the data order included)
+RESUMABLE = {"train.max_steps", "train.device", "train.checkpoint_every", "train.sample_every", "train.log_every",
+             "train.precision", "train.channels_last", "train.compile", "train.cudnn_benchmark", "train.fused_adam",
+             "validation", "data.workers", "data.root"}
 
 
 def cli_errors(fn):
@@ -44,7 +47,12 @@ def cli_errors(fn):
             return fn(*args, **kwargs)
         except I2IError as exc:
             if not quiet:
-                err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except torch_oom() as exc:
+            if not quiet:
+                err.print(f"[bold red]error:[/] out of GPU memory ({str(exc).splitlines()[0][:100]}); lower "
+                          f"--batch-size or --size, or use --precision bf16", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as exc:
             if not quiet:
@@ -56,6 +64,21 @@ def cli_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of an I2IError, also when a DataLoader worker wrapped it with its traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split("I2IError: ", 1)[-1]
+    return text
+
+
+def torch_oom() -> type[BaseException]:
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -90,7 +113,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly where it stopped"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the run already in --out"),
     strict: bool = typer.Option(False, "--strict", help="fail on unreadable images instead of skipping them"),
-    precision: str = typer.Option(None, "--precision", help="fp32 (default), bf16 or fp16 (autocast)"),
+    precision: str = typer.Option(None, "--precision",
+                                  help="auto (default: bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (autocast)"),
     compile_nets: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the networks"),
     channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
                                        help="NHWC memory format (default: on for CUDA)"),
@@ -101,9 +125,14 @@ def train(
     from .distributed import setup, teardown
 
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        args = sys.argv[1:]
-        at = args.index("--nproc")
-        args = args[:at] + args[at + 2 :]
+        args, skip = [], False
+        for arg in sys.argv[1:]:
+            if skip or arg.startswith("--nproc="):
+                skip = False
+                continue
+            skip = arg == "--nproc"
+            if not skip:
+                args.append(arg)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "i2i", *args]
         raise typer.Exit(subprocess.call(cmd))
@@ -147,10 +176,14 @@ def _train(distributed: Any, rank_device: str, *, overrides: list[str] | None, m
     if resume:
         if out_dir is None:
             raise I2IError("--resume needs --out RUN_DIR (the run to continue)")
+        if config is not None:
+            raise I2IError("--config cannot be combined with --resume: the run continues with its own config.yaml")
         state = prepare_run_dir(out_dir, resume=True, overwrite=False)
         if data is not None:
             options["data"]["root"] = str(data)
         base = state["config"]
+        if method is not None and method != base["method"]["name"]:
+            raise I2IError(f"this run trains method '{base['method']['name']}', not '{method}'; drop --method")
         cfg = resolve(registry, base["method"]["name"], [base, *cli_layers])
         bad = [k for k in _changed(base, cfg.to_dict())
                if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
@@ -160,7 +193,9 @@ def _train(distributed: Any, rank_device: str, *, overrides: list[str] | None, m
         layers: list[dict[str, Any]] = []
         demo_data = data is None
         name = method or (load_yaml(find_preset(config)).get("method") if config else None)
-        name = name["name"] if isinstance(name, dict) else name
+        name = name.get("name") if isinstance(name, dict) else name
+        if name is not None and not isinstance(name, str):
+            raise I2IError(f"the method must be a name (see `i2i list method`), not {name!r}")
         if demo_data:
             if not name:
                 raise I2IError("pass --method NAME (see `i2i list method`), and --data DIR or nothing for the demo")
@@ -212,7 +247,8 @@ def list_components(kind: str = typer.Argument(None, help=f"one of: {', '.join(K
     """List registered components with one-line descriptions (and parameters when KIND is given)."""
     registry = load_plugins().registry
     if kind is not None:
-        kind = kind.rstrip("s") if kind.rstrip("s") in KINDS else kind
+        kind = kind.removesuffix("es") if kind.removesuffix("es") in KINDS else kind.removesuffix("s") \
+            if kind.removesuffix("s") in KINDS else kind
         if kind not in KINDS:
             from .errors import did_you_mean
 
@@ -260,6 +296,7 @@ def translate_cmd(
     batch_size: int = typer.Option(4, "--batch-size", help="images of equal size translated together"),
     device: str = typer.Option("auto", "--device"),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="write input|output comparison images"),
+    precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16"),
 ) -> None:
     """Translate images with a trained generator; each keeps its resolution, names mirror the inputs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -273,7 +310,7 @@ def translate_cmd(
         raise I2IError("--batch-size must be >= 1")
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
-    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size)
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
     files = collect_inputs(inputs, recursive)
     sources = {src.resolve() for src, _ in files}
     for src, rel in files:
@@ -318,6 +355,7 @@ def video_cmd(
     duration: float = typer.Option(None, "--duration", help="process this many seconds"),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="write input|output frames"),
     no_audio: bool = typer.Option(False, "--no-audio", help="do not copy the input's audio track"),
+    precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16"),
 ) -> None:
     """Translate a video frame by frame, keeping its frame rate, size and (with ffmpeg) its audio."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -326,10 +364,10 @@ def video_cmd(
     from .translate import Translator
     from .video import ffmpeg_path, probe, translate_video
 
-    if batch_size < 1:
-        raise I2IError("--batch-size must be >= 1")
+    if batch_size < 1 or (size is not None and size < 1):
+        raise I2IError("--batch-size and --size must be >= 1")
     info = probe(src)
-    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size)
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
     dst = dst or src.with_name(f"{src.stem}_i2i.mp4")
     if not no_audio and ffmpeg_path() is None:
         err.print("[yellow]warning:[/] ffmpeg not found (pip install imageio-ffmpeg): the output will be silent",
@@ -368,6 +406,8 @@ def import_official(
     """Convert another project's generator weights into a self-describing i2i checkpoint."""
     from .checkpoint import atomic_save, generator_record, safe_load
 
+    if out_path.resolve() == src.resolve():
+        raise I2IError(f"-o {out_path} is the input file; choose another output path")
     registry = load_plugins().registry
     entry = registry.get("importer", importer)
     state = safe_load(src, "weights file")
@@ -399,6 +439,8 @@ def export_cmd(
     from .checkpoint import load_generator
     from .export import export
 
+    if out_path.resolve() == ckpt.resolve():
+        raise I2IError(f"-o {out_path} is the input checkpoint; choose another output path")
     net = load_generator(ckpt)
     export(net, out_path, fmt, opset)
     out.print(f"[green]wrote[/] {out_path} ({fmt}; inputs N×{net.i2i_info['io']['in_channels']}×H×W in [-1, 1], "
@@ -450,13 +492,14 @@ def eval_cmd(
 ) -> None:
     """Score a generator: FID/KID against --target, PSNR/SSIM/MAE against --truth, each beside identity."""
     import json
-    import os
 
     from .device import resolve_device
     from .evaluate import evaluate
     from .features import build_extractor
     from .translate import Translator
 
+    if size is not None and size < 1:
+        raise I2IError("--size must be >= 1")
     registry = load_plugins().registry
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     for name in names or []:
@@ -478,11 +521,11 @@ def eval_cmd(
     if report.extractor:
         out.print(f"features: {report.extractor}", highlight=False)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_path.with_name(f".{json_path.name}.tmp")
-        tmp.write_text(json.dumps({"checkpoint": str(ckpt), "source": str(source), "target": str(target),
-                                   "truth": str(truth), **report.to_dict()}, indent=2))
-        os.replace(tmp, json_path)
+        from .files import atomic_write
+
+        text = json.dumps({"checkpoint": str(ckpt), "source": str(source), "target": str(target),
+                           "truth": str(truth), **report.to_dict()}, indent=2)
+        atomic_write(json_path, lambda tmp: tmp.write_text(text))
         out.print(f"wrote {json_path}", highlight=False)
 
 

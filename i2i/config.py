@@ -37,7 +37,6 @@ class DataConfig:
     params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 1
     workers: int = 0
-    strict: bool = False
 
 
 @dataclass

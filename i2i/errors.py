@@ -12,7 +12,7 @@ class I2IError(Exception):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest of `choices`, or '' when nothing is close."""
-    choices = list(choices)
+    word, choices = str(word), [str(c) for c in choices]
     same_case = [c for c in choices if c.lower() == word.lower()]
     close = same_case or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -95,6 +95,12 @@ def evaluate(
         truth_files = {p: by_stem[p.relative_to(source).with_suffix("")] for p in sources}
     targets = _images(target, "target") if target is not None else []
 
+    wants_features = [n for n, e in entries.items() if needs_features(e.factory)]
+    if wants_features and target is None:
+        raise I2IError(f"metric(s) {', '.join(wants_features)} need a target set: pass --target DIR")
+    if wants_features and min(len(sources), len(targets)) < 2:
+        raise I2IError(f"metric(s) {', '.join(wants_features)} compare distributions and need at least 2 source and "
+                       f"2 target images (got {len(sources)} and {len(targets)})")
     extractor = None
     built: dict[str, Any] = {}
     for name, entry in entries.items():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import I2IError
+from .files import atomic_write
 
 FORMATS = ("onnx", "torchscript")
 
@@ -28,23 +27,20 @@ def export(net: nn.Module, path: Path, fmt: str, opset: int = 17) -> Path:
         raise I2IError(f"unknown export format '{fmt}'; use {' or '.join(FORMATS)}")
     net = net.eval().cpu()
     x = example_input(net)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             if fmt == "torchscript":
-                torch.jit.save(torch.jit.trace(net, x, check_trace=False), tmp)
+                torch.jit.save(torch.jit.trace(net, x, check_trace=False), str(tmp))
             else:
                 axes = {0: "batch", 2: "height", 3: "width"}
-                torch.onnx.export(net, (x,), tmp, dynamo=False, input_names=["input"], output_names=["output"],
+                torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
                                   dynamic_axes={"input": axes, "output": axes}, opset_version=opset)
-        os.replace(tmp, path)
+
+    try:
+        return atomic_write(path, write)
     except I2IError:
         raise
     except Exception as exc:
         raise I2IError(f"could not export to {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path

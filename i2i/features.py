@@ -109,7 +109,10 @@ def timm_features(model: str, weights: str | Path | None) -> FeatureExtractor:
 
         state = safe_load(path, "feature weights")
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head.fc.", "classifier."))}
-    missing, _ = net.load_state_dict(state, strict=False)
+    try:
+        missing, _ = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise I2IError(f"{path} does not fit timm model '{model}' ({str(exc).splitlines()[0][:120]})") from None
     if missing:
         raise I2IError(f"{path} does not fit timm model '{model}' (missing {missing[0]}, ...)")
     cfg = net.pretrained_cfg

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from .errors import I2IError
+from .files import atomic_write
 
 IMAGE_EXTENSIONS = frozenset(
     [".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm", ".pgm", ".ppm", ".pxm",
@@ -74,14 +74,7 @@ def write_image(path: Path, img: np.ndarray) -> None:
     if not ok:
         raise I2IError(f"cannot encode a {img.dtype} image with {img.shape[-1]} channel(s) as {path.suffix or '.png'}"
                        f" for {path}; use an output format that supports it (e.g. .png)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        buf.tofile(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: buf.tofile(str(tmp)))
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

@@ -82,6 +82,12 @@ class Method(ABC):
     def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
         """Rows of NCHW image batches in [-1, 1] for the sample grid (e.g. real A | fake B | rec A)."""
 
+    @torch.no_grad()
+    def probe(self, batch: dict[str, torch.Tensor]) -> None:
+        """Run every network once on ``batch`` (before training starts), so that sizes a network cannot take are
+        reported up front. The default runs :meth:`samples`."""
+        self.samples(batch)
+
     def extra_state(self) -> dict[str, Any]:
         """State beyond networks and optimizers needed to resume exactly (image pools, ...)."""
         return {}

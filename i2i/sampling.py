@@ -6,6 +6,7 @@ crops and flips, whatever the number of loader workers.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +41,8 @@ class EpochSampler(Sampler):
         else:
             g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0))
             order = torch.randperm(self.size, generator=g).tolist()
-        order += order[: -len(order) % self.world]
+        padded = math.ceil(len(order) / self.world) * self.world
+        order = [order[i % len(order)] for i in range(padded)]
         return order[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

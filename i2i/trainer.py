@@ -27,6 +27,7 @@ from .config import Config, save_yaml
 from .device import resolve_device
 from .distributed import Distributed
 from .errors import I2IError
+from .files import atomic_write
 from .method import Components, Method
 from .precision import Precision
 from .registry import Registry
@@ -121,6 +122,10 @@ def _to(batch: dict[str, Any], device: torch.device,
             else v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _shapes(sample: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in sample.items() if torch.is_tensor(v)}
+
+
 class Trainer:
     """Builds a run from a validated config and trains it (``run``)."""
 
@@ -183,6 +188,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(math.ceil(len(self.dataset) / self.dist.world) / cfg.data.batch_size)
         full = (t.epochs + t.decay_epochs) * self.steps_per_epoch
         self.total_steps = min(full, t.max_steps) if t.max_steps else full
+        if self.total_steps < 1:
+            raise I2IError("train.epochs + train.decay_epochs is 0: nothing to train (set --epochs)")
         seeded = SeededDataset(self.dataset)
         self.loader = DataLoader(
             seeded, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
@@ -190,13 +197,29 @@ class Trainer:
         )
         n = min(4, len(self.dataset))
         fixed = [seeded[(i * len(self.dataset) // n, sample_seed(t.seed, 0, i))] for i in range(n)]
-        self.sample_batch = _to(default_collate(fixed), self.device)
+        shapes = _shapes(fixed[0])
+        self.sample_batch = _to(default_collate([s for s in fixed if _shapes(s) == shapes]), self.device,
+                                self.memory_format)
         self._check_sizes()
+        try:
+            with torch.random.fork_rng(devices=[self.device] if cuda else []):
+                self.method.probe(self.sample_batch)
+        except (RuntimeError, ValueError) as exc:
+            if "out of memory" in str(exc):
+                raise
+            raise I2IError(f"the networks cannot take the training images ({str(exc).splitlines()[0][:160]}); "
+                           f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
 
         v = cfg.validation
         self.val_network = v.network or next(iter(self.method.exports), None)
         if v.every and self.val_network is None:
             raise I2IError(f"method '{cfg.method.name}' exports no generator to validate")
+        if v.every:
+            for key in ("source", "target", "truth"):
+                folder = getattr(v, key)
+                if folder is not None and not (Path(cfg.data.root) / folder).is_dir():
+                    raise I2IError(f"validation.{key}: folder {Path(cfg.data.root) / folder} does not exist "
+                                   f"(paths are relative to the data folder); fix it or set validation.every=0")
         self._extractor = None
         self.best: dict[str, Any] = {}
         self.step = 0
@@ -322,9 +345,10 @@ class Trainer:
             return None if p is None else root / p
 
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            report = evaluate(Translator(net, self.device, io=io), self.registry, where(v.source), where(v.target),
-                              where(v.truth), v.metrics, extractor, limit=v.max_images)
-        net.train()
+            report = evaluate(Translator(net, self.device, io=io, precision=self.precision.name), self.registry,
+                              where(v.source), where(v.target), where(v.truth), v.metrics, extractor,
+                              limit=v.max_images)
+        net.to(memory_format=self.memory_format).train()
         scores = {k: row["translated"] for k, row in report.scores.items()}
         if v.best is not None:
             value, higher = scores[v.best], report.scores[v.best]["higher_is_better"]
@@ -340,12 +364,7 @@ class Trainer:
         images = [t.expand(3, *t.shape[1:]) if t.shape[0] == 1 else t[:3] for t in images]
         cols = sum(len(row) for row in rows)
         grid = make_grid(torch.stack(images).float().cpu(), nrow=cols, normalize=True, value_range=(-1, 1))
-        path = self.out / "samples" / f"step_{self.step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        save_image(grid, tmp)
-        tmp.replace(path)
-        return path
+        return atomic_write(self.out / "samples" / f"step_{self.step:07d}.png", lambda tmp: save_image(grid, tmp))
 
     # -- loop --------------------------------------------------------------------------------------------------
     def _lrs(self) -> dict[str, float]:
@@ -405,12 +424,15 @@ class Trainer:
                         log.advance(self.step)
                     if main and (self.step % t.sample_every == 0 or done):
                         last_sample = self.save_samples()
-                    if main and self.cfg.validation.every and (self.step % self.cfg.validation.every == 0 or done):
-                        log.validation(self.step, self.validate())
-                    if checkpoint:
-                        if self.dist.enabled:
-                            log.event(self.step, rank_checksums=self.check_ranks_in_sync())
-                        self.save_checkpoint()
+                    try:
+                        if main and self.cfg.validation.every and (
+                                self.step % self.cfg.validation.every == 0 or done):
+                            log.validation(self.step, self.validate())
+                    finally:  # a failing validation still leaves this step's checkpoint
+                        if checkpoint:
+                            if self.dist.enabled:
+                                log.event(self.step, rank_checksums=self.check_ranks_in_sync())
+                            self.save_checkpoint()
                     if stopping and not done:
                         exports = self.export_generators()
                         raise Interrupted(

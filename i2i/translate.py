@@ -58,11 +58,18 @@ class Translator:
     """A loaded generator with the conversions around it; ``translate_arrays`` does batches of equal size."""
 
     def __init__(self, generator: nn.Module, device: str | torch.device = "cpu", size: int | None = None,
-                 io: dict[str, Any] | None = None) -> None:
-        """``io`` (in/out channels, size multiple) defaults to what ``load_generator`` attached to the module."""
+                 io: dict[str, Any] | None = None, precision: str = "auto") -> None:
+        """``io`` (in/out channels, size multiple) defaults to what ``load_generator`` attached to the module.
+        ``precision``: fp32, bf16 or fp16 autocast; ``auto`` = fp16 with channels_last on CUDA, fp32 on the CPU."""
         io = io or (getattr(generator, "i2i_info", None) or {"io": {}})["io"]
-        self.G = generator.eval().to(device)
         self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise I2IError(f"unknown precision '{precision}'; use auto, fp32, bf16 or fp16")
+        self.precision = ("fp16" if cuda else "fp32") if precision == "auto" else precision
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
+        self.G = generator.eval().to(device, memory_format=self.memory_format)
         self.in_channels = int(io.get("in_channels", 3))
         self.out_channels = int(io.get("out_channels", 3))
         self.multiple = int(io.get("size_multiple", getattr(generator, "size_multiple", 1)))
@@ -70,8 +77,8 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", size: int | None = None,
-                        registry: Any = None) -> Translator:
-        return cls(load_generator(path, registry), device, size)
+                        registry: Any = None, precision: str = "auto") -> Translator:
+        return cls(load_generator(path, registry), device, size, precision=precision)
 
     def prepare(self, img: np.ndarray) -> Prepared:
         """HWC (or HW) uint8/uint16/float image with 1, 3 or 4 channels -> network input."""
@@ -115,7 +122,9 @@ class Translator:
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.G(batch.to(self.device, non_blocking=True))
+        x = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            return self.G(x).float()
 
     def translate_arrays(self, images: Iterable[np.ndarray], batch_size: int = 4) -> Iterator[np.ndarray]:
         """Translate images in order, batching consecutive images of equal size."""

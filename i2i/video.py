@@ -88,15 +88,17 @@ def probe(path: Path) -> VideoInfo:
 class _Thread(threading.Thread):
     """A worker whose exception is re-raised in the caller by ``join_checked``."""
 
-    def __init__(self, target: Callable[[], None]) -> None:
+    def __init__(self, target: Callable[[], None], on_error: Callable[[], None] | None = None) -> None:
         super().__init__(daemon=True)
-        self._target_fn, self.error = target, None
+        self._target_fn, self.error, self.on_error = target, None, on_error
 
     def run(self) -> None:
         try:
             self._target_fn()
         except BaseException as exc:  # handed to the main thread
             self.error = exc
+            if self.on_error is not None:
+                self.on_error()
 
     def join_checked(self) -> None:
         self.join()
@@ -212,6 +214,7 @@ def translate_video(
     stop = threading.Event()
 
     def put(q: queue.Queue, item: Any) -> bool:
+        """Put unless the run is stopping (an error anywhere sets ``stop``); False when it gave up."""
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.1)
@@ -246,7 +249,7 @@ def translate_video(
             if on_frames:
                 on_frames(len(preps))
 
-    reader, writer = _Thread(read), _Thread(write)
+    reader, writer = _Thread(read, stop.set), _Thread(write, stop.set)
     t0 = time.perf_counter()
     reader.start()
     writer.start()
@@ -268,7 +271,7 @@ def translate_video(
                 frames += len(batch)
                 if not put(encoded, (out, batch)):
                     break
-            if writer.error is not None:
+            if stop.is_set():
                 break
         put(encoded, _END)
         writer.join_checked()
@@ -282,11 +285,15 @@ def translate_video(
         writer.join(timeout=5)
         try:
             encoder.close(ok)
-        finally:
-            if ok:
-                tmp.replace(dst)
-            else:
-                tmp.unlink(missing_ok=True)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if not ok:
+            tmp.unlink(missing_ok=True)
+    if frames == 0:
+        tmp.unlink(missing_ok=True)
+        raise I2IError(f"no frames of {src} were translated (is --duration shorter than one frame?)")
+    tmp.replace(dst)
     return VideoResult(frames, time.perf_counter() - t0, encoder.audio, dst)
 
 

@@ -212,3 +212,50 @@ def test_ctrl_c_saves_and_exits_130_then_resumes(small_data, tmp_path):
                           str(step + 2)], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == step + 2
+
+
+def test_resume_refuses_schedule_seed_and_config_changes(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    _one_line_error(cli("train", "--out", out, "--resume", "--epochs", "3"), "cannot change train.epochs")
+    _one_line_error(cli("train", "--out", out, "--resume", "--seed", "4"), "cannot change train.seed")
+    _one_line_error(cli("train", "--out", out, "--resume", "--config", "cyclegan/demo"),
+                    "--config cannot be combined with --resume")
+    assert cli("train", "--out", out, "--resume", "--max-steps", "2", "train.log_every=5").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--size", "0"], "load_size and crop_size must be >= 1"),
+        (["--size", "48", "--load-size", "40", "data.preprocess=resize_and_crop"], "larger than load_size"),
+        (["method.beta1=1.0"], "beta1 must be in [0, 1)"),
+        (["--batch-size", "2", "data.preprocess=none"], "needs images of one size"),
+        (["discriminator.n_layers=6", "discriminator=n_layers"], "cannot take the training images"),
+        (["--epochs", "0", "--decay-epochs", "0"], "nothing to train"),
+        (["validation.every=2", "validation.truth=nowhere"], "validation.source: folder"),
+    ],
+)
+def test_more_bad_settings_are_one_line(cli, small_data, tmp_path, extra, fragment):
+    out = tmp_path / "run"
+    args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY, *extra]
+    _one_line_error(cli(*args), fragment)
+    assert not out.exists()
+
+
+def test_config_file_method_must_be_a_name(cli, small_data, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: 5\n")
+    _one_line_error(cli("train", "--data", small_data, "--out", tmp_path / "r", "--config", cfg), "must be a name")
+    cfg.write_text("method: {params: {lr: 0.001}}\n")
+    _one_line_error(cli("train", "--data", small_data, "--out", tmp_path / "r", "--config", cfg), "--method")
+
+
+def test_variable_size_images_train_with_batch_one(cli, small_data, tmp_path):
+    import cv2
+
+    img = cv2.imread(str(next((small_data / "trainA").iterdir())))
+    cv2.imwrite(str(small_data / "trainA" / "zz_wide.png"), cv2.resize(img, (96, 64)))
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "3", *TINY,
+              "data.preprocess=none")
+    assert res.exit_code == 0, res.stderr

@@ -143,3 +143,17 @@ def test_never_overwrites_an_input(cli, photos, make_ckpt):
 def test_corrupt_image_is_named(cli, photos, make_ckpt, tmp_path):
     (photos / "zz_broken.png").write_bytes((photos / "odd.png").read_bytes()[:60])
     _error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "o"), "zz_broken.png is corrupt")
+
+
+def test_reduced_precision_preserves_output(make_ckpt, photos):
+    """What `auto` uses on a GPU (half precision) must keep the picture: checked here with bf16 autocast on the CPU
+    (fp16 autocast is covered by benchmarks/gpu_check.sh on a GPU)."""
+    G = load_generator(make_ckpt())
+    img = read_image(photos / "odd.png", 3)
+    from i2i.translate import Translator
+
+    full = next(Translator(G, precision="fp32").translate_arrays([img]))
+    half = next(Translator(G, precision="bf16").translate_arrays([img]))
+    mse = np.mean((full.astype(float) - half.astype(float)) ** 2)
+    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 35  # PSNR of bf16 against fp32
+    assert Translator(G).precision == ("fp16" if torch.cuda.is_available() else "fp32")

@@ -19,6 +19,13 @@ from .transforms import Preprocess, Transform
 LAYOUT = "expected DIR/trainA/ and DIR/trainB/ holding the images of domain A and domain B"
 
 
+def check_sizes(load_size: int, crop_size: int, preprocess: str) -> None:
+    if load_size < 1 or crop_size < 1:
+        raise I2IError(f"load_size and crop_size must be >= 1 (got {load_size} and {crop_size})")
+    if preprocess == "resize_and_crop" and crop_size > load_size:
+        raise I2IError(f"crop_size {crop_size} is larger than load_size {load_size}; raise --load-size or lower --size")
+
+
 class ImageFolder:
     """The readable images of one folder; unreadable files are counted, or fatal with ``strict``."""
 
@@ -71,6 +78,7 @@ class UnalignedDataset(Dataset):
         strict: bool = False,
     ) -> None:
         root = Path(root)
+        check_sizes(load_size, crop_size, preprocess)
         if not root.is_dir():
             raise I2IError(f"data folder {root} does not exist; {LAYOUT}")
         for d in ("A", "B"):
@@ -108,6 +116,7 @@ class SingleDataset(Dataset):
         strict: bool = False,
     ) -> None:
         root = Path(root)
+        check_sizes(load_size, crop_size, preprocess)
         folder = root / f"{phase}A" if (root / f"{phase}A").is_dir() else root
         self.A = ImageFolder(folder, channels, strict, "input")
         self.warnings = self.A.warnings

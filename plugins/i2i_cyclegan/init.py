@@ -8,6 +8,14 @@ from torch import nn
 
 InitType = Literal["normal", "xavier", "kaiming", "orthogonal"]
 
+#: init_type -> how a conv/linear weight is drawn (gain as in the official implementation)
+SCHEMES = {
+    "normal": lambda w, gain: nn.init.normal_(w, 0.0, gain),
+    "xavier": lambda w, gain: nn.init.xavier_normal_(w, gain=gain),
+    "kaiming": lambda w, gain: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
+    "orthogonal": lambda w, gain: nn.init.orthogonal_(w, gain=gain),
+}
+
 
 def init_weights(net: nn.Module, init_type: InitType = "normal", gain: float = 0.02) -> nn.Module:
     """Conv/linear weights by ``init_type`` (biases 0); batch-norm weights normal(1, gain), biases 0.
@@ -19,14 +27,7 @@ def init_weights(net: nn.Module, init_type: InitType = "normal", gain: float = 0
         if id(m) in kept:
             continue
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            if init_type == "normal":
-                nn.init.normal_(m.weight, 0.0, gain)
-            elif init_type == "xavier":
-                nn.init.xavier_normal_(m.weight, gain=gain)
-            elif init_type == "kaiming":
-                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-            else:
-                nn.init.orthogonal_(m.weight, gain=gain)
+            SCHEMES[init_type](m.weight, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):

@@ -77,6 +77,12 @@ class CycleGAN(Method):
                 raise I2IError(f"method.params.{name} must be >= 0, got {p[name]}")
         if p["pool_size"] < 0:
             raise I2IError(f"method.params.pool_size must be >= 0, got {p['pool_size']}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= p[name] < 1:
+                raise I2IError(f"method.params.{name} must be in [0, 1), got {p[name]}")
+        if config.data.batch_size > 1 and not str(data.get("preprocess", "crop")).endswith("crop"):
+            raise I2IError(f"--batch-size {config.data.batch_size} needs images of one size: use a cropping "
+                           f"preprocess (data.preprocess=resize_and_crop, crop or scale_width_and_crop)")
 
     def __init__(self, params: CycleGANParams, build: Components) -> None:
         self.p = params
@@ -138,6 +144,11 @@ class CycleGAN(Method):
             return net(x), net(y)
         out = net(torch.cat([x, y]))
         return out[: x.shape[0]], out[x.shape[0] :]
+
+    @torch.no_grad()
+    def probe(self, batch: dict[str, torch.Tensor]) -> None:
+        (a, fake_b, _), (b, fake_a, _) = self.samples(batch)
+        self.nets.D_A(a), self.nets.D_B(b)
 
     @torch.no_grad()
     def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:

@@ -14,6 +14,14 @@ RESNET_NAMES = {9: "resnet_9blocks", 6: "resnet_6blocks"}
 UNET_NAMES = {7: "unet_128", 8: "unet_256"}
 
 
+def _strip_instance_norm_stats(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Files from PyTorch 0.4 hold running statistics of InstanceNorm layers (which have no weight); the official
+    loader drops them, and so does this one. Batch-norm layers keep theirs (they have a weight beside them)."""
+    stats = (".running_mean", ".running_var", ".num_batches_tracked")
+    return {k: v for k, v in sd.items()
+            if not (k.endswith(stats) and k.rsplit(".", 1)[0] + ".weight" not in sd)}
+
+
 def _infer(sd: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any], int, int]:
     norm = "batch" if any(k.endswith("running_mean") for k in sd) else "instance"
     if "model.model.0.weight" in sd:  # U-Net: count the nested levels
@@ -45,7 +53,7 @@ def official_cyclegan(state_dict: dict[str, Any], netG: str | None = None, ngf: 
     """Convert an official generator state dict; stated options must agree with the file."""
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise I2IError("the file is not a state dict of tensors (expected an official latest_net_G*.pth)")
-    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    sd = _strip_instance_norm_stats({k.removeprefix("module."): v for k, v in state_dict.items()})
     name, params, cin, cout = _infer(sd)
     for option, stated, found in (("--netG", netG, name), ("--ngf", ngf, params["ngf"]),
                                   ("--norm", norm, params["norm"]), ("--dropout", dropout, params["dropout"])):

@@ -61,17 +61,17 @@ class Distribution:
 
 def psnr(features=None, data_range: float = 1.0) -> Paired:
     """Peak signal-to-noise ratio in dB (mean over images)."""
+    _torchmetrics()
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
-    _torchmetrics()
     return Paired(lambda p, t: peak_signal_noise_ratio(p, t, data_range=data_range), True)
 
 
 def ssim(features=None) -> Paired:
     """Structural similarity (Gaussian window 11, σ 1.5; mean over images)."""
+    _torchmetrics()
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    _torchmetrics()
     return Paired(lambda p, t: structural_similarity_index_measure(p, t, data_range=1.0), True)
 
 

@@ -1,0 +1,67 @@
+"""CUDA checks, run by benchmarks/gpu_check.sh on a GPU machine (skipped elsewhere)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from i2i import load_generator
+from i2i.images import read_image
+from i2i.translate import Translator
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+GPU = ["generator=resnet_6blocks", "generator.ngf=16", "discriminator.ndf=16", "--size", "64", "--load-size", "72",
+       "train.log_every=1", "--device", "cuda"]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_training_on_cuda(cli, small_data, tmp_path, precision):
+    out = tmp_path / precision
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "4", *GPU,
+              "--precision", precision)
+    assert res.exit_code == 0, res.stderr
+    lines = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines()]
+    settings = lines[0]["settings"]
+    assert settings["precision"] == precision and settings["channels_last"] and settings["fused_adam"]
+    assert all(np.isfinite(list(r["losses"].values())).all() for r in lines if "losses" in r)
+    G = load_generator(out / "G_AB.pt")  # exported weights load on the CPU
+    assert G(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_auto_precision_is_bf16_on_cuda(cli, small_data, tmp_path):
+    out = tmp_path / "auto"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *GPU).exit_code == 0
+    settings = json.loads((out / "log.jsonl").read_text().splitlines()[0])["settings"]
+    assert settings["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+
+
+def test_cuda_resume_is_exact(cli, small_data, tmp_path):
+    common = ["--data", small_data, *GPU, "--precision", "fp32", "train.cudnn_benchmark=false"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    torch.backends.cudnn.deterministic = True
+    try:
+        assert cli("train", "-m", "cyclegan", "--out", a, "--max-steps", "4", *common).exit_code == 0
+        assert cli("train", "-m", "cyclegan", "--out", b, "--max-steps", "2", *common).exit_code == 0
+        assert cli("train", "--out", b, "--resume", "--max-steps", "4", "--device", "cuda").exit_code == 0
+    finally:
+        torch.backends.cudnn.deterministic = False
+    na = torch.load(a / "checkpoints" / "last.pt", weights_only=True)["nets"]
+    nb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["nets"]
+    for net in na:
+        for key in na[net]:
+            assert torch.allclose(na[net][key], nb[net][key], atol=1e-6), (net, key)
+
+
+def test_half_precision_translation_preserves_output(make_ckpt, demo_data):
+    G = load_generator(make_ckpt())
+    img = read_image(sorted((demo_data / "testA").iterdir())[0], 3)
+    full = next(Translator(G, "cuda", precision="fp32").translate_arrays([img]))
+    auto = Translator(load_generator(make_ckpt()), "cuda")
+    assert auto.precision == "fp16" and auto.memory_format == torch.channels_last
+    half = next(auto.translate_arrays([img]))
+    mse = np.mean((full.astype(float) - half.astype(float)) ** 2)
+    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 35
