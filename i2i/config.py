@@ -36,7 +36,7 @@ class DataConfig:
     root: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 1
-    workers: int = 0
+    workers: int | None = None  # data-loading processes; None: 4 per GPU process on CUDA, 0 on the CPU
 
 
 @dataclass
@@ -252,7 +252,7 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
             raise I2IError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     if t.max_steps is not None and t.max_steps < 1:
         raise I2IError(f"train.max_steps must be >= 1, got {t.max_steps}")
-    if cfg.data.batch_size < 1 or cfg.data.workers < 0:
+    if cfg.data.batch_size < 1 or (cfg.data.workers is not None and cfg.data.workers < 0):
         raise I2IError("data.batch_size must be >= 1 and data.workers >= 0")
     v = cfg.validation
     for metric in v.metrics:

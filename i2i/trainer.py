@@ -6,6 +6,7 @@ A method supplies networks, optimizers and one ``train_step``; everything here i
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import signal
@@ -162,8 +163,11 @@ class Trainer:
             "channels_last": cuda if t.channels_last is None else t.channels_last,
             "compile": t.compile, "cudnn_benchmark": cuda if t.cudnn_benchmark is None else t.cudnn_benchmark,
             "fused_adam": cuda if t.fused_adam is None else t.fused_adam,
-            "workers": cfg.data.workers, "pin_memory": cuda, "persistent_workers": cfg.data.workers > 0,
+            # on the CPU, loader processes would compete with the step for the same cores
+            "workers": (min(4, os.cpu_count() or 1) if cuda else 0) if cfg.data.workers is None else cfg.data.workers,
+            "pin_memory": cuda,
         }
+        self.settings["persistent_workers"] = self.settings["workers"] > 0
         if precision == "fp16" and not cuda:
             raise I2IError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
         torch.backends.cudnn.benchmark = self.settings["cudnn_benchmark"]
@@ -192,8 +196,9 @@ class Trainer:
             raise I2IError("train.epochs + train.decay_epochs is 0: nothing to train (set --epochs)")
         seeded = SeededDataset(self.dataset)
         self.loader = DataLoader(
-            seeded, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0, drop_last=False,
+            seeded, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=self.settings["workers"],
+            pin_memory=self.settings["pin_memory"], persistent_workers=self.settings["persistent_workers"],
+            drop_last=False,
         )
         n = min(4, len(self.dataset))
         fixed = [seeded[(i * len(self.dataset) // n, sample_seed(t.seed, 0, i))] for i in range(n)]
