@@ -13,6 +13,7 @@ pytest.importorskip("timm")
 pytest.importorskip("i2i_timm")
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
@@ -173,6 +174,20 @@ def test_train_two_steps_then_translate(registry, small_data, tmp_path):
     assert res.exit_code == 0, res.output
     result = cv2.imread(str(out / image.name))
     assert result is not None and result.shape == cv2.imread(str(image)).shape  # 72 px: padded to 96, cropped back
+
+    clip = tmp_path / "clip.avi"  # and a video, through the same exported G.pt
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (72, 72))
+    for i in range(5):
+        writer.write(np.roll(cv2.imread(str(image)), 3 * i, axis=1))
+    writer.release()
+    res = runner.invoke(app, ["video", str(clip), "--ckpt", str(run / "G_AB.pt"), "-o", str(tmp_path / "v.avi"),
+                              "--device", "cpu", "--no-audio"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    cap = cv2.VideoCapture(str(tmp_path / "v.avi"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 5
 
 
 def test_pretrained_encoder_survives_init_and_export_needs_no_weights_file(registry, small_data, tmp_path):
