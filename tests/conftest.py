@@ -20,6 +20,19 @@ TINY = ["generator=resnet_6blocks", "generator.ngf=8", "discriminator.ndf=8", "-
 torch.set_num_threads(2)
 
 
+def one_line_error(res, *fragments: str, alone: bool = True) -> None:
+    """Exit 2 and one ``error:`` line holding ``fragments``, last on stderr (and the only line unless ``alone`` is
+    False, e.g. once training has started or after a warning), with no traceback anywhere."""
+    assert res.exit_code == 2, (res.exit_code, res.stdout, res.stderr)
+    lines = [li for li in res.stderr.splitlines() if li.strip()]
+    errors = [li for li in lines if li.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], res.stderr
+    assert len(lines) == 1 or not alone, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
 @pytest.fixture(scope="session")
 def registry():
     return load_registry()

@@ -9,7 +9,7 @@ import cv2
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, one_line_error
 from i2i import I2IError, hookimpl, load_plugins
 from i2i.evaluate import evaluate
 from i2i.translate import Translator
@@ -23,14 +23,6 @@ def resnet18_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("feat") / "r18.pth"
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), path)
     return path
-
-
-def _error(res, *fragments):
-    assert res.exit_code == 2, (res.stdout, res.stderr)
-    lines = [li for li in res.stderr.splitlines() if li.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def test_eval_reports_all_metrics_with_identity_baseline(cli, demo_data, make_ckpt, resnet18_weights, tmp_path):
@@ -90,18 +82,18 @@ def test_metric_plugins_can_add_metrics(demo_data, make_ckpt):
 def test_eval_bad_input(cli, demo_data, make_ckpt, tmp_path):
     ckpt = make_ckpt()
     (tmp_path / "empty").mkdir()
-    _error(cli("eval", "--ckpt", ckpt, "--source", tmp_path / "empty", "--truth", demo_data / "testB"),
+    one_line_error(cli("eval", "--ckpt", ckpt, "--source", tmp_path / "empty", "--truth", demo_data / "testB"),
            "holds no images")
     (tmp_path / "wrong").mkdir()
     cv2.imwrite(str(tmp_path / "wrong" / "other.png"), cv2.imread(str(next((demo_data / "testB").iterdir()))))
-    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--truth", tmp_path / "wrong"),
+    one_line_error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--truth", tmp_path / "wrong"),
            "have no truth image of the same name")
-    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--truth", demo_data / "testB",
+    one_line_error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--truth", demo_data / "testB",
                "--metrics", "psnrr"), "unknown metric 'psnrr' (did you mean 'psnr'?)")
-    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--metrics", "psnr"),
+    one_line_error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--metrics", "psnr"),
            "need paired ground truth")
-    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA"), "nothing to compute")
-    _error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--target", demo_data / "testB",
+    one_line_error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA"), "nothing to compute")
+    one_line_error(cli("eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--target", demo_data / "testB",
                "--features", "timm:resnet18"), "needs --feature-weights")
 
 
@@ -113,7 +105,7 @@ def test_truth_of_another_size_is_resized_with_warning_or_refused(cli, demo_data
     args = ["eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--truth", truth, "--device", "cpu"]
     res = cli(*args)
     assert res.exit_code == 0 and "22 truth image(s) differed in size" in res.stderr
-    _error(cli(*args, "--strict-sizes"), "is 50×50 but its source image translates to 72×72")
+    one_line_error(cli(*args, "--strict-sizes"), "is 50×50 but its source image translates to 72×72")
 
 
 def test_missing_inception_weights_offline_is_one_clear_line(cli, demo_data, make_ckpt, monkeypatch, tmp_path):
@@ -123,9 +115,9 @@ def test_missing_inception_weights_offline_is_one_clear_line(cli, demo_data, mak
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    _error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB"),
+    one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB"),
            "--inception-weights PATH", "--features timm:NAME")
-    _error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
+    one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
                "--inception-weights", tmp_path / "none.pth"), "Inception weights file not found")
 
 
@@ -155,7 +147,7 @@ def test_standard_fid_path_with_local_inception_weights(cli, demo_data, make_ckp
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
-    _error(cli("eval", "--ckpt", make_ckpt(), "--source", source, "--target", demo_data / "testB", "--metrics",
+    one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", source, "--target", demo_data / "testB", "--metrics",
                "fid", "--inception-weights", tmp_path / "evil.pth"), "could run code")
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(1)}, bad)

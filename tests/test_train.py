@@ -12,21 +12,9 @@ import time
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, one_line_error
 from i2i import demo, load_generator
 from i2i.checkpoint import safe_load
-
-
-def _one_line_error(res, *fragments: str, alone: bool = True) -> None:
-    """Exit 2 and one ``error:`` line (the only stderr line unless training had started) with ``fragments``."""
-    assert res.exit_code == 2, (res.exit_code, res.stdout, res.stderr)
-    lines = [li for li in res.stderr.splitlines() if li.strip()]
-    errors = [li for li in lines if li.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], res.stderr
-    assert len(lines) == 1 or not alone, res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
-    for f in fragments:
-        assert f in errors[0], errors[0]
 
 
 def test_train_two_steps_exports_loadable_generators(cli, small_data, tmp_path):
@@ -86,8 +74,8 @@ def test_resume_is_bit_identical(cli, small_data, tmp_path):
 def test_resume_refuses_architecture_change(cli, small_data, tmp_path):
     out = tmp_path / "run"
     assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
-    _one_line_error(cli("train", "--out", out, "--resume", "generator.ngf=16"), "cannot change generator.params.ngf")
-    _one_line_error(cli("train", "--out", tmp_path / "none", "--resume"), "nothing to resume")
+    one_line_error(cli("train", "--out", out, "--resume", "generator.ngf=16"), "cannot change generator.params.ngf")
+    one_line_error(cli("train", "--out", tmp_path / "none", "--resume"), "nothing to resume")
 
 
 def test_run_dir_holding_a_run_is_refused_unless_overwrite(cli, small_data, tmp_path):
@@ -95,7 +83,7 @@ def test_run_dir_holding_a_run_is_refused_unless_overwrite(cli, small_data, tmp_
     args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY]
     assert cli(*args).exit_code == 0
     before = (out / "G_AB.pt").read_bytes()
-    _one_line_error(cli(*args), "already holds a training run", "--overwrite")
+    one_line_error(cli(*args), "already holds a training run", "--overwrite")
     assert (out / "G_AB.pt").read_bytes() == before
     assert cli(*args, "--overwrite", "--seed", "5").exit_code == 0
     assert (out / "G_AB.pt").read_bytes() != before
@@ -135,7 +123,7 @@ def test_bad_input_one_line_nothing_written(cli, small_data, tmp_path, setup, ex
     args = ["train", "--data", data, "--out", out, "--max-steps", "1", *TINY, *extra]
     if "--method" not in extra:
         args[1:1] = ["--method", "cyclegan"]
-    _one_line_error(cli(*args), *fragments)
+    one_line_error(cli(*args), *fragments)
     assert not out.exists()
 
 
@@ -163,7 +151,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cli, small_data, tmp_path
         return losses
 
     monkeypatch.setattr(CycleGAN, "train_step", poisoned)
-    _one_line_error(cli(*args, "--max-steps", "6"), "loss cycle_A became nan by step 3", "last good state",
+    one_line_error(cli(*args, "--max-steps", "6"), "loss cycle_A became nan by step 3", "last good state",
                     alone=False)
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     assert not (out / "G_AB.pt").exists()
@@ -178,7 +166,7 @@ def test_demo_runs_when_no_data_given(cli, tmp_path, monkeypatch):
     cfg = (tmp_path / "demo" / "config.yaml").read_text()
     assert "crop_size: 64" in cfg and "ngf: 16" in cfg and "lambda_identity: 0.0" in cfg
     again = cli("train", "--method", "cyclegan", "--out", tmp_path / "demo", "--max-steps", "2")
-    _one_line_error(again, "already holds a training run")
+    one_line_error(again, "already holds a training run")
 
 
 def test_demo_truth_is_the_negative_of_held_out_tiles(demo_data):
@@ -217,9 +205,9 @@ def test_ctrl_c_saves_and_exits_130_then_resumes(small_data, tmp_path):
 def test_resume_refuses_schedule_seed_and_config_changes(cli, small_data, tmp_path):
     out = tmp_path / "run"
     assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
-    _one_line_error(cli("train", "--out", out, "--resume", "--epochs", "3"), "cannot change train.epochs")
-    _one_line_error(cli("train", "--out", out, "--resume", "--seed", "4"), "cannot change train.seed")
-    _one_line_error(cli("train", "--out", out, "--resume", "--config", "cyclegan/demo"),
+    one_line_error(cli("train", "--out", out, "--resume", "--epochs", "3"), "cannot change train.epochs")
+    one_line_error(cli("train", "--out", out, "--resume", "--seed", "4"), "cannot change train.seed")
+    one_line_error(cli("train", "--out", out, "--resume", "--config", "cyclegan/demo"),
                     "--config cannot be combined with --resume")
     assert cli("train", "--out", out, "--resume", "--max-steps", "2", "train.log_every=5").exit_code == 0
 
@@ -239,16 +227,16 @@ def test_resume_refuses_schedule_seed_and_config_changes(cli, small_data, tmp_pa
 def test_more_bad_settings_are_one_line(cli, small_data, tmp_path, extra, fragment):
     out = tmp_path / "run"
     args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY, *extra]
-    _one_line_error(cli(*args), fragment)
+    one_line_error(cli(*args), fragment)
     assert not out.exists()
 
 
 def test_config_file_method_must_be_a_name(cli, small_data, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: 5\n")
-    _one_line_error(cli("train", "--data", small_data, "--out", tmp_path / "r", "--config", cfg), "must be a name")
+    one_line_error(cli("train", "--data", small_data, "--out", tmp_path / "r", "--config", cfg), "must be a name")
     cfg.write_text("method: {params: {lr: 0.001}}\n")
-    _one_line_error(cli("train", "--data", small_data, "--out", tmp_path / "r", "--config", cfg), "--method")
+    one_line_error(cli("train", "--data", small_data, "--out", tmp_path / "r", "--config", cfg), "--method")
 
 
 def test_variable_size_images_train_with_batch_one(cli, small_data, tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_line_error
 from i2i import load_generator
 from i2i.images import read_image
 from i2i.translate import pad_to_multiple, translate
@@ -80,14 +81,6 @@ def test_glob_input_and_grayscale_generator(cli, photos, make_ckpt, tmp_path):
     assert cv2.imread(str(out / "odd.png"), cv2.IMREAD_UNCHANGED).ndim == 2
 
 
-def _error(res, *fragments):
-    assert res.exit_code == 2, (res.stdout, res.stderr)
-    lines = [li for li in res.stderr.splitlines() if li.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-
-
 class Evil:
     def __reduce__(self):
         return (print, ("pwned",))
@@ -118,31 +111,31 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
                 "training_ckpt": "training checkpoint", "pickle_code": "could run code",
                 "missing_plugin": "plugin 'i2i_fancy', which is not installed"}[case]
     out = tmp_path / "out"
-    _error(cli("translate", photos / "odd.png", "--ckpt", bad, "-o", out), expected)
+    one_line_error(cli("translate", photos / "odd.png", "--ckpt", bad, "-o", out), expected)
     assert not out.exists()
 
 
 def test_bad_inputs(cli, photos, make_ckpt, tmp_path):
     ckpt = make_ckpt()
-    _error(cli("translate", tmp_path / "none.png", "--ckpt", ckpt, "-o", tmp_path / "o"), "input not found")
+    one_line_error(cli("translate", tmp_path / "none.png", "--ckpt", ckpt, "-o", tmp_path / "o"), "input not found")
     (tmp_path / "empty").mkdir()
-    _error(cli("translate", tmp_path / "empty", "--ckpt", ckpt, "-o", tmp_path / "o"), "holds no images")
-    _error(cli("translate", str(tmp_path / "*.webp"), "--ckpt", ckpt, "-o", tmp_path / "o"), "no file matches")
-    _error(cli("translate", photos / "notes.txt", "--ckpt", ckpt, "-o", tmp_path / "o"), "not an image")
-    _error(cli("translate", photos / "odd.png", "--ckpt", make_ckpt(2, 3), "-o", tmp_path / "o"),
+    one_line_error(cli("translate", tmp_path / "empty", "--ckpt", ckpt, "-o", tmp_path / "o"), "holds no images")
+    one_line_error(cli("translate", str(tmp_path / "*.webp"), "--ckpt", ckpt, "-o", tmp_path / "o"), "no file matches")
+    one_line_error(cli("translate", photos / "notes.txt", "--ckpt", ckpt, "-o", tmp_path / "o"), "not an image")
+    one_line_error(cli("translate", photos / "odd.png", "--ckpt", make_ckpt(2, 3), "-o", tmp_path / "o"),
            "has 3 channels but the generator expects 2")
     assert not (tmp_path / "o").exists()
 
 
 def test_never_overwrites_an_input(cli, photos, make_ckpt):
     before = (photos / "odd.png").read_bytes()
-    _error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", photos), "would overwrite the input")
+    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", photos), "would overwrite the input")
     assert (photos / "odd.png").read_bytes() == before
 
 
 def test_corrupt_image_is_named(cli, photos, make_ckpt, tmp_path):
     (photos / "zz_broken.png").write_bytes((photos / "odd.png").read_bytes()[:60])
-    _error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "o"), "zz_broken.png is corrupt")
+    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "o"), "zz_broken.png is corrupt")
 
 
 def test_reduced_precision_preserves_output(make_ckpt, photos):
