@@ -547,4 +547,20 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    sys.exit(app())
+    """Console entry point: usage errors (a bad option value, an unknown command) are one line too."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors (Typer may vendor click, so matched by their interface)
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `i2i`: the help is the answer
+            out.print(exc.format_message(), highlight=False)
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "i2i"
+        err.print(f"[bold red]error:[/] {exc.format_message()} (see `{where} --help`)", highlight=False,
+                  soft_wrap=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

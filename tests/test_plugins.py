@@ -164,3 +164,19 @@ def test_plugin_module_never_imported_by_engine_directly():
     engine = Path(__file__).resolve().parents[1] / "i2i"
     offenders = [p.name for p in engine.rglob("*.py") if "i2i_cyclegan" in p.read_text()]
     assert offenders == []
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
+    (["trian"], "No such command 'trian'"),
+    (["translate"], "Missing argument 'inputs'"),
+])
+def test_usage_errors_are_one_line(args, fragment, tmp_path):
+    res = _run_cli(args, tmp_path)
+    lines = [li for li in res.stderr.splitlines() if li.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], res
+
+
+def test_bare_command_prints_help(tmp_path):
+    res = _run_cli([], tmp_path)
+    assert res.returncode == 0 and "translate" in res.stdout and "eval" in res.stdout
