@@ -247,3 +247,17 @@ def test_variable_size_images_train_with_batch_one(cli, small_data, tmp_path):
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "3", *TINY,
               "data.preprocess=none")
     assert res.exit_code == 0, res.stderr
+
+
+def test_tensorboard_logs_when_installed(cli, small_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *TINY)
+    assert res.exit_code == 0, res.stderr
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "loss/G_AB" in tags and "lr/G" in tags
+    assert [e.step for e in acc.Scalars("loss/cycle_A")] == [1, 2]
