@@ -247,8 +247,7 @@ def list_components(kind: str = typer.Argument(None, help=f"one of: {', '.join(K
     """List registered components with one-line descriptions (and parameters when KIND is given)."""
     registry = load_plugins().registry
     if kind is not None:
-        kind = kind.removesuffix("es") if kind.removesuffix("es") in KINDS else kind.removesuffix("s") \
-            if kind.removesuffix("s") in KINDS else kind
+        kind = next((k for k in (kind, kind.removesuffix("s"), kind.removesuffix("es")) if k in KINDS), kind)
         if kind not in KINDS:
             from .errors import did_you_mean
 
@@ -302,7 +301,7 @@ def translate_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .device import resolve_device
-    from .images import read_image, write_image
+    from .images import read_image, readable, write_image
     from .translate import Translator, collect_inputs
     from .translate import side_by_side as compare
 
@@ -317,7 +316,7 @@ def translate_cmd(
         target = (out_dir / rel).resolve()
         if target in sources:
             raise I2IError(f"writing {out_dir / rel} would overwrite the input {src}; choose another --out")
-        if not cv2_can_read(src):
+        if not readable(src):
             raise I2IError(f"{src} is not an image OpenCV can read")
     loaded: dict[Path, np.ndarray] = {}
 
@@ -527,12 +526,6 @@ def eval_cmd(
                            "truth": str(truth), **report.to_dict()}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
         out.print(f"wrote {json_path}", highlight=False)
-
-
-def cv2_can_read(path: Path) -> bool:
-    import cv2
-
-    return cv2.haveImageReader(str(path))
 
 
 def _version(value: bool) -> None:

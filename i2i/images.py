@@ -21,6 +21,11 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def readable(path: Path) -> bool:
+    """Whether ``path`` has an image extension and a header OpenCV can decode (the file is not decoded)."""
+    return is_image_name(path) and cv2.haveImageReader(str(path))
+
+
 def scan_folder(folder: Path, recursive: bool = True) -> tuple[list[Path], list[Path]]:
     """(images, rejected): files under ``folder`` that OpenCV can decode by signature, and the other files.
 
@@ -33,7 +38,7 @@ def scan_folder(folder: Path, recursive: bool = True) -> tuple[list[Path], list[
                    if p.is_file() and not p.name.startswith("."))
     good, bad = [], []
     for p in files:
-        (good if is_image_name(p) and cv2.haveImageReader(str(p)) else bad).append(p)
+        (good if readable(p) else bad).append(p)
     return good, bad
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from .checkpoint import load_generator
 from .errors import I2IError
-from .images import scan_folder, to_tensor
+from .images import scan_folder, to_image, to_tensor
 
 
 @dataclass
@@ -109,12 +109,11 @@ class Translator:
 
     def finish(self, out: torch.Tensor, prep: Prepared) -> np.ndarray:
         """Network output (CHW) -> image of the input's size, dtype and alpha."""
-        out = out[:, : prep.height, : prep.width].float().clamp(-1, 1)
+        out = out[:, : prep.height, : prep.width]
         if prep.dtype.kind == "u":
-            scale = float(np.iinfo(prep.dtype).max)
-            arr = ((out + 1) * (scale / 2)).round().cpu().numpy().transpose(1, 2, 0).astype(prep.dtype)
-        else:
-            arr = ((out + 1) / 2).cpu().numpy().transpose(1, 2, 0).astype(prep.dtype)
+            arr = to_image(out, prep.dtype)
+        else:  # float images are in [0, 1]
+            arr = ((out.float().clamp(-1, 1) + 1) / 2).cpu().numpy().transpose(1, 2, 0).astype(prep.dtype)
         if prep.alpha is not None:
             alpha = prep.alpha.astype(arr.dtype)
             arr = np.concatenate([arr, alpha], axis=2)
