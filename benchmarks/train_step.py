@@ -3,7 +3,8 @@
 For one size / batch / ngf / n_blocks / device / precision it prints seconds per iteration, images/s, peak memory
 and achieved GFLOP/s (convolution and matmul FLOPs of one step, forward and backward, counted by
 torch.utils.flop_counter) for both, their ratio, and the machine's own ceiling measured in the same run: a large
-fp32 matmul and a 3×3 convolution, with i2i's fraction of each. Each loop runs in its own process (peak memory).
+fp32 matmul and a 3×3 convolution, with i2i's fraction of each. The two loops are timed interleaved in one process
+(so drift in the machine's speed affects both alike); FLOPs and peak memory come from a process per loop.
 
     python benchmarks/train_step.py [--size 128] [--batch 1] [--ngf 32] [--n-blocks 9] [--device cpu]
                                     [--precision fp32] [--iters 6] [i2i key=value overrides ...]
@@ -40,23 +41,32 @@ def sync(device: torch.device) -> None:
 
 
 def build_i2i(args, device):
-    """i2i's CycleGAN method with the settings the trainer uses by default on this device."""
+    """i2i's CycleGAN method with the settings the trainer uses by default on this device (not yet compiled)."""
     registry = load_registry()
     name = "resnet_9blocks" if args.n_blocks == 9 else "resnet_6blocks"
     cfg = resolve(registry, "cyclegan", [parse_overrides([f"generator={name}", f"generator.ngf={args.ngf}",
                                                           f"discriminator.ndf={args.ndf}", *args.overrides])])
     cuda = device.type == "cuda"
-    torch.backends.cudnn.benchmark = cuda
     precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
     build = Components(registry, cfg, {"A": 3, "B": 3}, device, Precision(precision, device), cuda)
     method = registry.get("method", "cyclegan").build(build, **cfg.method.params)
     fmt = torch.channels_last if cuda else torch.contiguous_format
     for net in method.nets.values():
         net.to(memory_format=fmt)
-        if args.compile:
-            net.compile()
-    method.configure_optimizers()
     return method, fmt
+
+
+def as_official(nets: torch.nn.Module) -> torch.nn.Module:
+    """The official layer configuration of the same networks: plain ``nn.Conv2d`` output layers and in-place
+    activations (i2i computes the same functions faster; see narrow_conv.py and generators.py)."""
+    from i2i_cyclegan.narrow_conv import NarrowConv2d
+
+    for m in nets.modules():
+        if isinstance(m, NarrowConv2d):
+            m.__class__ = torch.nn.Conv2d
+        if isinstance(m, torch.nn.ReLU | torch.nn.LeakyReLU):
+            m.inplace = True
+    return nets
 
 
 class Reference:
@@ -106,34 +116,64 @@ class Reference:
         self.opt_D.step()
 
 
-def run_loop(which: str, args) -> dict:
+class Loop:
+    """One training loop ready to step on a fixed batch: i2i's method, or the reference built from a copy of the
+    same freshly initialized networks (before any compilation) in the official layer configuration."""
+
+    def __init__(self, which: str, args, device: torch.device) -> None:
+        torch.manual_seed(0)
+        method, fmt = build_i2i(args, device)
+        self.cudnn_benchmark = device.type == "cuda" and which == "i2i"  # the official code leaves it off
+        if which == "reference":
+            fmt = torch.contiguous_format
+            method = Reference(as_official(copy.deepcopy(method.nets)).to(memory_format=fmt))
+        else:
+            if args.compile:
+                for net in method.nets.values():
+                    net.compile()
+            method.configure_optimizers()
+        g = torch.Generator().manual_seed(1)
+        self.batch = {k: (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1)
+                      .to(device, memory_format=fmt) for k in ("A", "B")}
+        self.method, self.device = method, device
+
+    def step(self) -> float:
+        """One training step; its wall time in seconds."""
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        sync(self.device)
+        t0 = time.perf_counter()
+        self.method.train_step(self.batch)
+        sync(self.device)
+        return time.perf_counter() - t0
+
+
+def footprint(which: str, args) -> dict:
+    """FLOPs of one step and peak memory over a few steps, in a process of its own."""
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    method, fmt = build_i2i(args, device)
-    if which == "reference":
-        torch.backends.cudnn.benchmark = False  # the official code leaves it off
-        nets = copy.deepcopy(method.nets).to(memory_format=torch.contiguous_format)
-        method, fmt = Reference(nets), torch.contiguous_format
-    g = torch.Generator().manual_seed(1)
-    batch = {k: (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device, memory_format=fmt)
-             for k in ("A", "B")}
+    loop = Loop(which, args, device)
     with FlopCounterMode(display=False) as counter:
-        method.train_step(batch)
-    flops = counter.get_total_flops()
-    for _ in range(args.warmup):
-        method.train_step(batch)
-    sync(device)
+        loop.step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        method.train_step(batch)
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    for _ in range(2):
+        loop.step()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"sec": statistics.median(times), "flops": flops, "peak_mb": peak}
+    return {"flops": counter.get_total_flops(), "peak_mb": peak}
+
+
+def timings(args, device: torch.device) -> dict[str, float]:
+    """Median seconds per step of both loops, measured interleaved in one process (alternating which goes first)
+    so that drift in the machine's speed affects both alike."""
+    loops = {which: Loop(which, args, device) for which in ("reference", "i2i")}
+    for _ in range(args.warmup):
+        for loop in loops.values():
+            loop.step()
+    times: dict[str, list[float]] = {which: [] for which in loops}
+    for i in range(args.iters):
+        for which in list(loops)[:: 1 if i % 2 == 0 else -1]:
+            times[which].append(loops[which].step())
+    return {which: statistics.median(t) for which, t in times.items()}
 
 
 def ceiling(device: torch.device) -> dict:
@@ -175,7 +215,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="i2i config overrides, e.g. method.batched=false")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_loop(args.child, args)))
+        print(json.dumps(footprint(args.child, args)))
         return
     device = torch.device(args.device)
     passthrough = [a for a in sys.argv[1:]]
@@ -186,20 +226,25 @@ def main() -> None:
         if res.returncode != 0:
             sys.exit(f"{which} loop failed:\n{res.stderr[-2000:]}")
         results[which] = json.loads(res.stdout.strip().splitlines()[-1])
-    top = ceiling(device)
+    before = ceiling(device)
+    sec = timings(args, device)
+    after = ceiling(device)
+    top = {k: max(before[k], after[k]) for k in before}
+    flops = results["reference"]["flops"]  # the same computation in both; NarrowConv2d's count differs slightly
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; {args.size}² batch {args.batch}, resnet {args.n_blocks} "
           f"blocks ngf {args.ngf}, PatchGAN ndf {args.ndf}, i2i precision {args.precision}"
           f"{', compiled' if args.compile else ''}")
     print(f"{'loop':<10} {'s/iter':>9} {'images/s':>9} {'GFLOP/s':>9} {'GFLOP/iter':>11} {'peak MB':>9}")
     for which, r in results.items():
-        print(f"{which:<10} {r['sec']:9.4f} {args.batch / r['sec']:9.2f} {r['flops'] / r['sec'] / 1e9:9.1f} "
-              f"{r['flops'] / 1e9:11.1f} {r['peak_mb']:9.0f}")
-    i2i, ref = results["i2i"], results["reference"]
-    achieved = i2i["flops"] / i2i["sec"] / 1e9
-    print(f"time ratio i2i / reference: {i2i['sec'] / ref['sec']:.3f}   speed-up: {ref['sec'] / i2i['sec']:.2f}×   "
-          f"memory ratio: {i2i['peak_mb'] / ref['peak_mb']:.3f}")
-    print(f"ceiling: fp32 matmul {top['matmul']:.0f} GFLOP/s, 3×3 conv {top['conv3x3']:.0f} GFLOP/s; i2i reaches "
+        print(f"{which:<10} {sec[which]:9.4f} {args.batch / sec[which]:9.2f} {flops / sec[which] / 1e9:9.1f} "
+              f"{flops / 1e9:11.1f} {r['peak_mb']:9.0f}")
+    achieved = flops / sec["i2i"] / 1e9
+    print(f"time ratio i2i / reference: {sec['i2i'] / sec['reference']:.3f}   speed-up: "
+          f"{sec['reference'] / sec['i2i']:.2f}×   memory ratio: "
+          f"{results['i2i']['peak_mb'] / results['reference']['peak_mb']:.3f}")
+    print(f"ceiling (best of before and after the timing): fp32 matmul {top['matmul']:.0f} GFLOP/s, 3×3 conv "
+          f"{top['conv3x3']:.0f} GFLOP/s; i2i reaches "
           f"{achieved / top['matmul']:.0%} of matmul, {achieved / top['conv3x3']:.0%} of conv")
 
 

@@ -81,3 +81,27 @@ def test_fp16_without_cuda_is_refused(cli, small_data, tmp_path):
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "1", *TINY,
               "--precision", "fp16")
     assert res.exit_code == 2 and "fp16 needs a CUDA device" in res.stderr
+
+
+@pytest.mark.parametrize("c_in, c_out, kernel, padding", [(8, 3, 7, 0), (16, 1, 4, 1), (4, 2, 3, 2)])
+def test_narrow_conv_trains_like_conv2d(c_in, c_out, kernel, padding):
+    """NarrowConv2d's CPU training path (a transposed convolution) gives Conv2d's output and gradients; inference
+    takes Conv2d's own path, bit for bit."""
+    from i2i_cyclegan.narrow_conv import NarrowConv2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, c_out, kernel, padding=padding).double()
+    narrow = NarrowConv2d(c_in, c_out, kernel, padding=padding).double()
+    narrow.load_state_dict(conv.state_dict())
+    x = torch.randn(2, c_in, 19, 23, dtype=torch.float64)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    outs = [conv(xs[0]), narrow(xs[1])]
+    assert outs[0].shape == outs[1].shape
+    assert torch.allclose(outs[0], outs[1], atol=1e-12)
+    g = torch.randn_like(outs[0])
+    grads = [torch.autograd.grad(o, (xi, m.weight, m.bias), g)
+             for o, xi, m in zip(outs, xs, (conv, narrow), strict=True)]
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+    with torch.no_grad():
+        assert torch.equal(conv(x), narrow(x))

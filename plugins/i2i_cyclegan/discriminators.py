@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .narrow_conv import NarrowConv2d
 from .norms import Norm, norm_layer, uses_bias
 
 
@@ -22,8 +23,8 @@ class NLayerDiscriminator(nn.Module):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
-                       norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
-        layers.append(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
+                       norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2)]  # not in-place: see generators.py
+        layers.append(NarrowConv2d(ndf * mult, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +38,7 @@ class PixelDiscriminator(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, ndf, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, 1, bias=uses_bias(norm)), norm_layer(norm, ndf * 2), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf, ndf * 2, 1, bias=uses_bias(norm)), norm_layer(norm, ndf * 2), nn.LeakyReLU(0.2),
             nn.Conv2d(ndf * 2, 1, 1, bias=uses_bias(norm)),
         )
 

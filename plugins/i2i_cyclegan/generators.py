@@ -1,6 +1,9 @@
 """CycleGAN generators: the ResNet and U-Net generators, layer for layer as in the official implementation.
 
-Modules keep the official structure (``model.N`` indices), so official state dicts load unchanged.
+Modules keep the official structure (``model.N`` indices), so official state dicts load unchanged. Two departures
+change speed, not results: activations after a normalization are not in-place (instance norm returns a view, and an
+in-place ReLU on it makes autograd copy the whole activation back in the backward pass), and the output convolution
+is a ``NarrowConv2d``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .narrow_conv import NarrowConv2d
 from .norms import Norm, norm_layer, uses_bias
 
 
@@ -19,7 +23,7 @@ class ResnetBlock(nn.Module):
     def __init__(self, dim: int, norm: Norm, dropout: bool, bias: bool) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim),
-                                   nn.ReLU(True)]
+                                   nn.ReLU()]
         if dropout:
             layers.append(nn.Dropout(0.5))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim)]
@@ -56,15 +60,15 @@ class ResnetGenerator(nn.Module):
             raise ValueError("n_blocks must be >= 0 and ngf >= 1")
         bias = uses_bias(norm)
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
-                                   norm_layer(norm, ngf), nn.ReLU(True)]
+                                   norm_layer(norm, ngf), nn.ReLU()]
         for i in range(2):
             c = ngf * 2**i
-            layers += [nn.Conv2d(c, c * 2, 3, stride=2, padding=1, bias=bias), norm_layer(norm, c * 2), nn.ReLU(True)]
+            layers += [nn.Conv2d(c, c * 2, 3, stride=2, padding=1, bias=bias), norm_layer(norm, c * 2), nn.ReLU()]
         layers += [ResnetBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 2 ** (2 - i)
-            layers += [*_upsample(c, c // 2, upsampling, bias), norm_layer(norm, c // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+            layers += [*_upsample(c, c // 2, upsampling, bias), norm_layer(norm, c // 2), nn.ReLU()]
+        layers += [nn.ReflectionPad2d(3), NarrowConv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
