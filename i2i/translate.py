@@ -58,9 +58,10 @@ class Translator:
     """A loaded generator with the conversions around it; ``translate_arrays`` does batches of equal size."""
 
     def __init__(self, generator: nn.Module, device: str | torch.device = "cpu", size: int | None = None,
-                 io: dict[str, Any] | None = None, precision: str = "auto") -> None:
+                 io: dict[str, Any] | None = None, precision: str = "auto", channels_last: bool | None = None) -> None:
         """``io`` (in/out channels, size multiple) defaults to what ``load_generator`` attached to the module.
-        ``precision``: fp32, bf16 or fp16 autocast; ``auto`` = fp16 with channels_last on CUDA, fp32 on the CPU."""
+        ``precision``: fp32, bf16 or fp16 autocast; ``auto`` = fp16 on CUDA, fp32 on the CPU. ``channels_last``
+        (NHWC tensors): ``None`` = on CUDA only."""
         io = io or (getattr(generator, "i2i_info", None) or {"io": {}})["io"]
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
@@ -68,7 +69,8 @@ class Translator:
             raise I2IError(f"unknown precision '{precision}'; use auto, fp32, bf16 or fp16")
         self.precision = ("fp16" if cuda else "fp32") if precision == "auto" else precision
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
+        nhwc = cuda if channels_last is None else channels_last
+        self.memory_format = torch.channels_last if nhwc else torch.contiguous_format
         self.G = generator.eval().to(device, memory_format=self.memory_format)
         self.in_channels = int(io.get("in_channels", 3))
         self.out_channels = int(io.get("out_channels", 3))

@@ -138,15 +138,21 @@ def test_corrupt_image_is_named(cli, photos, make_ckpt, tmp_path):
     one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "o"), "zz_broken.png is corrupt")
 
 
-def test_reduced_precision_preserves_output(make_ckpt, photos):
-    """What `auto` uses on a GPU (half precision) must keep the picture: checked here with bf16 autocast on the CPU
-    (fp16 autocast is covered by benchmarks/gpu_check.sh on a GPU)."""
-    G = load_generator(make_ckpt())
-    img = read_image(photos / "odd.png", 3)
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_preserves_output(make_ckpt, photos, precision):
+    """What `auto` uses on a GPU (fp16 autocast on channels_last tensors) must keep the picture: checked here with
+    the same autocast on the CPU against fp32 on contiguous tensors (and on a GPU by benchmarks/gpu_check.sh)."""
     from i2i.translate import Translator
 
-    full = next(Translator(G, precision="fp32").translate_arrays([img]))
-    half = next(Translator(G, precision="bf16").translate_arrays([img]))
+    img = read_image(photos / "odd.png", 3)
+    full = next(Translator(load_generator(make_ckpt()), precision="fp32").translate_arrays([img]))
+    fast = Translator(load_generator(make_ckpt()), precision=precision, channels_last=True)
+    assert fast.memory_format == torch.channels_last
+    half = next(fast.translate_arrays([img]))
+    assert half.shape == full.shape and half.dtype == full.dtype
     mse = np.mean((full.astype(float) - half.astype(float)) ** 2)
-    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 35  # PSNR of bf16 against fp32
-    assert Translator(G).precision == ("fp16" if torch.cuda.is_available() else "fp32")
+    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 35  # PSNR of the reduced precision against fp32
+    auto = Translator(load_generator(make_ckpt()))
+    cuda = torch.cuda.is_available()
+    assert auto.precision == ("fp16" if cuda else "fp32")
+    assert auto.memory_format == (torch.channels_last if cuda else torch.contiguous_format)
