@@ -21,7 +21,7 @@ export COLUMNS=160
   python3 -m i2i plugins
 
   echo "== CUDA tests"
-  timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_golden.py 2>&1 | tail -15
+  timeout 180 python3 -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tail -15
   echo "pytest exit: ${PIPESTATUS[0]}"
 
   echo "== train step, 256 px, batch 1 (ngf 64, 9 blocks; i2i auto precision = bf16)"

@@ -132,6 +132,7 @@ class Loop:
                 for net in method.nets.values():
                     net.compile()
             method.configure_optimizers()
+        self.after = getattr(method, "amp", None)  # the trainer updates the fp16 loss scale after each step
         g = torch.Generator().manual_seed(1)
         self.batch = {k: (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1)
                       .to(device, memory_format=fmt) for k in ("A", "B")}
@@ -143,6 +144,8 @@ class Loop:
         sync(self.device)
         t0 = time.perf_counter()
         self.method.train_step(self.batch)
+        if self.after is not None:
+            self.after.update()
         sync(self.device)
         return time.perf_counter() - t0
 

@@ -136,14 +136,14 @@ def train(
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "i2i", *args]
         raise typer.Exit(subprocess.call(cmd))
-    distributed, rank_device = setup(device or "auto")
+    distributed, rank_device = setup(device)
     try:
         _train(distributed, rank_device, **options)
     finally:
         teardown(distributed)
 
 
-def _train(distributed: Any, rank_device: str, *, overrides: list[str] | None, method: str | None,
+def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | None, method: str | None,
            data: Path | None, out_dir: Path | None, config: str | None, epochs: int | None,
            decay_epochs: int | None, max_steps: int | None, batch_size: int | None, size: int | None,
            load_size: int | None, device: str | None, seed: int | None, workers: int | None, resume: bool,

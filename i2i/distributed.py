@@ -88,11 +88,13 @@ class Distributed:
         return torch.device("cpu")
 
 
-def setup(device: str) -> tuple[Distributed, str]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns it and the device to use."""
+def setup(device: str | None) -> tuple[Distributed, str | None]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns it and the device to use (in a
+    single process, ``device`` unchanged: ``None`` leaves the choice to ``train.device``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed(), device
+    device = device or "auto"
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
     if use_cuda:
@@ -103,7 +105,10 @@ def setup(device: str) -> tuple[Distributed, str]:
     elif device == "auto":
         device = "cpu"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group("gloo")
     return Distributed(rank, world, local), device
 
 

@@ -70,7 +70,7 @@ class SeededDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             random.seed(seed)
             np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
+            torch.random.default_generator.manual_seed(seed)  # not the CUDA generators (dropout, penalties)
             try:
                 return self.dataset[index]
             finally:

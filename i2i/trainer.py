@@ -76,20 +76,24 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, A
     return None
 
 
+#: optimizer options that choose an implementation, not the mathematics: taken from this run on resume
+KERNEL_OPTIONS = ("fused", "foreach", "capturable")
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],  # this process's GPU only
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
     }
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and device.type == "cuda":  # a CPU run resumed on a GPU starts that GPU's stream afresh
+        torch.cuda.set_rng_state(state["cuda"][0], device)
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -269,7 +273,11 @@ class Trainer:
             for k, net in self.method.nets.items():
                 net.load_state_dict(state["nets"][k])
             for k, opt in self.optimizers.items():
-                opt.load_state_dict(state["optimizers"][k])
+                # this run's optimizer kernels (fused Adam on a GPU), not those of the run that saved the state
+                saved = state["optimizers"][k]
+                groups = [{**g, **{f: mine[f] for f in KERNEL_OPTIONS if f in mine}}
+                          for g, mine in zip(saved["param_groups"], opt.param_groups, strict=True)]
+                opt.load_state_dict({**saved, "param_groups": groups})
             for k, sched in self.schedulers.items():
                 sched.load_state_dict(state["schedulers"][k])
             saved_world = int(state.get("processes") or 1)
@@ -280,7 +288,7 @@ class Trainer:
             self.method.load_extra_state(own["method"])
             self.best = dict(state.get("best") or {})
             self.precision.load_state_dict(state.get("grad_scaler") or {})
-            _set_rng_state(own["rng"])
+            _set_rng_state(own["rng"], self.device)
             self.step = int(state["step"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise I2IError(

@@ -82,3 +82,13 @@ def make_ckpt(tmp_path_factory, registry):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights(tmp_path_factory):
+    """A small local feature extractor: timm resnet18 with weights we make (no download)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("feat") / "r18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), path)
+    return path

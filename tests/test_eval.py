@@ -15,16 +15,6 @@ from i2i.evaluate import evaluate
 from i2i.translate import Translator
 
 
-@pytest.fixture(scope="module")
-def resnet18_weights(tmp_path_factory):
-    """A small local feature extractor: timm resnet18 with weights we make (no download)."""
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("feat") / "r18.pth"
-    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), path)
-    return path
-
-
 def test_eval_reports_all_metrics_with_identity_baseline(cli, demo_data, make_ckpt, resnet18_weights, tmp_path):
     out_json = tmp_path / "report.json"
     res = cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
@@ -173,6 +163,26 @@ def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_da
     assert (out / "G_AB_best.pt").is_file()
     best = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["best"]
     assert best["metric"] == "psnr" and best["value"] == max(r["validation"]["psnr"] for r in val)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_validation_scores_distributions_on_the_training_device(cli, small_data, demo_data, resnet18_weights,
+                                                                tmp_path, device):
+    """FID and KID during training: the feature extractor runs on the training device, their statistics with it."""
+    for split in ("testA", "testB"):
+        (small_data / split).mkdir()
+        for p in sorted((demo_data / split).iterdir())[:6]:
+            (small_data / split / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--device", "cpu")]
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *tiny,
+              "--device", device, "validation.every=2", "validation.target=testB", "validation.metrics=[fid,kid]",
+              "validation.features=timm:resnet18", f"validation.feature_weights={resnet18_weights}")
+    assert res.exit_code == 0, res.stderr
+    val = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines() if '"validation"' in li]
+    assert len(val) == 1 and set(val[0]["validation"]) == {"fid", "kid"}
+    assert all(v == v and v != float("inf") for v in val[0]["validation"].values())  # finite
 
 
 def test_validation_config_is_checked(registry):

@@ -105,3 +105,16 @@ def test_narrow_conv_trains_like_conv2d(c_in, c_out, kernel, padding):
         assert torch.allclose(a, b, atol=1e-10)
     with torch.no_grad():
         assert torch.equal(conv(x), narrow(x))
+
+
+def test_image_pool_keeps_channels_last_and_owns_its_images():
+    """The discriminator's pooled fakes stay NHWC (no layout conversion per D pass) and the pool holds copies of
+    single images, not views that keep whole batches alive."""
+    from i2i_cyclegan.pool import ImagePool
+
+    pool = ImagePool(3, seed=0)
+    for _ in range(4):
+        batch = torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last)
+        out = pool.query(batch)
+        assert out.shape == batch.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in pool.images)

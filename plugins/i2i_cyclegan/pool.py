@@ -21,15 +21,17 @@ class ImagePool:
         if self.size == 0:
             return images
         out = []
-        for image in images.detach():
-            image = image.unsqueeze(0)
+        images = images.detach()
+        for k in range(images.shape[0]):
+            # a slice keeps channels_last strides (unsqueeze would not); the pool keeps a copy, not the whole batch
+            image = images[k : k + 1]
             if len(self.images) < self.size:
-                self.images.append(image)
+                self.images.append(image.clone())
                 out.append(image)
             elif self.rng.uniform(0, 1) > 0.5:
                 i = self.rng.randint(0, self.size - 1)
-                out.append(self.images[i].clone())
-                self.images[i] = image
+                out.append(self.images[i])
+                self.images[i] = image.clone()
             else:
                 out.append(image)
         return torch.cat(out, 0)

@@ -46,10 +46,11 @@ class Distribution:
     higher_is_better = False
 
     def __init__(self, metric) -> None:
-        self.metric = metric
+        # the running statistics live where the feature extractor runs (the GPU during training validation)
+        self.metric = metric.to(next(metric.parameters(), torch.empty(0)).device)
 
     def update(self, images: torch.Tensor, real: bool) -> None:
-        self.metric.update((images * 255).round().to(torch.uint8), real=real)
+        self.metric.update((images * 255).round().to(self.metric.device, torch.uint8), real=real)
 
     def reset_fake(self) -> None:
         self.metric.reset()  # reset_real_features=False keeps the real set
