@@ -174,7 +174,6 @@ class Trainer:
         self.settings["persistent_workers"] = self.settings["workers"] > 0
         if precision == "fp16" and not cuda:
             raise I2IError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
-        torch.backends.cudnn.benchmark = self.settings["cudnn_benchmark"]
         self.precision = Precision(precision, self.device, self.dist)
         self.method_entry = registry.get("method", cfg.method.name)
         self.method: Method = self.method_entry.build(
@@ -396,6 +395,16 @@ class Trainer:
         save_yaml(self.cfg, self.out / "config.yaml")
 
     def run(self) -> TrainResult:
+        """Train to ``train.max_steps`` (or the schedule's end) with cudnn.benchmark as the settings say, restoring
+        the process's own value afterwards."""
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = self.settings["cudnn_benchmark"]
+        try:
+            return self._run()
+        finally:
+            torch.backends.cudnn.benchmark = previous
+
+    def _run(self) -> TrainResult:
         t, main = self.cfg.train, self.dist.main
         self._start_files()
         self.dist.barrier()

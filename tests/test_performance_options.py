@@ -118,3 +118,13 @@ def test_image_pool_keeps_channels_last_and_owns_its_images():
         out = pool.query(batch)
         assert out.shape == batch.shape and out.is_contiguous(memory_format=torch.channels_last)
     assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in pool.images)
+
+
+def test_cudnn_benchmark_applies_to_the_run_only(cli, small_data, tmp_path):
+    before = torch.backends.cudnn.benchmark
+    out = tmp_path / "run"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY,
+              "train.cudnn_benchmark=true")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["settings"]["cudnn_benchmark"] is True
+    assert torch.backends.cudnn.benchmark == before
