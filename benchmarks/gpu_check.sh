@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check for a single-GPU machine that has torch (and timm, typer, rich, pluggy, OpenCV, pytest) preinstalled and
-# no network. Installs nothing: runs i2i from source, registering its entry points through a generated .dist-info.
+# GPU check for a single-GPU machine that has torch (and timm, typer, rich, pluggy, OpenCV, pytest; torchmetrics for
+# the FID/KID test, which skips without it) preinstalled and no network. Installs nothing: runs i2i from source,
+# registering its entry points through a generated .dist-info.
 # Runs the CUDA tests, then the training-step and video benchmarks, and prints a summary: each step is bounded by a
 # timeout, 560 s at most in all.
 #   bash benchmarks/gpu_check.sh [OUT_DIR]

@@ -170,6 +170,7 @@ def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_da
 def test_validation_scores_distributions_on_the_training_device(cli, small_data, demo_data, resnet18_weights,
                                                                 tmp_path, device):
     """FID and KID during training: the feature extractor runs on the training device, their statistics with it."""
+    pytest.importorskip("torchmetrics")
     for split in ("testA", "testB"):
         (small_data / split).mkdir()
         for p in sorted((demo_data / split).iterdir())[:6]:
