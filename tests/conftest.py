@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -13,11 +14,18 @@ from i2i.cli import app
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
-#: tiny networks at 32 px: a training step takes milliseconds on a CPU
-TINY = ["generator=resnet_6blocks", "generator.ngf=8", "discriminator.ndf=8", "--size", "32", "--load-size", "36",
-        "train.log_every=1", "--device", "cpu"]
+#: tiny networks at 32 px: a training step takes milliseconds on a CPU (TINY_NETS: the same, device left open)
+TINY_NETS = ["generator=resnet_6blocks", "generator.ngf=8", "discriminator.ndf=8", "--size", "32", "--load-size", "36",
+             "train.log_every=1"]
+TINY = [*TINY_NETS, "--device", "cpu"]
 
 torch.set_num_threads(2)
+
+
+def psnr8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two 8-bit images (capped where they are equal)."""
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return 10 * np.log10(255**2 / max(mse, 1e-12))
 
 
 def one_line_error(res, *fragments: str, alone: bool = True) -> None:

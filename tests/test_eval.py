@@ -9,7 +9,7 @@ import cv2
 import pytest
 import torch
 
-from conftest import TINY, one_line_error
+from conftest import TINY, TINY_NETS, one_line_error
 from i2i import I2IError, hookimpl, load_plugins
 from i2i.evaluate import evaluate
 from i2i.translate import Translator
@@ -147,11 +147,16 @@ def test_standard_fid_path_with_local_inception_weights(cli, demo_data, make_ckp
         inception(bad)
 
 
-def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_data, tmp_path):
+def _held_out(data, demo_data, n: int) -> None:
+    """Give the training folder ``data`` the first ``n`` held-out demo pairs as testA/testB."""
     for split in ("testA", "testB"):
-        (small_data / split).mkdir()
-        for p in sorted((demo_data / split).iterdir())[:3]:
-            (small_data / split / p.name).write_bytes(p.read_bytes())
+        (data / split).mkdir()
+        for p in sorted((demo_data / split).iterdir())[:n]:
+            (data / split / p.name).write_bytes(p.read_bytes())
+
+
+def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_data, tmp_path):
+    _held_out(small_data, demo_data, 3)
     out = tmp_path / "run"
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "4", *TINY,
               "validation.every=2", "validation.truth=testB", "validation.best=psnr", "validation.max_images=2")
@@ -171,13 +176,9 @@ def test_validation_scores_distributions_on_the_training_device(cli, small_data,
                                                                 tmp_path, device):
     """FID and KID during training: the feature extractor runs on the training device, their statistics with it."""
     pytest.importorskip("torchmetrics")
-    for split in ("testA", "testB"):
-        (small_data / split).mkdir()
-        for p in sorted((demo_data / split).iterdir())[:6]:
-            (small_data / split / p.name).write_bytes(p.read_bytes())
+    _held_out(small_data, demo_data, 6)
     out = tmp_path / "run"
-    tiny = [a for a in TINY if a not in ("--device", "cpu")]
-    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *tiny,
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *TINY_NETS,
               "--device", device, "validation.every=2", "validation.target=testB", "validation.metrics=[fid,kid]",
               "validation.features=timm:resnet18", f"validation.feature_weights={resnet18_weights}")
     assert res.exit_code == 0, res.stderr
