@@ -57,13 +57,17 @@ def build_i2i(args, device):
 
 
 def as_official(nets: torch.nn.Module) -> torch.nn.Module:
-    """The official layer configuration of the same networks: plain ``nn.Conv2d`` output layers and in-place
-    activations (i2i computes the same functions faster; see narrow_conv.py and generators.py)."""
+    """The official layer configuration of the same networks: plain ``nn.Conv2d`` output layers, stock
+    ``nn.InstanceNorm2d`` and in-place activations (i2i computes the same functions faster; see narrow_conv.py,
+    norms.py and generators.py)."""
     from i2i_cyclegan.narrow_conv import NarrowConv2d
+    from i2i_cyclegan.norms import InstanceNorm
 
     for m in nets.modules():
         if isinstance(m, NarrowConv2d):
             m.__class__ = torch.nn.Conv2d
+        if isinstance(m, InstanceNorm):
+            m.__class__ = torch.nn.InstanceNorm2d
         if isinstance(m, torch.nn.ReLU | torch.nn.LeakyReLU):
             m.inplace = True
     return nets

@@ -39,9 +39,8 @@ def test_channels_last_gives_matching_losses(cli, small_data, tmp_path):
 @pytest.mark.parametrize("kind, name", [("generator", "resnet_6blocks"), ("generator", "unet_128"),
                                         ("discriminator", "basic")])
 def test_channels_last_gradients_match_float64(registry, kind, name):
-    """Both memory formats against a float64 reference. (Measured on torch 2.14 CPU: channels_last is within
-    ~1e-5 of float64, while the contiguous path's instance-norm backward is off by up to ~2e-2 of the largest
-    gradient; the bound below covers both.)"""
+    """Both memory formats against a float64 reference. (On torch 2.14's CPU, stock contiguous instance norm
+    strays by up to ~2e-2 of the largest gradient; i2i's InstanceNorm computes it as a group norm, within ~1e-5.)"""
     torch.manual_seed(0)
     args = (3, 3) if kind == "generator" else (3,)
     net = registry.build(kind, name, {"ngf": 8} if kind == "generator" else {"ndf": 8}, *args)
@@ -57,7 +56,7 @@ def test_channels_last_gradients_match_float64(registry, kind, name):
                                       strict=True):
         scale = r.grad.abs().max().item()
         assert (q.grad.double() - r.grad).abs().max().item() <= 1e-4 * scale + floor, f"channels_last {n}"
-        assert (p.grad.double() - r.grad).abs().max().item() <= 5e-2 * scale + floor, f"contiguous {n}"
+        assert (p.grad.double() - r.grad).abs().max().item() <= 1e-4 * scale + floor, f"contiguous {n}"
 
 
 def test_batched_forward_matches_separate_calls(cli, small_data, tmp_path):
