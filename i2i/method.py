@@ -88,6 +88,11 @@ class Method(ABC):
         reported up front. The default runs :meth:`samples`."""
         self.samples(batch)
 
+    def settings(self) -> dict[str, Any]:
+        """Speed choices the method made for this run (known after :meth:`probe`); the engine records them with its
+        own settings in ``log.jsonl``."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
         """State beyond networks and optimizers needed to resume exactly (image pools, ...)."""
         return {}

@@ -217,6 +217,7 @@ class Trainer:
                 raise
             raise I2IError(f"the networks cannot take the training images ({str(exc).splitlines()[0][:160]}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
+        self.settings["method"] = self.method.settings()
 
         v = cfg.validation
         self.val_network = v.network or next(iter(self.method.exports), None)

@@ -67,6 +67,38 @@ def test_batched_forward_matches_separate_calls(cli, small_data, tmp_path):
         assert batched[0][k] == pytest.approx(separate[0][k], rel=1e-5, abs=1e-6), k
 
 
+def test_automatic_batching_follows_the_cpu_cache_rule(registry):
+    """On a CPU, a pair runs as one batch only while its largest activation fits CPU_PAIR_BYTES (the ResNet's
+    ngf·4 bytes per pixel, padded); on a GPU always; never with batch norm; an explicit choice is kept."""
+    from i2i_cyclegan.batching import CPU_PAIR_BYTES, Batching
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    G = registry.build("generator", "resnet_6blocks", {"ngf": 64}, 3, 3)
+    auto = Batching("auto", G, 3, cpu)
+    assert 64 * 4 <= auto.per_pixel < 64 * 4 * 1.1
+    assert auto.decide(1, 128, 128) is True  # fixed once made
+    assert auto.decide(1, 256, 256) is True
+    assert Batching("auto", G, 3, cpu).decide(1, 256, 256) is False  # 2·256²·268 B > 24 MiB
+    assert Batching("auto", G, 3, cpu)(torch.zeros(2, 3, 192, 192)) is False  # a pair of batches of 2
+    assert Batching("auto", G, 3, cuda).decide(8, 512, 512) is True
+    assert Batching(True, G, 3, cpu).decide(8, 512, 512) is True
+    assert Batching(False, G, 3, cuda).decide(1, 64, 64) is False
+    bn = registry.build("generator", "resnet_6blocks", {"ngf": 8, "norm": "batch"}, 3, 3)
+    assert Batching(True, bn, 3, cuda).decide(1, 64, 64) is False
+    side = int((CPU_PAIR_BYTES / 2 / auto.per_pixel) ** 0.5)
+    assert Batching("auto", G, 3, cpu).decide(1, side, side) and not Batching("auto", G, 3, cpu).decide(1, side + 1,
+                                                                                                       side + 1)
+
+
+def test_run_log_records_the_methods_batching(cli, small_data, tmp_path):
+    _run(cli, small_data, tmp_path / "r")
+    settings = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["settings"]
+    assert settings["method"] == {"batched_G": True, "batched_D": True}  # tiny nets, tiny images
+    _run(cli, small_data, tmp_path / "s", "method.batched=false")
+    settings = json.loads((tmp_path / "s" / "log.jsonl").read_text().splitlines()[0])["settings"]
+    assert settings["method"] == {"batched_G": False, "batched_D": False}
+
+
 def test_bf16_autocast_trains_on_cpu(cli, small_data, tmp_path):
     losses = _run(cli, small_data, tmp_path / "bf16", "--precision", "bf16")
     assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in losses)

@@ -16,6 +16,7 @@ from torch import nn
 
 from i2i import Components, Config, I2IError, Method
 
+from .batching import BatchedChoice, Batching
 from .init import InitType, init_weights
 from .pool import ImagePool
 
@@ -31,11 +32,7 @@ class CycleGANParams:
     beta2: float = 0.999
     init_type: InitType = "normal"
     init_gain: float = 0.02
-    batched: bool = True  # run a network's two inputs of a step as one batch where exact (no batch norm)
-
-
-def has_batch_norm(*nets: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in nets for m in n.modules())
+    batched: BatchedChoice = "auto"  # a network's two inputs of a step as one batch (exact without batch norm)
 
 
 @contextmanager
@@ -97,9 +94,9 @@ class CycleGAN(Method):
         seed = build.seed
         self.pool_A, self.pool_B = ImagePool(params.pool_size, seed), ImagePool(params.pool_size, seed + 1)
         self.device, self.amp, self.build = build.device, build.precision, build
-        # Two inputs through one network in one call is exact only without batch statistics
-        self.batched_G = params.batched and not has_batch_norm(self.nets.G_AB, self.nets.G_BA)
-        self.batched_D = params.batched and not has_batch_norm(self.nets.D_A, self.nets.D_B)
+        # Two inputs through one network in one call: exact without batch statistics, faster where batching.py says
+        self.batched_G = Batching(params.batched, self.nets.G_AB, ca, build.device)
+        self.batched_D = Batching(params.batched, self.nets.D_B, cb, build.device)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         n, p = self.nets, self.p
@@ -129,8 +126,8 @@ class CycleGAN(Method):
 
         # Discriminators: ½·(L(D(real), 1) + L(D(fake from the history pool), 0)) for each domain
         with amp.autocast():
-            loss["D_B"] = 0.5 * self.gan.discriminator(D_B, b, self.pool_B.query(fake_b.detach()), self.batched_D)
-            loss["D_A"] = 0.5 * self.gan.discriminator(D_A, a, self.pool_A.query(fake_a.detach()), self.batched_D)
+            loss["D_B"] = 0.5 * self.gan.discriminator(D_B, b, self.pool_B.query(fake_b.detach()), self.batched_D(b))
+            loss["D_A"] = 0.5 * self.gan.discriminator(D_A, a, self.pool_A.query(fake_a.detach()), self.batched_D(a))
         self.opt_D.zero_grad(set_to_none=True)
         amp.backward(loss["D_A"] + loss["D_B"])
         amp.step(self.opt_D)
@@ -140,7 +137,7 @@ class CycleGAN(Method):
         """``(net(x), net(y))``, in one batched call where that is exact; ``y=None`` gives ``(net(x), None)``."""
         if y is None:
             return net(x), None
-        if not self.batched_G:
+        if not self.batched_G(x):
             return net(x), net(y)
         out = net(torch.cat([x, y]))
         return out[: x.shape[0]], out[x.shape[0] :]
@@ -149,6 +146,11 @@ class CycleGAN(Method):
     def probe(self, batch: dict[str, torch.Tensor]) -> None:
         (a, fake_b, _), (b, fake_a, _) = self.samples(batch)
         self.nets.D_A(a), self.nets.D_B(b)
+        for choice in (self.batched_G, self.batched_D):
+            choice.decide(self.build.config.data.batch_size, *a.shape[-2:])
+
+    def settings(self) -> dict[str, Any]:
+        return {"batched_G": self.batched_G.value, "batched_D": self.batched_D.value}
 
     @torch.no_grad()
     def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
