@@ -134,7 +134,8 @@ class CycleGAN(Method):
         return {k: v.detach().float() for k, v in loss.items()}
 
     def pair(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
-        """``(net(x), net(y))``, in one batched call where that is exact; ``y=None`` gives ``(net(x), None)``."""
+        """``(net(x), net(y))``, in one batched call where that is exact and faster (batching.py); ``y=None`` gives
+        ``(net(x), None)``."""
         if y is None:
             return net(x), None
         if not self.batched_G(x):
