@@ -85,6 +85,12 @@ def test_automatic_batching_follows_the_cpu_cache_rule(registry):
     assert Batching(False, G, 3, cuda).decide(1, 64, 64) is False
     bn = registry.build("generator", "resnet_6blocks", {"ngf": 8, "norm": "batch"}, 3, 3)
     assert Batching(True, bn, 3, cuda).decide(1, 64, 64) is False
+
+    class NeedsData(torch.nn.Module):  # cannot run on the meta device: the choice falls back to batching
+        def forward(self, x):
+            return x * float(x.mean())
+
+    assert Batching("auto", NeedsData(), 3, cpu).decide(64, 1024, 1024) is True
     side = int((CPU_PAIR_BYTES / 2 / auto.per_pixel) ** 0.5)
     assert Batching("auto", G, 3, cpu).decide(1, side, side) and not Batching("auto", G, 3, cpu).decide(1, side + 1,
                                                                                                        side + 1)
