@@ -2,9 +2,10 @@
 
 Prints, for the same frames and generator in one run: forward-only frames/s, end-to-end frames/s and their ratio
 (goal >= 0.9 on CPU), and the peak resident memory of `translate_video` on a short clip and a 4x longer one
-(goal: equal within 10 %). Each memory figure comes from a fresh process.
+(goal: equal within 10 %). Each memory figure comes from a fresh process. The two speeds are measured alternately
+for several rounds and compared by their medians, since a shared machine's speed drifts by more than the gap.
 
-    python benchmarks/video.py [--frames 160] [--size 256] [--ngf 16] [--batch-size 4] [--device cpu]
+    python benchmarks/video.py [--frames 160] [--size 256] [--ngf 16] [--batch-size 4] [--rounds 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,6 +88,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--ngf", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating forward-only / end-to-end measurements")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -99,16 +102,21 @@ def main() -> None:
         short = make_clip(tmp / "short.avi", args.frames, args.size)
         long = make_clip(tmp / "long.avi", 4 * args.frames, args.size)
         translator = Translator.from_checkpoint(ckpt, args.device)
-        n, t_fwd = forward_only(short, translator, args.batch_size)
-        t0 = time.perf_counter()
-        result = translate_video(short, tmp / "e2e.mp4", translator, args.batch_size)
-        t_e2e = time.perf_counter() - t0
-        fwd_fps, e2e_fps = n / t_fwd, result.frames / t_e2e
+        fwd, e2e = [], []
+        for _ in range(args.rounds):
+            n, t_fwd = forward_only(short, translator, args.batch_size)
+            t0 = time.perf_counter()
+            result = translate_video(short, tmp / "e2e.mp4", translator, args.batch_size)
+            fwd.append(n / t_fwd)
+            e2e.append(result.frames / (time.perf_counter() - t0))
+        fwd_fps, e2e_fps = statistics.median(fwd), statistics.median(e2e)
         source = "vtest.avi" if VTEST.is_file() else "photo pan"
         print(f"device {args.device}, {torch.get_num_threads()} torch threads, resnet_6blocks ngf {args.ngf}, "
               f"{args.size} px short side, batch {args.batch_size}, source: {source}")
-        print(f"forward only : {fwd_fps:8.2f} frames/s  ({n} frames)")
-        print(f"i2i video    : {e2e_fps:8.2f} frames/s  ({result.frames} frames, decode + translate + encode)")
+        print(f"forward only : {fwd_fps:8.2f} frames/s  ({n} frames; median of {args.rounds}: "
+              f"{', '.join(f'{f:.2f}' for f in fwd)})")
+        print(f"i2i video    : {e2e_fps:8.2f} frames/s  ({result.frames} frames, decode + translate + encode; "
+              f"{', '.join(f'{f:.2f}' for f in e2e)})")
         print(f"ratio        : {e2e_fps / fwd_fps:8.3f}  (goal >= 0.9)")
         peaks = {}
         for name, clip in (("short", short), ("long", long)):
