@@ -17,17 +17,18 @@ class InstanceNorm(nn.InstanceNorm2d):
 
     PyTorch's CPU instance norm reshapes to a batch norm over ``N·C`` channels, whose kernels run ~5× slower than
     group norm's on a CycleGAN activation and whose contiguous backward strays from float64 by up to ~2 % of the
-    largest gradient; group norm's stays within ~1e-5 (``tests/test_performance_options.py``). Other devices take
-    the stock path (cuDNN).
+    largest gradient; group norm's stays within ~1e-5 (``tests/test_performance_options.py``). Other devices,
+    channels_last tensors and ONNX/TorchScript export take the stock path.
     """
 
     def __init__(self, channels: int) -> None:
         super().__init__(channels, affine=False, track_running_stats=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous():
-            return super().forward(x)
-        return F.group_norm(x, x.shape[1], eps=self.eps)
+        if (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export()):
+            return super().forward(x)  # exported graphs keep ONNX's InstanceNormalization
+        return F.group_norm(x, self.num_features, eps=self.eps)
 
 
 def norm_layer(norm: Norm, channels: int) -> nn.Module:
