@@ -61,3 +61,19 @@ def test_image_pool_returns_history(registry):
     out = [float(pool.query(torch.full((1, 1, 1, 1), float(i)))) for i in range(2, 40)]
     assert any(v < 2 for v in out) and any(v >= 2 for v in out)  # old ones swapped out, new ones passed through
     assert len(pool.images) == 2
+
+
+@pytest.mark.parametrize("kind, name", [(k, n) for k in ("generator", "discriminator")
+                                        for n in sorted(REGISTRY.entries[k])])
+def test_automatic_batching_can_size_every_network(kind, name):
+    """Every built-in network runs on the meta device, so CycleGAN's automatic batching rule sizes its activations
+    (a network that cannot would always be batched)."""
+    from i2i.testing import small_params
+    from i2i_cyclegan.batching import Batching, activation_bytes_per_pixel, has_batch_norm
+
+    entry = REGISTRY.get(kind, name)
+    args = (3, 3) if kind == "generator" else (3,)
+    net = entry.build(*args, **entry.validate(small_params(entry)))
+    assert activation_bytes_per_pixel(net, 3) >= 8  # at least one 8-channel fp32 map at half the input's side
+    auto = Batching("auto", net, 3, torch.device("cpu"))
+    assert auto.value is (False if has_batch_norm(net) else None)  # undecided until it sees the training size
