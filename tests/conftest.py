@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,11 @@ def psnr8(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two 8-bit images (capped where they are equal)."""
     mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
     return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+def run_settings(out: Path) -> dict:
+    """The settings line a training run wrote first into ``out/log.jsonl``."""
+    return json.loads((out / "log.jsonl").read_text().splitlines()[0])["settings"]
 
 
 def one_line_error(res, *fragments: str, alone: bool = True) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import psnr8
+from conftest import psnr8, run_settings
 from i2i import load_generator
 from i2i.images import read_image
 from i2i.translate import Translator
@@ -36,7 +36,7 @@ def test_training_on_cuda(cli, small_data, tmp_path, precision):
 def test_auto_precision_is_bf16_on_cuda(cli, small_data, tmp_path):
     out = tmp_path / "auto"
     assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *GPU).exit_code == 0
-    settings = json.loads((out / "log.jsonl").read_text().splitlines()[0])["settings"]
+    settings = run_settings(out)
     assert settings["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
 
 

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, run_settings
 
 
 def _losses(out):
@@ -29,7 +29,7 @@ def _run(cli, data, out, *extra):
 def test_channels_last_gives_matching_losses(cli, small_data, tmp_path):
     plain = _run(cli, small_data, tmp_path / "plain", "--no-channels-last")
     nhwc = _run(cli, small_data, tmp_path / "nhwc", "--channels-last")
-    settings = json.loads((tmp_path / "nhwc" / "log.jsonl").read_text().splitlines()[0])["settings"]
+    settings = run_settings(tmp_path / "nhwc")
     assert settings["channels_last"] is True
     assert len(plain) == len(nhwc) == 1 and set(plain[0]) == set(nhwc[0])
     for k in plain[0]:
@@ -98,17 +98,17 @@ def test_automatic_batching_follows_the_cpu_cache_rule(registry):
 
 def test_run_log_records_the_methods_batching(cli, small_data, tmp_path):
     _run(cli, small_data, tmp_path / "r")
-    settings = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[0])["settings"]
+    settings = run_settings(tmp_path / "r")
     assert settings["method"] == {"batched_G": True, "batched_D": True}  # tiny nets, tiny images
     _run(cli, small_data, tmp_path / "s", "method.batched=false")
-    settings = json.loads((tmp_path / "s" / "log.jsonl").read_text().splitlines()[0])["settings"]
+    settings = run_settings(tmp_path / "s")
     assert settings["method"] == {"batched_G": False, "batched_D": False}
 
 
 def test_bf16_autocast_trains_on_cpu(cli, small_data, tmp_path):
     losses = _run(cli, small_data, tmp_path / "bf16", "--precision", "bf16")
     assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in losses)
-    settings = json.loads((tmp_path / "bf16" / "log.jsonl").read_text().splitlines()[0])["settings"]
+    settings = run_settings(tmp_path / "bf16")
     assert settings["precision"] == "bf16"
 
 
@@ -163,5 +163,5 @@ def test_cudnn_benchmark_applies_to_the_run_only(cli, small_data, tmp_path):
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY,
               "train.cudnn_benchmark=true")
     assert res.exit_code == 0, res.stderr
-    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["settings"]["cudnn_benchmark"] is True
+    assert run_settings(out)["cudnn_benchmark"] is True
     assert torch.backends.cudnn.benchmark == before

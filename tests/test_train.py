@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import TINY, TINY_NETS, one_line_error
+from conftest import TINY, TINY_NETS, one_line_error, run_settings
 from i2i import demo, load_generator
 from i2i.checkpoint import safe_load
 
@@ -276,7 +276,7 @@ def test_config_device_is_used_when_no_device_flag(cli, small_data, tmp_path, mo
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "run", "--max-steps", "1",
               *TINY_NETS, "train.device=cpu")
     assert res.exit_code == 0, res.stderr
-    settings = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["settings"]
+    settings = run_settings(tmp_path / "run")
     assert settings["device"] == "cpu"
 
 
