@@ -57,14 +57,15 @@ def build_i2i(args, device):
 
 
 def as_official(nets: torch.nn.Module) -> torch.nn.Module:
-    """The official layer configuration of the same networks: plain ``nn.Conv2d`` output layers, stock
-    ``nn.InstanceNorm2d`` and in-place activations (i2i computes the same functions faster; see narrow_conv.py,
-    norms.py and generators.py)."""
+    """The official layer configuration of the same networks: plain ``nn.Conv2d`` output and residual-block layers,
+    stock ``nn.InstanceNorm2d`` and in-place activations (i2i computes the same functions faster; see
+    narrow_conv.py, winograd_conv.py, norms.py and generators.py)."""
     from i2i_cyclegan.narrow_conv import NarrowConv2d
     from i2i_cyclegan.norms import InstanceNorm
+    from i2i_cyclegan.winograd_conv import WinogradConv2d
 
     for m in nets.modules():
-        if isinstance(m, NarrowConv2d):
+        if isinstance(m, NarrowConv2d | WinogradConv2d):
             m.__class__ = torch.nn.Conv2d
         if isinstance(m, InstanceNorm):
             m.__class__ = torch.nn.InstanceNorm2d

@@ -26,6 +26,7 @@ def _args(**kw) -> argparse.Namespace:
 def test_reference_loop_has_its_own_official_networks():
     from i2i_cyclegan.narrow_conv import NarrowConv2d
     from i2i_cyclegan.norms import InstanceNorm
+    from i2i_cyclegan.winograd_conv import WinogradConv2d
 
     cpu = torch.device("cpu")
     i2i, ref = train_step.Loop("i2i", _args(compile=True), cpu), train_step.Loop("reference", _args(compile=True), cpu)
@@ -35,10 +36,11 @@ def test_reference_loop_has_its_own_official_networks():
     assert all(getattr(n, "_compiled_call_impl", None) is None for n in ref_nets)  # i2i's are compiled, not these
     assert all(n._compiled_call_impl is not None for n in i2i.method.nets.values())
     ref_modules = [m for n in ref_nets for m in n.modules()]
-    assert not any(isinstance(m, NarrowConv2d | InstanceNorm) for m in ref_modules)
+    assert not any(isinstance(m, NarrowConv2d | InstanceNorm | WinogradConv2d) for m in ref_modules)
     assert any(type(m) is nn.InstanceNorm2d for m in ref_modules)
     assert all(m.inplace for m in ref_modules if isinstance(m, nn.ReLU | nn.LeakyReLU))
-    assert all(any(isinstance(m, cls) for m in i2i.method.nets.modules()) for cls in (NarrowConv2d, InstanceNorm))
+    i2i_modules = list(i2i.method.nets.modules())
+    assert all(any(isinstance(m, cls) for m in i2i_modules) for cls in (NarrowConv2d, InstanceNorm, WinogradConv2d))
     # same initial weights, so the two loops time the same computation
     for a, b in zip(ref.method.G_A.state_dict().values(), i2i.method.nets.G_AB.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -18,13 +18,25 @@ def golden():
     return torch.load(GOLDEN, weights_only=True)
 
 
-def test_resnet_generator_matches_official(golden, registry):
+@pytest.mark.parametrize("winograd", [False, True], ids=["conv2d", "winograd"])
+def test_resnet_generator_matches_official(golden, registry, monkeypatch, winograd):
+    """Also with every residual-block convolution forced through the CPU Winograd path (wide layers only by
+    default; these are 32 channels at 16×16)."""
+    if winograd:
+        import i2i_cyclegan.winograd_conv as wc
+
+        monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
+        monkeypatch.setattr(wc, "MIN_TILES", 1)
+        calls = []
+        monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
     G = registry.build("generator", "resnet_6blocks", {"ngf": 8, "norm": "instance"}, 3, 3).eval()
     G.load_state_dict(golden["G_state_dict"])  # strict: the official key names and shapes
     with torch.no_grad():
         out = G(golden["input"])
     assert out.shape == golden["G_output"].shape
     assert torch.allclose(out, golden["G_output"], atol=1e-5, rtol=0)
+    if winograd:
+        assert len(calls) == 12  # 6 blocks × 2 convolutions
 
 
 def test_patchgan_matches_official(golden, registry):

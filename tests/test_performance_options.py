@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import TINY, run_settings
 
@@ -142,6 +143,77 @@ def test_narrow_conv_trains_like_conv2d(c_in, c_out, kernel, padding):
         assert torch.allclose(a, b, atol=1e-10)
     with torch.no_grad():
         assert torch.equal(conv(x), narrow(x))
+
+
+@pytest.mark.parametrize("n, c_in, c_out, height, width, band_tiles", [
+    (2, 5, 7, 11, 9, 256), (1, 3, 4, 6, 6, 256), (3, 2, 3, 7, 13, 256), (1, 2, 2, 3, 3, 256),
+    (2, 4, 3, 23, 18, 2), (1, 3, 5, 14, 30, 3)])
+def test_winograd_conv2d_is_conv2d_in_float64(monkeypatch, n, c_in, c_out, height, width, band_tiles):
+    """F(4×4, 3×3) equals conv2d (output, input/weight/bias gradients) for any size, including sizes that are not
+    multiples of the tile and images split into several bands."""
+    import i2i_cyclegan.winograd_conv as wc
+
+    monkeypatch.setattr(wc, "BAND_ELEMENTS", 36 * max(c_in, c_out) * band_tiles)
+    torch.manual_seed(0)
+    x = torch.randn(n, c_in, height, width, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, c_in, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, dtype=torch.float64, requires_grad=True)
+    for bias in (b, None):
+        ref, got = F.conv2d(x, w, bias), wc.winograd_conv2d(x, w, bias)
+        assert got.shape == ref.shape and got.is_contiguous()
+        assert torch.allclose(got, ref, atol=1e-11, rtol=0)
+        g = torch.randn_like(ref)
+        inputs = (x, w) if bias is None else (x, w, bias)
+        for a, r in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(ref, inputs, g), strict=True):
+            assert torch.allclose(a, r, atol=1e-10, rtol=0)
+    # only the gradients asked for: a frozen layer's weight, an input that needs none
+    w_grad, = torch.autograd.grad(wc.winograd_conv2d(x.detach(), w, b).sum(), (w,))
+    assert torch.allclose(w_grad, torch.autograd.grad(F.conv2d(x.detach(), w, b).sum(), (w,))[0], atol=1e-10)
+    assert torch.autograd.gradcheck(wc.winograd_conv2d, (x[:1, :, :8, :9], w, b))
+
+
+def test_winograd_conv2d_fp32_error_is_rounding():
+    """In fp32 the transforms add rounding error only: within 1e-4 of the output's scale of the float64 result."""
+    from i2i_cyclegan.winograd_conv import winograd_conv2d
+
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 64, 34, 34), torch.randn(64, 64, 3, 3) / 24
+    ref = F.conv2d(x.double(), w.double())
+    err = (winograd_conv2d(x, w).double() - ref).abs().max() / ref.abs().max()
+    assert err < 1e-4
+
+
+def test_winograd_conv_takes_its_path_only_where_it_pays(monkeypatch):
+    """Wide fp32 contiguous CPU layers at 64×64 and above; not narrow layers, small maps, channels_last, other
+    dtypes, autocast or tracing — and either way the module computes Conv2d's function."""
+    import i2i_cyclegan.winograd_conv as wc
+
+    calls = []
+    monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
+    torch.manual_seed(0)
+    wide, narrow = wc.WinogradConv2d(256, 256, 3), wc.WinogradConv2d(128, 128, 3)
+    assert list(wide.state_dict()) == list(torch.nn.Conv2d(256, 256, 3).state_dict())
+
+    def taken(module, x) -> bool:
+        calls.clear()
+        with torch.no_grad():
+            out, ref = module(x), torch.nn.Conv2d.forward(module, x)
+        assert torch.allclose(out.float(), ref.float(), atol=1e-4 * ref.abs().max().item())
+        return bool(calls)
+
+    x = torch.randn(1, 256, 66, 66)
+    assert taken(wide, x)
+    assert taken(wide, torch.randn(1, 256, 34, 130))          # 8 × 32 output tiles
+    assert not taken(wide, torch.randn(1, 256, 34, 34))       # 8 × 8
+    assert not taken(narrow, torch.randn(1, 128, 66, 66))
+    assert not taken(wide, x.contiguous(memory_format=torch.channels_last))
+    assert not taken(wide.double(), x.double())
+    wide.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not taken(wide, x)
+    calls.clear()
+    traced = torch.jit.trace(wide, x, check_trace=False)
+    assert not calls and "aten::_convolution" in str(traced.graph)
 
 
 def test_image_pool_keeps_channels_last_and_owns_its_images():

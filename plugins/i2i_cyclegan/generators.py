@@ -15,6 +15,7 @@ from torch import nn
 
 from .narrow_conv import NarrowConv2d
 from .norms import Norm, norm_layer, uses_bias
+from .winograd_conv import WinogradConv2d
 
 
 class ResnetBlock(nn.Module):
@@ -22,11 +23,11 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, dim: int, norm: Norm, dropout: bool, bias: bool) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim),
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), WinogradConv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim),
                                    nn.ReLU()]
         if dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim)]
+        layers += [nn.ReflectionPad2d(1), WinogradConv2d(dim, dim, 3, bias=bias), norm_layer(norm, dim)]
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
