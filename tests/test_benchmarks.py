@@ -66,3 +66,14 @@ def test_train_step_script_prints_its_figures():
     assert set(rows) == {"reference", "i2i"} and all(float(r[1]) > 0 for r in rows.values())
     assert any(li.startswith("time ratio i2i / reference:") for li in lines)
     assert any(li.startswith("goals: time ratio <= 0.9:") for li in lines)
+
+
+def test_winograd_script_times_every_mode():
+    """Each case gets a train and an inference row with three timings and the two ratios."""
+    res = subprocess.run([sys.executable, str(BENCH.parent / "winograd.py"), "32:8", "40:8", "--blocks", "2",
+                          "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [li.split() for li in res.stdout.splitlines() if li[:1].isdigit()]
+    assert [(r[0], r[2]) for r in rows] == [("32:8", "train"), ("32:8", "inference"), ("40:8", "train"),
+                                            ("40:8", "inference")]
+    assert all(len(r) == 8 and all(float(v.rstrip("s")) > 0 for v in r[3:]) for r in rows)

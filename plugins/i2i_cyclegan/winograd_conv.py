@@ -5,15 +5,20 @@ Winograd's algorithm computes each 4×4 output tile from a 6×6 input tile with 
 instead of 144: the input and kernel are transformed (Bᵀ d B, G g Gᵀ), multiplied as 36 independent matrix
 products over the channels, and transformed back (Aᵀ m A). cuDNN picks the same algorithm on GPUs; PyTorch's CPU
 convolution (oneDNN) does not. The transforms are exact linear maps, so the result is the same convolution up to
-fp32 rounding (~1e-5 of the output's scale, tested against float64 in ``tests/test_performance_options.py``).
+rounding: equal to ``conv2d`` to 1e-11 in float64; in fp32 one layer is within ~1e-5 of the output's scale, and a
+ResNet generator's weight gradients within ~3e-3 of float64 norm-wise at ngf 64 and 256 px, where stock fp32 is
+within ~1e-3 (the order of the TF32 convolutions PyTorch uses by default on recent GPUs;
+``tests/test_performance_options.py``).
 
 The transforms and their copies cost memory traffic per channel, the products arithmetic per channel pair, and small
 tile counts make small matrix products, so the algorithm pays off only for wide layers at 64×64 and above: a 256 px
-training step with ngf 64 runs 0.70–0.80× the reference loop's time with it against 0.91–0.95× without
-(``benchmarks/train_step.py``), while 128 channels, or 256 channels at 32×32, train slower. ``WinogradConv2d``
-therefore takes the Winograd path only for such layers on contiguous fp32 CPU tensors outside autocast, export and
-compilation, and works on bands of tile rows small enough to stay in the processor's cache; the backward pass saves
-what ``conv2d`` saves and recomputes the transforms. It is an ``nn.Conv2d``: same parameters, same state-dict keys.
+training step with ngf 64 runs 0.70–0.76× the reference loop's time with it against 0.93–0.96× without
+(``benchmarks/train_step.py``), while 128 channels, or 256 channels at 32×32, train slower (``benchmarks/winograd.py``).
+Its cost is memory: the step's peak RSS is ~1.28× the reference's, the allocator keeping freed transform buffers.
+``WinogradConv2d`` therefore takes the Winograd path only for such layers on contiguous fp32 CPU tensors outside
+autocast, export and compilation, and works on bands of tile rows small enough to stay in the processor's cache; the
+backward pass saves what ``conv2d`` saves and recomputes the transforms. It is an ``nn.Conv2d``: same parameters,
+same state-dict keys.
 """
 
 from __future__ import annotations
