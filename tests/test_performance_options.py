@@ -55,6 +55,24 @@ def test_winograd_residual_blocks_give_matching_losses(cli, small_data, tmp_path
         assert winograd[0][k] == pytest.approx(plain[0][k], rel=1e-5, abs=1e-6), k
 
 
+def test_winograd_can_be_turned_off_and_the_log_counts_its_layers(cli, small_data, tmp_path, monkeypatch):
+    """``method.winograd=false`` keeps every layer on conv2d; the settings line says how many generator layers take
+    the Winograd path at the run's size (all 12 of resnet_6blocks when the width rule is lowered, none under bf16)."""
+    import i2i_cyclegan.winograd_conv as wc
+
+    monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(wc, "MIN_TILES", 1)
+    calls = []
+    monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
+    _run(cli, small_data, tmp_path / "on")
+    assert calls and run_settings(tmp_path / "on")["method"]["winograd_layers"] == 12
+    calls.clear()
+    _run(cli, small_data, tmp_path / "off", "method.winograd=false")
+    assert not calls and run_settings(tmp_path / "off")["method"]["winograd_layers"] == 0
+    _run(cli, small_data, tmp_path / "bf16", "--precision", "bf16")  # the step runs under autocast
+    assert run_settings(tmp_path / "bf16")["method"]["winograd_layers"] == 0
+
+
 @pytest.mark.parametrize("kind, name", [("generator", "resnet_6blocks"), ("generator", "unet_128"),
                                         ("discriminator", "basic")])
 def test_channels_last_gradients_match_float64(registry, monkeypatch, kind, name):
@@ -130,10 +148,10 @@ def test_automatic_batching_follows_the_cpu_cache_rule(registry):
 def test_run_log_records_the_methods_batching(cli, small_data, tmp_path):
     _run(cli, small_data, tmp_path / "r")
     settings = run_settings(tmp_path / "r")
-    assert settings["method"] == {"batched_G": True, "batched_D": True}  # tiny nets, tiny images
+    assert settings["method"] == {"batched_G": True, "batched_D": True, "winograd_layers": 0}  # tiny nets and images
     _run(cli, small_data, tmp_path / "s", "method.batched=false")
     settings = run_settings(tmp_path / "s")
-    assert settings["method"] == {"batched_G": False, "batched_D": False}
+    assert settings["method"] == {"batched_G": False, "batched_D": False, "winograd_layers": 0}
 
 
 def test_bf16_autocast_trains_on_cpu(cli, small_data, tmp_path):

@@ -19,6 +19,7 @@ from i2i import Components, Config, I2IError, Method
 from .batching import BatchedChoice, Batching
 from .init import InitType, init_weights
 from .pool import ImagePool
+from .winograd_conv import enable_winograd, winograd_census
 
 
 @dataclass
@@ -33,6 +34,7 @@ class CycleGANParams:
     init_type: InitType = "normal"
     init_gain: float = 0.02
     batched: BatchedChoice = "auto"  # a network's two inputs of a step as one batch (exact without batch norm)
+    winograd: bool = True  # wide 3×3 convolutions by Winograd's F(4×4, 3×3) on the CPU where it pays (winograd_conv.py)
 
 
 @contextmanager
@@ -90,6 +92,7 @@ class CycleGAN(Method):
         })
         for net in self.nets.values():
             init_weights(net, params.init_type, params.init_gain)
+            enable_winograd(net, params.winograd)
         self.gan, self.cycle, self.identity = build.loss("gan"), build.loss("cycle"), build.loss("identity")
         seed = build.seed
         self.pool_A, self.pool_B = ImagePool(params.pool_size, seed), ImagePool(params.pool_size, seed + 1)
@@ -97,6 +100,7 @@ class CycleGAN(Method):
         # Two inputs through one network in one call: exact without batch statistics, faster where batching.py says
         self.batched_G = Batching(params.batched, self.nets.G_AB, ca, build.device)
         self.batched_D = Batching(params.batched, self.nets.D_B, cb, build.device)
+        self.winograd_layers: int | None = None
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         n, p = self.nets, self.p
@@ -145,13 +149,16 @@ class CycleGAN(Method):
 
     @torch.no_grad()
     def probe(self, batch: dict[str, torch.Tensor]) -> None:
-        (a, fake_b, _), (b, fake_a, _) = self.samples(batch)
+        with self.amp.autocast(), winograd_census(self.nets.G_AB) as taken:
+            (a, fake_b, _), (b, fake_a, _) = self.samples(batch)
+        self.winograd_layers = len(taken)
         self.nets.D_A(a), self.nets.D_B(b)
         for choice in (self.batched_G, self.batched_D):
             choice.decide(self.build.config.data.batch_size, *a.shape[-2:])
 
     def settings(self) -> dict[str, Any]:
-        return {"batched_G": self.batched_G.value, "batched_D": self.batched_D.value}
+        return {"batched_G": self.batched_G.value, "batched_D": self.batched_D.value,
+                "winograd_layers": self.winograd_layers}
 
     @torch.no_grad()
     def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:

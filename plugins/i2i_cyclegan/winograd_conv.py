@@ -24,6 +24,8 @@ same state-dict keys.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -147,11 +149,15 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 class WinogradConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (3×3, stride 1, unpadded) that runs wide fp32 CPU layers through ``winograd_conv2d``."""
+    """``nn.Conv2d`` (3×3, stride 1, unpadded) that runs wide fp32 CPU layers through ``winograd_conv2d``;
+    ``winograd = False`` on an instance keeps it on ``conv2d`` (``enable_winograd``)."""
+
+    winograd = True
 
     def _winograd(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and x.dim() == 4 and x.is_contiguous() and min(self.in_channels, self.out_channels) >= MIN_CHANNELS
+        return (self.winograd and x.device.type == "cpu" and x.dtype == torch.float32
+                and self.weight.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous()
+                and min(self.in_channels, self.out_channels) >= MIN_CHANNELS
                 and math.ceil((x.shape[2] - 2) / 4) * math.ceil((x.shape[3] - 2) / 4) >= MIN_TILES
                 and self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (0, 0)
                 and self.dilation == (1, 1) and self.groups == 1 and not torch.is_autocast_enabled("cpu")
@@ -162,3 +168,31 @@ class WinogradConv2d(nn.Conv2d):
         if not self._winograd(x):
             return super().forward(x)
         return winograd_conv2d(x, self.weight, self.bias)
+
+
+def enable_winograd(net: nn.Module, enabled: bool) -> None:
+    """Let ``net``'s ``WinogradConv2d`` layers take the Winograd path where it pays (``True``), or never."""
+    for m in net.modules():
+        if isinstance(m, WinogradConv2d):
+            m.winograd = enabled
+
+
+@contextmanager
+def winograd_census(net: nn.Module) -> Iterator[set[str]]:
+    """The names of ``net``'s ``WinogradConv2d`` layers that take the Winograd path in forward passes inside the block
+    (under the autocast, grad mode and device the block runs them with)."""
+    taken: set[str] = set()
+
+    def hook(name: str):
+        def record(module: WinogradConv2d, args: tuple[torch.Tensor, ...]) -> None:
+            if module._winograd(args[0]):
+                taken.add(name)
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in net.named_modules()
+               if isinstance(m, WinogradConv2d)]
+    try:
+        yield taken
+    finally:
+        for h in handles:
+            h.remove()
