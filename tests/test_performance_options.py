@@ -217,7 +217,41 @@ def test_winograd_conv2d_is_conv2d_in_float64(monkeypatch, n, c_in, c_out, heigh
     # only the gradients asked for: a frozen layer's weight, an input that needs none
     w_grad, = torch.autograd.grad(wc.winograd_conv2d(x.detach(), w, b).sum(), (w,))
     assert torch.allclose(w_grad, torch.autograd.grad(F.conv2d(x.detach(), w, b).sum(), (w,))[0], atol=1e-10)
-    assert torch.autograd.gradcheck(wc.winograd_conv2d, (x[:1, :, :8, :9], w, b))
+    small = x[:1, :, :8, :9]  # padded to whole tiles, and a non-contiguous view
+    assert torch.autograd.gradcheck(wc.winograd_conv2d, (small, w, b))
+    assert torch.autograd.gradgradcheck(wc.winograd_conv2d, (small, w, b))  # e.g. a gradient penalty
+
+
+def test_winograd_conv2d_refuses_what_conv2d_refuses():
+    from i2i_cyclegan.winograd_conv import winograd_conv2d
+
+    for x, w, b in [(torch.randn(1, 2, 2, 5), torch.randn(2, 2, 3, 3), None),
+                    (torch.randn(1, 2, 6, 6), torch.randn(2, 3, 3, 3), None),
+                    (torch.randn(1, 2, 6, 6), torch.randn(2, 2, 5, 5), None),
+                    (torch.randn(1, 2, 6, 6), torch.randn(2, 2, 3, 3), torch.randn(1))]:
+        with pytest.raises(ValueError, match="winograd_conv2d needs"):
+            winograd_conv2d(x, w, b)
+
+
+def test_winograd_conv_leaves_forward_ad_and_torch_func_to_conv2d(monkeypatch):
+    """Transforms the autograd Function does not implement take conv2d's path and give conv2d's results."""
+    import torch.autograd.forward_ad as fwAD
+
+    import i2i_cyclegan.winograd_conv as wc
+
+    monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(wc, "MIN_TILES", 1)
+    torch.manual_seed(0)
+    conv, x, t = wc.WinogradConv2d(4, 4, 3), torch.randn(2, 4, 10, 10), torch.randn(2, 4, 10, 10)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(conv(fwAD.make_dual(x, t))).tangent
+    assert torch.allclose(tangent, F.conv2d(t, conv.weight), atol=1e-5)
+    batched = torch.func.vmap(conv)(x[:, None])
+    assert torch.allclose(batched[:, 0], F.conv2d(x, conv.weight, conv.bias), atol=1e-5)
+    params = dict(conv.named_parameters())
+    grads = torch.func.grad(lambda p: torch.func.functional_call(conv, p, (x,)).square().sum())(params)
+    (conv(x).square().sum()).backward()
+    assert torch.allclose(grads["weight"], conv.weight.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_winograd_conv2d_fp32_error_is_rounding():

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 
 #: narrowest layer (input and output channels) that takes the Winograd path
 MIN_CHANNELS = 192
@@ -49,7 +50,7 @@ _KRON = tuple(torch.kron(m, m) for m in (_BT, _G, _AT))
 
 
 def _transforms(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    kb, kg, ka = (m.to(like) for m in _KRON)
+    kb, kg, ka = (m.to(like, copy=True) for m in _KRON)
     return kb, kg, ka
 
 
@@ -57,6 +58,14 @@ def _bands(tile_rows: int, tile_cols: int, channels: int) -> list[tuple[int, int
     """Split tile rows into bands whose transformed tiles fit ``BAND_ELEMENTS``."""
     rows = max(1, BAND_ELEMENTS // (36 * channels * tile_cols))
     return [(r, min(r + rows, tile_rows)) for r in range(0, tile_rows, rows)]
+
+
+def _tiled(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
+    """``x`` contiguous and zero-padded at the bottom and right to ``th × tw`` whole tiles (4·t + 2 pixels)."""
+    x = x.contiguous()
+    if (th * 4 + 2, tw * 4 + 2) != tuple(x.shape[2:]):
+        x = nn.functional.pad(x, (0, tw * 4 + 2 - x.shape[3], 0, th * 4 + 2 - x.shape[2]))
+    return x
 
 
 def _tile_transform(x: torch.Tensor, kb: torch.Tensor, r0: int, r1: int, tw: int) -> torch.Tensor:
@@ -76,17 +85,17 @@ class _Winograd(torch.autograd.Function):
     """``conv2d(x, weight, bias)`` for a 3×3 kernel, stride 1, no padding, via F(4×4, 3×3); input N×C×H×W.
 
     Saves what ``conv2d`` saves (input and weight) and recomputes the transforms band by band in the backward pass,
-    so memory matches the stock convolution's."""
+    so memory matches the stock convolution's. A backward pass that builds a graph (``create_graph=True``, e.g. a
+    gradient penalty) gets ``conv2d``'s differentiable gradients instead."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        x = x.contiguous()
+        ctx.save_for_backward(x, weight, bias)
         n, c, h_in, w_in = x.shape
         c_out = weight.shape[0]
         h, w = h_in - 2, w_in - 2
         th, tw = math.ceil(h / 4), math.ceil(w / 4)
-        if (th * 4 + 2, tw * 4 + 2) != (h_in, w_in):
-            x = nn.functional.pad(x, (0, tw * 4 + 2 - w_in, 0, th * 4 + 2 - h_in))
+        x = _tiled(x, th, tw)
         kb, kg, ka = _transforms(x)
         u = _kernel_transform(weight, kg)
         y = x.new_empty(n, c_out, th * 4, tw * 4)
@@ -100,33 +109,39 @@ class _Winograd(torch.autograd.Function):
             y = y[:, :, :h, :w].contiguous()
         if bias is not None:
             y += bias.view(1, -1, 1, 1)
-        ctx.save_for_backward(x, weight)
         ctx.geometry = (h_in, w_in, th, tw, bands)
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        x, weight = ctx.saved_tensors
+        x, weight, bias = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: gradients that are themselves differentiable
+            inputs = [t for t, need in zip((x, weight, bias), ctx.needs_input_grad, strict=True) if need]
+            with torch.enable_grad():
+                grads = iter(torch.autograd.grad(nn.functional.conv2d(x, weight, bias), inputs, grad,
+                                                 create_graph=True))
+            return tuple(next(grads) if need else None for need in ctx.needs_input_grad)  # type: ignore[return-value]
         h_in, w_in, th, tw, bands = ctx.geometry
         n, c = x.shape[:2]
         c_out = weight.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad
+        x = _tiled(x, th, tw)
         kb, kg, ka = _transforms(grad)
-        u = _kernel_transform(weight, kg)
+        u = _kernel_transform(weight, kg) if need_x else None
         grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias and need_b else None
         if (th * 4 + 2, tw * 4 + 2) != (h_in, w_in):
             grad = nn.functional.pad(grad, (0, tw * 4 + 2 - w_in, 0, th * 4 + 2 - h_in))
         grad_u = grad.new_zeros(36, c_out, c) if need_w else None
         grad_x = grad.new_zeros(n, c, th * 4 + 4, tw * 4 + 4) if need_x else None
-        for i in range(n):
+        for i in range(n if need_x or need_w else 0):
             for r0, r1 in bands:
                 rb = r1 - r0
                 g = grad[i, :, 4 * r0:4 * r1].reshape(c_out, rb, 4, tw, 4).permute(2, 4, 0, 1, 3)
                 gm = torch.mm(ka.t(), g.reshape(16, -1)).view(36, c_out, rb * tw)
                 if grad_u is not None:
                     grad_u.baddbmm_(gm, _tile_transform(x[i], kb, r0, r1, tw).transpose(1, 2))
-                if grad_x is not None:
+                if grad_x is not None and u is not None:
                     gd = torch.mm(kb.t(), torch.bmm(u.transpose(1, 2), gm).view(36, -1))
                     gd = gd.view(6, 6, c, rb, tw).permute(2, 3, 0, 4, 1)
                     # overlap-add the 6×6 tile gradients (stride 4) into the input gradient
@@ -145,6 +160,11 @@ class _Winograd(torch.autograd.Function):
 
 def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias)`` for 3×3 kernels, stride 1, no padding, computed by F(4×4, 3×3)."""
+    if (x.dim() != 4 or weight.dim() != 4 or weight.shape[1:] != (x.shape[1], 3, 3) or min(x.shape[2:]) < 3
+            or 0 in (x.shape[1], weight.shape[0]) or (bias is not None and bias.shape != (weight.shape[0],))):
+        raise ValueError(f"winograd_conv2d needs an N×C×H×W input with H, W >= 3, a C_out×C×3×3 weight and a "
+                         f"C_out bias; got {tuple(x.shape)}, {tuple(weight.shape)}, "
+                         f"{None if bias is None else tuple(bias.shape)}")
     return _Winograd.apply(x, weight, bias)
 
 
@@ -156,13 +176,15 @@ class WinogradConv2d(nn.Conv2d):
 
     def _winograd(self, x: torch.Tensor) -> bool:
         return (self.winograd and x.device.type == "cpu" and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous()
+                and self.weight.dtype == torch.float32 and (self.bias is None or self.bias.dtype == torch.float32)
+                and x.dim() == 4 and x.is_contiguous()
                 and min(self.in_channels, self.out_channels) >= MIN_CHANNELS
                 and math.ceil((x.shape[2] - 2) / 4) * math.ceil((x.shape[3] - 2) / 4) >= MIN_TILES
                 and self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (0, 0)
                 and self.dilation == (1, 1) and self.groups == 1 and not torch.is_autocast_enabled("cpu")
                 and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-                         or torch.compiler.is_compiling()))
+                         or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+                         or any(forward_ad.unpack_dual(t).tangent is not None for t in (x, self.weight))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._winograd(x):
@@ -184,12 +206,12 @@ def winograd_census(net: nn.Module) -> Iterator[set[str]]:
     taken: set[str] = set()
 
     def hook(name: str):
-        def record(module: WinogradConv2d, args: tuple[torch.Tensor, ...]) -> None:
-            if module._winograd(args[0]):
+        def record(module: WinogradConv2d, args: tuple, kwargs: dict) -> None:
+            if module._winograd(args[0] if args else kwargs["input"]):
                 taken.add(name)
         return record
 
-    handles = [m.register_forward_pre_hook(hook(name)) for name, m in net.named_modules()
+    handles = [m.register_forward_pre_hook(hook(name), with_kwargs=True) for name, m in net.named_modules()
                if isinstance(m, WinogradConv2d)]
     try:
         yield taken
