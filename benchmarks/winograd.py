@@ -7,7 +7,7 @@ for ``--rounds`` rounds, and prints the medians and the ratios to ``conv2d``. Th
 (``MIN_CHANNELS``, ``MIN_TILES``) should leave ``default`` ≤ 1 everywhere and < 1 where it applies.
 
     python benchmarks/winograd.py                  # 256:64 128:64 256:32 192:64
-    python benchmarks/winograd.py 512:64 --rounds 5
+    python benchmarks/winograd.py 512:64 --passes inference --rounds 5
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=9)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--passes", default="train,inference", help="comma-separated: train, inference")
     args = ap.parse_args()
+    if not set(args.passes.split(",")) <= {"train", "inference"}:
+        ap.error(f"--passes takes train and/or inference, got {args.passes!r}")
     torch.manual_seed(0)
     print(f"CPU, {torch.get_num_threads()} threads; torch {torch.__version__}; resnet {args.blocks} blocks, "
           f"batch {args.batch}; medians of {args.rounds} interleaved rounds")
@@ -56,7 +59,8 @@ def main() -> None:
             with torch.no_grad():
                 G(x)
 
-        for name, fn in (("train", train), ("inference", infer)):
+        passes = {"train": train, "inference": infer}
+        for name, fn in ((p, passes[p]) for p in args.passes.split(",")):
             fn()  # warm-up
             times: dict[str, list[float]] = {m: [] for m in MODES}
             for _ in range(args.rounds):
