@@ -12,9 +12,9 @@ within ~1e-3 (the order of the TF32 convolutions PyTorch uses by default on rece
 
 The transforms and their copies cost memory traffic per channel, the products arithmetic per channel pair, and small
 tile counts make small matrix products, so the algorithm pays off only for wide layers at 64×64 and above: a 256 px
-training step with ngf 64 runs 0.70–0.76× the reference loop's time with it against 0.93–0.96× without
+training step with ngf 64 runs 0.70–0.78× the reference loop's time with it against 0.93–0.96× without
 (``benchmarks/train_step.py``), while 128 channels, or 256 channels at 32×32, train slower (``benchmarks/winograd.py``).
-Its cost is memory: the step's peak RSS is 1.28–1.32× the reference's, the allocator keeping freed transform buffers.
+Its cost is memory: the step's peak RSS is 1.25–1.32× the reference's, the allocator keeping freed transform buffers.
 ``WinogradConv2d`` therefore takes the Winograd path only for such layers on contiguous fp32 CPU tensors outside
 autocast, export and compilation, and works on bands of tile rows small enough to stay in the processor's cache; the
 backward pass saves what ``conv2d`` saves and recomputes the transforms. It is an ``nn.Conv2d``: same parameters,
