@@ -34,6 +34,23 @@ def run_settings(out: Path) -> dict:
     return json.loads((out / "log.jsonl").read_text().splitlines()[0])["settings"]
 
 
+def force_winograd(monkeypatch) -> None:
+    """Lower ``WinogradConv2d``'s width and size rule so that tiny test networks take the Winograd path."""
+    import i2i_cyclegan.winograd_conv as wc
+
+    monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(wc, "MIN_TILES", 1)
+
+
+def count_winograd_calls(monkeypatch) -> list:
+    """A list that gains an entry for every ``winograd_conv2d`` call ``WinogradConv2d`` makes."""
+    import i2i_cyclegan.winograd_conv as wc
+
+    calls: list = []
+    monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
+    return calls
+
+
 def one_line_error(res, *fragments: str, alone: bool = True) -> None:
     """Exit 2 and one ``error:`` line holding ``fragments``, last on stderr (and the only line unless ``alone`` is
     False, e.g. once training has started or after a warning), with no traceback anywhere."""

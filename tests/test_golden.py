@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, count_winograd_calls, force_winograd
 
 GOLDEN = SHARED / "reference" / "official_cyclegan_golden.pt"
 LAYOUT = SHARED / "reference" / "official_cyclegan_state_dict_layout.txt"
@@ -23,12 +23,8 @@ def test_resnet_generator_matches_official(golden, registry, monkeypatch, winogr
     """Also with every residual-block convolution forced through the CPU Winograd path (wide layers only by
     default; these are 32 channels at 16×16)."""
     if winograd:
-        import i2i_cyclegan.winograd_conv as wc
-
-        monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
-        monkeypatch.setattr(wc, "MIN_TILES", 1)
-        calls = []
-        monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
+        force_winograd(monkeypatch)
+        calls = count_winograd_calls(monkeypatch)
     G = registry.build("generator", "resnet_6blocks", {"ngf": 8, "norm": "instance"}, 3, 3).eval()
     G.load_state_dict(golden["G_state_dict"])  # strict: the official key names and shapes
     with torch.no_grad():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, force_winograd
 from i2i import load_generator
 
 GOLDEN = SHARED / "reference" / "official_cyclegan_golden.pt"
@@ -58,11 +58,8 @@ def test_import_official_unet_and_bad_files(cli, registry, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_dynamic_shapes_match_pytorch(cli, make_ckpt, tmp_path, fmt, monkeypatch):
-    import i2i_cyclegan.winograd_conv as wc
-
     # the eager generator computes its residual blocks by Winograd; the exported graph keeps plain convolutions
-    monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(wc, "MIN_TILES", 1)
+    force_winograd(monkeypatch)
     ckpt = make_ckpt()
     path = tmp_path / f"G.{fmt}"
     res = cli("export", "--ckpt", ckpt, "--format", fmt, "-o", path)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, run_settings
+from conftest import TINY, count_winograd_calls, force_winograd, run_settings
 
 
 def _losses(out):
@@ -41,14 +41,10 @@ def test_winograd_residual_blocks_give_matching_losses(cli, small_data, tmp_path
     """A training step with every residual-block convolution forced through the Winograd path logs the stock
     convolution's losses (the tiny networks here stay below its width rule by default); gradients are compared
     with float64 below."""
-    import i2i_cyclegan.winograd_conv as wc
-
-    calls = []
-    monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
+    calls = count_winograd_calls(monkeypatch)
     plain = _run(cli, small_data, tmp_path / "plain")
     assert not calls
-    monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(wc, "MIN_TILES", 1)
+    force_winograd(monkeypatch)
     winograd = _run(cli, small_data, tmp_path / "winograd")
     assert calls and len(plain) == len(winograd) == 1
     for k in plain[0]:
@@ -58,12 +54,8 @@ def test_winograd_residual_blocks_give_matching_losses(cli, small_data, tmp_path
 def test_winograd_can_be_turned_off_and_the_log_counts_its_layers(cli, small_data, tmp_path, monkeypatch):
     """``method.winograd=false`` keeps every layer on conv2d; the settings line says how many generator layers take
     the Winograd path at the run's size (all 12 of resnet_6blocks when the width rule is lowered, none under bf16)."""
-    import i2i_cyclegan.winograd_conv as wc
-
-    monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(wc, "MIN_TILES", 1)
-    calls = []
-    monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
+    force_winograd(monkeypatch)
+    calls = count_winograd_calls(monkeypatch)
     _run(cli, small_data, tmp_path / "on")
     assert calls and run_settings(tmp_path / "on")["method"]["winograd_layers"] == 12
     calls.clear()
@@ -81,8 +73,6 @@ def test_channels_last_gradients_match_float64(registry, monkeypatch, kind, name
     InstanceNorm computes it as a group norm, within ~1e-5.) Winograd's fp32 transforms round more: after 12 such
     layers the weight gradients are within ~4e-3 of float64 norm-wise here, and ~3e-3 at ngf 64 and 256 px, where
     the width rule enables it and stock fp32 convolutions are within ~1e-3 (winograd_conv.py)."""
-    import i2i_cyclegan.winograd_conv as wc
-
     torch.manual_seed(0)
     args = (3, 3) if kind == "generator" else (3,)
     net = registry.build(kind, name, {"ngf": 8} if kind == "generator" else {"ndf": 8}, *args)
@@ -91,8 +81,7 @@ def test_channels_last_gradients_match_float64(registry, monkeypatch, kind, name
     x = torch.rand(2, 3, 128, 128) * 2 - 1
     outs = {"contiguous": net(x), "channels_last": nhwc(x.to(memory_format=torch.channels_last))}
     with monkeypatch.context() as m:
-        m.setattr(wc, "MIN_CHANNELS", 1)
-        m.setattr(wc, "MIN_TILES", 1)
+        force_winograd(m)
         outs["winograd"] = winograd(x)
     ref_out = ref(x.double())
     ref_out.square().mean().backward()
@@ -239,8 +228,7 @@ def test_winograd_conv_leaves_forward_ad_and_torch_func_to_conv2d(monkeypatch):
 
     import i2i_cyclegan.winograd_conv as wc
 
-    monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(wc, "MIN_TILES", 1)
+    force_winograd(monkeypatch)
     torch.manual_seed(0)
     conv, x, t = wc.WinogradConv2d(4, 4, 3), torch.randn(2, 4, 10, 10), torch.randn(2, 4, 10, 10)
     with fwAD.dual_level():
@@ -270,8 +258,7 @@ def test_winograd_conv_takes_its_path_only_where_it_pays(monkeypatch):
     dtypes, autocast or tracing — and either way the module computes Conv2d's function."""
     import i2i_cyclegan.winograd_conv as wc
 
-    calls = []
-    monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))
+    calls = count_winograd_calls(monkeypatch)
     torch.manual_seed(0)
     wide, narrow = wc.WinogradConv2d(256, 256, 3), wc.WinogradConv2d(128, 128, 3)
     assert list(wide.state_dict()) == list(torch.nn.Conv2d(256, 256, 3).state_dict())

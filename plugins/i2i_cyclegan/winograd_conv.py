@@ -60,12 +60,16 @@ def _bands(tile_rows: int, tile_cols: int, channels: int) -> list[tuple[int, int
     return [(r, min(r + rows, tile_rows)) for r in range(0, tile_rows, rows)]
 
 
+def _pad_to(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``t`` zero-padded at the bottom and right to ``height × width`` (itself when it has that size)."""
+    if (height, width) == tuple(t.shape[2:]):
+        return t
+    return nn.functional.pad(t, (0, width - t.shape[3], 0, height - t.shape[2]))
+
+
 def _tiled(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
-    """``x`` contiguous and zero-padded at the bottom and right to ``th × tw`` whole tiles (4·t + 2 pixels)."""
-    x = x.contiguous()
-    if (th * 4 + 2, tw * 4 + 2) != tuple(x.shape[2:]):
-        x = nn.functional.pad(x, (0, tw * 4 + 2 - x.shape[3], 0, th * 4 + 2 - x.shape[2]))
-    return x
+    """``x`` contiguous and padded to ``th × tw`` whole input tiles (4·t + 2 pixels)."""
+    return _pad_to(x.contiguous(), th * 4 + 2, tw * 4 + 2)
 
 
 def _tile_transform(x: torch.Tensor, kb: torch.Tensor, r0: int, r1: int, tw: int) -> torch.Tensor:
@@ -110,7 +114,6 @@ class _Winograd(torch.autograd.Function):
         if bias is not None:
             y += bias.view(1, -1, 1, 1)
         ctx.geometry = (h_in, w_in, th, tw, bands)
-        ctx.has_bias = bias is not None
         return y
 
     @staticmethod
@@ -129,9 +132,8 @@ class _Winograd(torch.autograd.Function):
         x = _tiled(x, th, tw)
         kb, kg, ka = _transforms(grad)
         u = _kernel_transform(weight, kg) if need_x else None
-        grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias and need_b else None
-        if (th * 4 + 2, tw * 4 + 2) != (h_in, w_in):
-            grad = nn.functional.pad(grad, (0, tw * 4 + 2 - w_in, 0, th * 4 + 2 - h_in))
+        grad_bias = grad.sum((0, 2, 3)) if bias is not None and need_b else None
+        grad = _pad_to(grad, th * 4, tw * 4)
         grad_u = grad.new_zeros(36, c_out, c) if need_w else None
         grad_x = grad.new_zeros(n, c, th * 4 + 4, tw * 4 + 4) if need_x else None
         for i in range(n if need_x or need_w else 0):
