@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a single-GPU machine that has torch (and timm, typer, rich, pluggy, OpenCV, pytest; torchmetrics for
-# the FID/KID test, which skips without it) preinstalled and no network. Installs nothing: runs i2i from source,
-# registering its entry points through a generated .dist-info.
+# the FID/KID test, which skips without it; torch-fidelity is not needed) preinstalled and no network. Installs
+# nothing: runs i2i from source, registering its entry points through a generated .dist-info.
 # Runs the CUDA tests, then the training-step and video benchmarks, and prints a summary: each step is bounded by a
 # timeout, 560 s at most in all.
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
@@ -22,8 +22,9 @@ export COLUMNS=160
   python3 -m i2i plugins
 
   echo "== CUDA tests"
-  timeout 180 python3 -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tail -15
-  echo "pytest exit: ${PIPESTATUS[0]}"
+  timeout 180 python3 -m pytest -q -p no:cacheprovider -m cuda -rfEs --tb=short tests > "$OUT/pytest.log" 2>&1
+  echo "pytest exit: $? (whole output in $OUT/pytest.log)"
+  tail -60 "$OUT/pytest.log"
 
   echo "== train step, 256 px, batch 1 (ngf 64, 9 blocks; i2i auto precision = bf16)"
   timeout 100 python3 benchmarks/train_step.py --device cuda --size 256 --batch 1 --ngf 64 --iters 20 --warmup 5

@@ -208,6 +208,11 @@ def ceiling(device: torch.device) -> dict:
             "conv3x3": rate(lambda: F.conv2d(x, w, padding=1), 2 * 4 * 256 * 256 * 9 * 64 * 64, reps)}
 
 
+def progress(msg: str) -> None:
+    """A stderr line as each phase ends, so that a run stopped by a timeout still shows how far it got."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=128)
@@ -237,8 +242,11 @@ def main() -> None:
         if res.returncode != 0:
             sys.exit(f"{which} loop failed:\n{res.stderr[-2000:]}")
         results[which] = json.loads(res.stdout.strip().splitlines()[-1])
+        progress(f"{which} footprint {results[which]}")
     before = ceiling(device)
+    progress(f"ceiling {before}")
     sec = timings(args, device)
+    progress(f"timings {sec}")
     after = ceiling(device)
     top = {k: max(before[k], after[k]) for k in before}
     flops = results["reference"]["flops"]  # the same computation in both; NarrowConv2d's count differs slightly

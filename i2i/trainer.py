@@ -80,6 +80,15 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, A
 KERNEL_OPTIONS = ("fused", "foreach", "capturable")
 
 
+def _match_layout(opt: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state its parameter's memory layout: ``load_state_dict`` keeps the saved strides, and
+    fused Adam pairs elements by memory order (a contiguous run resumed channels_last, e.g. continued on a GPU)."""
+    for p, state in opt.state.items():
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                state[k] = torch.empty_like(p).copy_(v)
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
@@ -278,6 +287,7 @@ class Trainer:
                 groups = [{**g, **{f: mine[f] for f in KERNEL_OPTIONS if f in mine}}
                           for g, mine in zip(saved["param_groups"], opt.param_groups, strict=True)]
                 opt.load_state_dict({**saved, "param_groups": groups})
+                _match_layout(opt)
             for k, sched in self.schedulers.items():
                 sched.load_state_dict(state["schedulers"][k])
             saved_world = int(state.get("processes") or 1)

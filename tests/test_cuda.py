@@ -40,6 +40,18 @@ def test_auto_precision_is_bf16_on_cuda(cli, small_data, tmp_path):
     assert settings["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
 
 
+def test_cpu_run_continues_on_cuda(cli, small_data, tmp_path):
+    """A run started on the CPU (contiguous, foreach Adam) resumes on a GPU (channels_last, fused Adam)."""
+    out = tmp_path / "run"
+    cpu = [a if a != "cuda" else "cpu" for a in GPU]
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *cpu).exit_code == 0
+    res = cli("train", "--out", out, "--resume", "--max-steps", "4", "--device", "cuda")
+    assert res.exit_code == 0, res.stderr
+    lines = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "losses" in r][-2:] == [3, 4]
+    assert all(np.isfinite(list(r["losses"].values())).all() for r in lines if "losses" in r)
+
+
 def test_cuda_resume_is_exact(cli, small_data, tmp_path):
     """Resuming on a GPU continues bit for bit (up to float noise) with deterministic kernels. The U-Net is used
     because ReflectionPad2d's CUDA backward accumulates with atomics, which no flag makes deterministic, and Adam's

@@ -12,6 +12,7 @@ import torch
 from conftest import TINY, TINY_NETS, one_line_error
 from i2i import I2IError, hookimpl, load_plugins
 from i2i.evaluate import evaluate
+from i2i.features import FeatureExtractor
 from i2i.translate import Translator
 
 
@@ -185,6 +186,22 @@ def test_validation_scores_distributions_on_the_training_device(cli, small_data,
     val = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines() if '"validation"' in li]
     assert len(val) == 1 and set(val[0]["validation"]) == {"fid", "kid"}
     assert all(v == v and v != float("inf") for v in val[0]["validation"].values())  # finite
+
+
+def test_fid_kid_with_a_given_extractor_need_no_torch_fidelity(registry, monkeypatch):
+    """Without torch-fidelity ``torchmetrics.image`` does not export FID/KID; a given feature network still works."""
+    tmi = pytest.importorskip("torchmetrics.image")
+    for name in ("FrechetInceptionDistance", "KernelInceptionDistance"):
+        monkeypatch.delattr(tmi, name, raising=False)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    features = FeatureExtractor(net, "tiny", 8, size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    real, fake = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32).pow(3)
+    for name, params in (("fid", {}), ("kid", {"subset_size": 4, "subsets": 3})):
+        metric = registry.build("metric", name, params, features)
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+        assert metric.compute() > 0
 
 
 def test_validation_config_is_checked(registry):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -299,3 +300,21 @@ def test_resume_uses_this_runs_optimizer_kernels(cli, small_data, tmp_path, monk
     res = cli("train", "--out", out, "--resume", "--max-steps", "2", "train.fused_adam=false")
     assert res.exit_code == 0, res.stderr
     assert loaded and all(not any(v) for v in loaded.values())
+
+
+def test_resume_channels_last_with_fused_adam_matches_foreach(cli, small_data, tmp_path):
+    """A contiguous run resumed channels_last (as a CPU run continued on a GPU): fused Adam's loaded moments take the
+    parameters' layout, so its updates equal foreach Adam's."""
+    first = tmp_path / "first"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", first, "--max-steps", "2", *TINY,
+               "train.fused_adam=true").exit_code == 0
+    nets = {}
+    for fused in ("true", "false"):
+        out = tmp_path / f"fused_{fused}"
+        shutil.copytree(first, out)
+        res = cli("train", "--out", out, "--resume", "--max-steps", "3", "--channels-last",
+                  f"train.fused_adam={fused}")
+        assert res.exit_code == 0, res.stderr
+        nets[fused] = safe_load(out / "checkpoints" / "last.pt")["nets"]["G_AB"]
+    for k, v in nets["true"].items():
+        torch.testing.assert_close(v, nets["false"][k], rtol=1e-5, atol=1e-6, msg=k)

@@ -13,12 +13,12 @@ from i2i import I2IError, hookimpl
 __version__ = "0.1.0"
 
 
-def _torchmetrics():
+def _torchmetrics() -> None:
+    """One clear line where torchmetrics is missing."""
     try:
-        import torchmetrics.image as tm
+        import torchmetrics  # noqa: F401
     except ImportError as exc:
         raise I2IError("i2i's metrics need torchmetrics: pip install 'i2i[eval]'") from exc
-    return tm
 
 
 class Paired:
@@ -81,20 +81,28 @@ def mae(features=None) -> Paired:
     return Paired(lambda p, t: (p - t).abs().mean(), False)
 
 
+# FID and KID come from their own modules: ``torchmetrics.image`` exports them only where torch-fidelity is
+# installed, which only the standard InceptionV3 extractor needs (features.py), not a given feature network.
+
+
 def fid(features) -> Distribution:
     """Fréchet distance between feature distributions (standard FID with the InceptionV3 extractor)."""
-    tm = _torchmetrics()
-    return Distribution(tm.FrechetInceptionDistance(feature=features, reset_real_features=False))
+    _torchmetrics()
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    return Distribution(FrechetInceptionDistance(feature=features, reset_real_features=False))
 
 
 def kid(features, subset_size: int = 50, subsets: int = 100) -> Distribution:
     """Kernel inception distance (polynomial kernel MMD, mean over random subsets)."""
     import warnings
 
-    tm = _torchmetrics()
+    _torchmetrics()
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        metric = tm.KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=subsets,
+        metric = KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=subsets,
                                             reset_real_features=False)
     return Distribution(metric)
 
