@@ -7,8 +7,10 @@ never imports or executes anything the file names.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,10 @@ def atomic_save(obj: Any, path: Path) -> None:
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as exc:  # its zip writer reports a failed write (e.g. a full disk) this way
+                raise OSError(errno.EIO, f"write failed: {str(exc).splitlines()[0][:120]}") from exc
             f.flush()
             os.fsync(f.fileno())
 
@@ -43,9 +48,16 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
         raise I2IError(f"{what} not found: {path}")
     if not path.is_file():
         raise I2IError(f"{what} {path} is not a file")
+    if path.stat().st_size == 0:
+        raise I2IError(f"{what} {path} is empty (an interrupted download or copy?): use a complete file")
     zipped = zipfile.is_zipfile(path)  # PyTorch >= 1.6 format; older files are a bare pickle stream
+    if zipped and _is_torchscript(path):
+        raise I2IError(f"{what} {path} is a TorchScript export, which i2i does not read back: pass the .pt "
+                       f"checkpoint it was exported from (TorchScript files load with torch.jit.load)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.load's own advice about the file's format
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if not zipped:
             raise I2IError(f"{what} {path} is truncated or not a PyTorch file") from exc
@@ -53,8 +65,15 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
             f"{what} {path} contains objects that could run code when loaded, so it was refused "
             f"(only plain tensors and values are accepted)"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise I2IError(f"{what} {path} is truncated or not a PyTorch file ({str(exc).splitlines()[0][:120]})") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
+        reason = (str(exc).splitlines() or [""])[0][:120] or type(exc).__name__
+        raise I2IError(f"{what} {path} is truncated or not a PyTorch file ({reason})") from exc
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives hold compiled code (``code/``) besides the pickled data."""
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
 
 
 def generator_record(

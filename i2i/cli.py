@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ RESUMABLE = {"train.max_steps", "train.device", "train.checkpoint_every", "train
 
 
 def cli_errors(fn):
-    """Turn I2IError / interruption into one line on stderr and an exit code (2 for errors, 130 for Ctrl-C)."""
+    """Turn I2IError, a refused path (OSError) or an interruption into one line on stderr and an exit code (2 for
+    errors, 130 for Ctrl-C)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -53,6 +53,12 @@ def cli_errors(fn):
             if not quiet:
                 err.print(f"[bold red]error:[/] out of GPU memory ({str(exc).splitlines()[0][:100]}); lower "
                           f"--batch-size or --size, or use --precision bf16", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # a path the OS refused (permissions, a folder where a file goes, a full disk)
+            if not quiet:
+                where = f" {exc.filename}" if exc.filename else ""
+                err.print(f"[bold red]error:[/] cannot use{where}: {exc.strerror or exc}; check the path, its "
+                          f"permissions and free space", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as exc:
             if not quiet:
@@ -122,7 +128,7 @@ def train(
 ) -> None:
     """Train a method on unpaired folders (or on the built-in demo data)."""
     options = dict(locals())
-    from .distributed import setup, teardown
+    from .distributed import launch, setup, teardown
 
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
         args, skip = [], False
@@ -133,9 +139,7 @@ def train(
             skip = arg == "--nproc"
             if not skip:
                 args.append(arg)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               "-m", "i2i", *args]
-        raise typer.Exit(subprocess.call(cmd))
+        raise typer.Exit(launch(nproc, args))
     distributed, rank_device = setup(device)
     try:
         _train(distributed, rank_device, **options)

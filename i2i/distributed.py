@@ -115,3 +115,19 @@ def setup(device: str | None) -> tuple[Distributed, str | None]:
 def teardown(d: Distributed) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """``torchrun --standalone --nproc_per_node nproc -m i2i ARGS`` in this process; the exit code of the first
+    failed rank (whose rank 0 has already said why in one line) instead of torchrun's failure report."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
+    except ChildFailedError as exc:
+        return exc.get_first_failure()[1].exitcode or 1
+    return 0

@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import I2IError
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary file beside ``path`` (same extension), then rename it to ``path``;
-    on failure the temporary file is removed and ``path`` is left as it was."""
+    """Call ``write(tmp)`` for a temporary file beside ``path`` (same extension), then rename it to ``path`` with
+    the permissions of a newly created file; on failure the temporary file is removed, ``path`` is left as it was,
+    and a failed write (no permission, a full disk) is one clear error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise I2IError(f"cannot write into {path.parent} ({exc.strerror or exc}): choose a writable location") from exc
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise I2IError(f"could not write {path} ({exc.strerror or exc}): free disk space or choose another "
+                       f"location") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's file-creation mask (read once: reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -68,3 +68,12 @@ def test_distributed_resume_continues_and_needs_the_same_process_count(small_dat
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
     sums = [r["rank_checksums"] for r in _log(out) if "rank_checksums" in r]
     assert sums and all(s[0] == s[1] for s in sums)
+
+
+def test_a_user_error_under_nproc_is_one_line(tmp_path):
+    """A mistake in a torchrun job is reported once, by rank 0, with the error's exit code and no launcher report."""
+    res = _i2i("train", "-m", "cyclegan", "--data", tmp_path / "nope", "--out", tmp_path / "run", "--nproc", "2")
+    assert res.returncode == 2
+    lines = [li for li in res.stderr.splitlines() if li.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: data folder") and "does not exist" in lines[0], lines
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,75 @@
+"""Files i2i writes and reads: atomic writes (permissions, failures) and checkpoints that are not what they seem."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import torch
+
+from conftest import TINY, one_line_error
+from i2i import I2IError
+from i2i.checkpoint import atomic_save, safe_load
+from i2i.files import atomic_write
+
+
+def test_atomic_write_gives_a_new_files_permissions(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
+    assert path.read_text() == "x" and path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("failure", ["full disk", "torch.save"])
+def test_a_failed_write_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, failure):
+    target = tmp_path / "out" / "last.pt"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    if failure == "full disk":
+        def write(tmp):
+            tmp.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        with pytest.raises(I2IError, match=r"could not write .*last.pt \(No space left on device\)"):
+            atomic_write(target, write)
+    else:
+        def fail(*args, **kwargs):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+        monkeypatch.setattr(torch, "save", fail)
+        with pytest.raises(I2IError, match="could not write .*write failed: .enforce fail"):
+            atomic_save({"x": 1}, target)
+    assert [p.name for p in target.parent.iterdir()] == ["last.pt"] and target.read_bytes() == b"old"
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(cli, small_data, make_ckpt, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    one_line_error(cli("translate", small_data / "trainA", "--ckpt", make_ckpt(), "-o", blocker / "out"),
+                   f"{blocker}")
+    one_line_error(cli("train", "-m", "cyclegan", "--data", small_data, "--out", blocker / "run", "--max-steps", "1",
+                       *TINY), "Not a directory", alone=False)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit's deprecation notices
+@pytest.mark.parametrize("case", ["empty", "text", "torchscript"])
+def test_checkpoints_that_are_not_checkpoints(tmp_path, case):
+    path = tmp_path / "G.pt"
+    if case == "empty":
+        path.touch()
+    elif case == "text":
+        path.write_text("hello\n")
+    else:
+        torch.jit.save(torch.jit.trace(torch.nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 4, 4)), path)
+    expected = {"empty": "is empty", "text": "is truncated or not a PyTorch file",
+                "torchscript": "is a TorchScript export"}[case]
+    with pytest.raises(I2IError, match=expected):
+        safe_load(path)
+
+
+def test_resuming_from_an_empty_checkpoint_is_one_line(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    (out / "checkpoints" / "last.pt").write_bytes(b"")
+    one_line_error(cli("train", "--out", out, "--resume", "--max-steps", "2"), "last.pt is empty")
