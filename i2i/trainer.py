@@ -264,6 +264,7 @@ class Trainer:
         return {
             "format": TRAIN_FORMAT,
             "step": self.step,
+            "images": len(self.dataset),
             "config": self.cfg.to_dict(),
             "nets": {k: v.state_dict() for k, v in self.method.nets.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -278,6 +279,10 @@ class Trainer:
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        images = state.get("images", len(self.dataset))
+        if images != len(self.dataset):
+            raise I2IError(f"{self.cfg.data.root} holds {len(self.dataset)} training images but this run was trained "
+                           f"on {images}; resume with --data pointing at the same images, or start a new run")
         try:
             for k, net in self.method.nets.items():
                 net.load_state_dict(state["nets"][k])
@@ -446,11 +451,11 @@ class Trainer:
                         means = self.dist.mean({k: float(v) / count for k, v in sums.items()})
                         bad = [k for k, v in means.items() if not math.isfinite(v)]
                         if bad:
-                            raise I2IError(
-                                f"loss {bad[0]} became {means[bad[0]]} by step {self.step}; training stopped and "
-                                f"{self.out / 'checkpoints' / 'last.pt'} keeps the last good state "
-                                f"(lower method.params.lr, or check the data)"
-                            )
+                            last = self.out / "checkpoints" / "last.pt"
+                            kept = (f"{last} keeps the last good state" if last.is_file() else
+                                    "no checkpoint had been saved yet")
+                            raise I2IError(f"loss {bad[0]} became {means[bad[0]]} by step {self.step}; training "
+                                           f"stopped and {kept} (lower method.params.lr, or check the data)")
                         log.record(self.step, self.step // self.steps_per_epoch, means, self._lrs())
                         sums, count = {}, 0
                     else:

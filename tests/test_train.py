@@ -136,7 +136,8 @@ def test_unreadable_files_are_skipped_with_a_count(cli, small_data, tmp_path):
     assert "skipped 1 file(s)" in res.stderr or "skipped 2 file(s)" in res.stderr
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(cli, small_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad_step", [3, 1])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cli, small_data, tmp_path, monkeypatch, bad_step):
     from i2i_cyclegan.method import CycleGAN
 
     out = tmp_path / "run"
@@ -147,15 +148,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cli, small_data, tmp_path
     def poisoned(self, batch):
         calls["n"] += 1
         losses = original(self, batch)
-        if calls["n"] == 3:
+        if calls["n"] == bad_step:
             losses["cycle_A"] = torch.tensor(float("nan"))
         return losses
 
     monkeypatch.setattr(CycleGAN, "train_step", poisoned)
-    one_line_error(cli(*args, "--max-steps", "6"), "loss cycle_A became nan by step 3", "last good state",
-                    alone=False)
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    kept = "last good state" if bad_step > 2 else "no checkpoint had been saved yet"
+    one_line_error(cli(*args, "--max-steps", "6"), f"loss cycle_A became nan by step {bad_step}", kept, alone=False)
     assert not (out / "G_AB.pt").exists()
+    if bad_step > 2:
+        assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    else:
+        assert not (out / "checkpoints" / "last.pt").exists()
 
 
 def test_demo_runs_when_no_data_given(cli, tmp_path, monkeypatch):
@@ -210,7 +214,15 @@ def test_resume_refuses_schedule_seed_and_config_changes(cli, small_data, tmp_pa
     one_line_error(cli("train", "--out", out, "--resume", "--seed", "4"), "cannot change train.seed")
     one_line_error(cli("train", "--out", out, "--resume", "--config", "cyclegan/demo"),
                     "--config cannot be combined with --resume")
-    assert cli("train", "--out", out, "--resume", "--max-steps", "2", "train.log_every=5").exit_code == 0
+    other = tmp_path / "other"
+    shutil.copytree(small_data, other)
+    (other / "trainA" / sorted((other / "trainA").iterdir())[0].name).unlink()
+    one_line_error(cli("train", "--out", out, "--resume", "--data", other), "holds 5 training images",
+                   "trained on 6")
+    moved = tmp_path / "moved"
+    shutil.copytree(small_data, moved)
+    assert cli("train", "--out", out, "--resume", "--max-steps", "2", "train.log_every=5",
+               "--data", moved).exit_code == 0
 
 
 @pytest.mark.parametrize(
