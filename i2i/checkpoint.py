@@ -70,6 +70,13 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
         raise I2IError(f"{what} {path} is truncated or not a PyTorch file ({reason})") from exc
 
 
+def state_dict_mismatch(exc: RuntimeError) -> str:
+    """What ``load_state_dict`` found wrong, in one line: the first detail under its "Error(s) in loading" header."""
+    lines = [li.strip() for li in str(exc).splitlines() if li.strip()] or [type(exc).__name__]
+    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+    return detail if len(detail) <= 200 else detail[:199] + "…"
+
+
 def _is_torchscript(path: Path) -> bool:
     """TorchScript archives hold compiled code (``code/``) besides the pickled data."""
     with zipfile.ZipFile(path) as z:
@@ -145,7 +152,7 @@ def load_generator(
     except RuntimeError as exc:
         raise I2IError(
             f"{path}: weights do not fit generator '{comp['name']}' with its recorded parameters "
-            f"({str(exc).splitlines()[0][:160]})"
+            f"({state_dict_mismatch(exc)})"
         ) from exc
     net.i2i_info = {k: v for k, v in record.items() if k != "state_dict"}
     return net.to(device).eval()

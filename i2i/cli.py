@@ -407,7 +407,7 @@ def import_official(
     importer: str = typer.Option("official_cyclegan", "--from", help="importer (see `i2i list importer`)"),
 ) -> None:
     """Convert another project's generator weights into a self-describing i2i checkpoint."""
-    from .checkpoint import atomic_save, generator_record, safe_load
+    from .checkpoint import atomic_save, generator_record, safe_load, state_dict_mismatch
 
     if out_path.resolve() == src.resolve():
         raise I2IError(f"-o {out_path} is the input file; choose another output path")
@@ -421,7 +421,7 @@ def import_official(
     try:
         net.load_state_dict(sd)
     except RuntimeError as exc:
-        raise I2IError(f"{src} does not fit {name} {params}: {str(exc).splitlines()[0][:160]}") from None
+        raise I2IError(f"{src} does not fit {name} {params}: {state_dict_mismatch(exc)}") from None
     provenance = {"method": "imported", "importer": importer, "importer_plugin": entry.plugin,
                   "generator_plugin": gen.plugin, "imported_from": src.name,
                   "versions": {"i2i": __version__, entry.plugin: entry.version}}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.utils import make_grid, save_image
 
 from . import __version__
-from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load
+from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load, state_dict_mismatch
 from .config import Config, save_yaml
 from .device import resolve_device
 from .distributed import Distributed
@@ -308,7 +308,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise I2IError(
                 f"checkpoint {self.out / 'checkpoints' / 'last.pt'} does not match this configuration "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+                f"({type(exc).__name__}: {state_dict_mismatch(exc)})"
             ) from exc
 
     def save_checkpoint(self) -> Path:
@@ -446,7 +446,10 @@ class Trainer:
                             s.step()
                     done = self.step >= self.total_steps
                     stopping = self.dist.any(stop["stop"])  # all ranks stop at the same step
-                    checkpoint = self.step % t.checkpoint_every == 0 or done or stopping
+                    every = self.cfg.validation.every
+                    validating = bool(every) and (self.step % every == 0 or done)
+                    # a validation step is a checkpoint step: a failing validation loses no training
+                    checkpoint = self.step % t.checkpoint_every == 0 or done or stopping or validating
                     if self.step % t.log_every == 0 or checkpoint:
                         means = self.dist.mean({k: float(v) / count for k, v in sums.items()})
                         bad = [k for k, v in means.items() if not math.isfinite(v)]
@@ -463,10 +466,9 @@ class Trainer:
                     if main and (self.step % t.sample_every == 0 or done):
                         last_sample = self.save_samples()
                     try:
-                        if main and self.cfg.validation.every and (
-                                self.step % self.cfg.validation.every == 0 or done):
+                        if main and validating:
                             log.validation(self.step, self.validate())
-                    finally:  # a failing validation still leaves this step's checkpoint
+                    finally:
                         if checkpoint:
                             if self.dist.enabled:
                                 log.event(self.step, rank_checksums=self.check_ranks_in_sync())

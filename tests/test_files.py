@@ -73,3 +73,14 @@ def test_resuming_from_an_empty_checkpoint_is_one_line(cli, small_data, tmp_path
     assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
     (out / "checkpoints" / "last.pt").write_bytes(b"")
     one_line_error(cli("train", "--out", out, "--resume", "--max-steps", "2"), "last.pt is empty")
+
+
+def test_weights_that_do_not_fit_name_the_mismatch(make_ckpt, registry, tmp_path):
+    from i2i import load_generator
+
+    record = torch.load(make_ckpt(), weights_only=True)
+    key = next(k for k, v in record["state_dict"].items() if v.ndim == 4)
+    record["state_dict"][key] = torch.zeros(1, 1, 1, 1)
+    torch.save(record, tmp_path / "G.pt")
+    with pytest.raises(I2IError, match=f"size mismatch for {key}: copying a param with shape"):
+        load_generator(tmp_path / "G.pt", registry)
