@@ -40,7 +40,7 @@ def cli_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .trainer import Interrupted
+        from .interrupts import Interrupted
 
         quiet = os.environ.get("RANK", "0") != "0"  # in a torchrun job, rank 0 alone reports
         try:
@@ -389,7 +389,9 @@ def video_cmd(
             progress.update(task, fps=f"{speed:.1f} frames/s" if speed else "")
 
         result = translate_video(src, dst, translator, batch_size, start, duration, side_by_side,
-                                 audio=not no_audio, on_frames=on_frames)
+                                 audio=not no_audio, on_frames=on_frames,
+                                 on_warning=lambda m: progress.console.print(f"[yellow]warning:[/] {m}",
+                                                                             highlight=False, soft_wrap=True))
     sound = "with the input's audio" if result.audio else "silent"
     out.print(f"[green]wrote[/] {result.output}: {result.frames} frames in {result.seconds:.1f}s "
               f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {sound}", highlight=False, soft_wrap=True)

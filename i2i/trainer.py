@@ -9,9 +9,6 @@ import math
 import os
 import random
 import shutil
-import signal
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from .device import resolve_device
 from .distributed import Distributed
 from .errors import I2IError
 from .files import atomic_write
+from .interrupts import Interrupted, stop_requests
 from .method import Components, Method
 from .precision import Precision
 from .registry import Registry
@@ -37,10 +35,6 @@ from .sampling import EpochSampler, SeededDataset, sample_seed
 from .schedule import linear_decay
 
 RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml")
-
-
-class Interrupted(Exception):
-    """Training stopped by Ctrl-C / SIGTERM after saving; the CLI exits with 130."""
 
 
 @dataclass
@@ -107,27 +101,6 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-@contextmanager
-def _stop_requests():
-    """Turn the first Ctrl-C / SIGTERM into a flag checked between steps; a second Ctrl-C aborts at once."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag["stop"] and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _to(batch: dict[str, Any], device: torch.device,
@@ -429,7 +402,7 @@ class Trainer:
         last_sample = self.out / "samples"
         for net in self.method.nets.values():
             net.train()
-        with _stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step, main) as log:
+        with stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step, main) as log:
             log.settings(self.step, self.settings)
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)

@@ -3,13 +3,15 @@
 A reader thread decodes and prepares frames, the calling thread runs the generator on batches, and a writer thread
 converts and encodes them, so the generator does not wait for I/O and memory does not grow with the video's length.
 With ffmpeg available (on PATH or from the ``imageio-ffmpeg`` package) frames are encoded with it and the input's
-audio track is muxed in; otherwise OpenCV writes a silent video and a warning says so. The output is written to a
-temporary file and renamed once complete.
+audio track is muxed in; otherwise OpenCV writes a silent video and a warning says so. A picture the input holds for
+several frame times (empty frames in an AVI) is repeated, so timing is kept. The output is written to a temporary file
+and renamed once complete; Ctrl-C / SIGTERM remove it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import shutil
 import subprocess
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import I2IError
+from .interrupts import Interrupted, stop_requests
 from .translate import Prepared, Translator
 from .translate import side_by_side as compare
 
@@ -119,7 +122,8 @@ class _Encoder:
             cmd = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                    "-s", f"{w}x{h}", "-r", f"{fps:.6f}", "-i", "pipe:0"]
             if self.audio:
-                cmd += ["-err_detect", "ignore_err", "-ss", f"{start:.3f}"]
+                # no -ss at 0: seeking there can skip audio stored ahead of the first video frame
+                cmd += ["-err_detect", "ignore_err", *(["-ss", f"{start:.3f}"] if start > 0 else [])]
                 cmd += ["-t", f"{duration:.3f}"] if duration else []
                 cmd += ["-i", str(src), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", audio_codec]
             if w % 2 or h % 2:
@@ -151,7 +155,10 @@ class _Encoder:
         return text[-1] if text else "no message"
 
     def close(self, ok: bool) -> None:
+        """Finish the file, or (not ``ok``) stop ffmpeg at once: it would go on encoding the rest of the audio."""
         if self.proc is not None:
+            if not ok:
+                self.proc.kill()
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
             code = self.proc.wait()
@@ -163,10 +170,16 @@ class _Encoder:
 
 @dataclass
 class VideoResult:
-    frames: int
+    frames: int  # translated (the output may repeat some, where the input holds a picture for several frame times)
     seconds: float
     audio: bool
     output: Path
+
+
+def _warn(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def translate_video(
@@ -179,9 +192,12 @@ def translate_video(
     side_by_side: bool = False,
     audio: bool = True,
     on_frames: Callable[[int], None] | None = None,
+    on_warning: Callable[[str], None] = _warn,
 ) -> VideoResult:
-    """Translate ``src`` into ``dst`` (same frame rate and size); ``on_frames(n)`` reports progress."""
+    """Translate ``src`` into ``dst`` (same frame rate, size and frame timing); ``on_frames(n)`` reports progress in
+    output frames. Ctrl-C / SIGTERM stop it, remove the unfinished output and raise ``Interrupted``."""
     import time
+
 
     info = probe(src)
     if src.resolve() == dst.resolve():
@@ -191,6 +207,10 @@ def translate_video(
     if start < 0 or (duration is not None and duration <= 0):
         raise I2IError("--start must be >= 0 and --duration > 0")
     limit = round(duration * info.fps) if duration else None
+    # output frames the container announces from --start on (0: unknown); frames are repeated to keep the input's
+    # timing (a picture held for several frame times, as in AVIs with empty frames) only up to this count
+    announced = max(0, info.frames - round(start * info.fps)) if info.frames else 0
+    expected = min(announced, limit) if limit else announced
 
     cap = cv2.VideoCapture(str(src))
     if start > 0:
@@ -200,104 +220,128 @@ def translate_video(
         cap.release()
         where = f" after --start {start:g}s" if start > 0 else ""
         raise I2IError(f"{src} has no decodable frames{where}")
+    first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
 
     def rgb(frame: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
-    first_prep = translator.prepare(rgb(first))
-    out_w = first_prep.width * (2 if side_by_side else 1)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    encoder = _Encoder(tmp, src, (out_w, first_prep.height), info.fps, start, duration, audio)
     decoded: queue.Queue[Any] = queue.Queue(maxsize=2 * batch_size)
     encoded: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
+    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    counts = {"slots": 0, "ended": False}  # output frames read so far; whether the input ran out
 
-    def put(q: queue.Queue, item: Any) -> bool:
-        """Put unless the run is stopping (an error anywhere sets ``stop``); False when it gave up."""
-        while not stop.is_set():
+    with stop_requests() as signalled:
+
+        def stopping() -> bool:
+            """Whether the run is stopping: an error anywhere, or Ctrl-C / SIGTERM."""
+            if signalled["stop"]:
+                stop.set()
+            return stop.is_set()
+
+        def put(q: queue.Queue, item: Any) -> bool:
+            """Put unless the run is stopping; False when it gave up."""
+            while not stopping():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def get(q: queue.Queue) -> Any:
+            """The next item, or ``_END`` once the run is stopping."""
+            while not stopping():
+                with contextlib.suppress(queue.Empty):
+                    return q.get(timeout=0.1)
+            return _END
+
+        def read() -> None:
             try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+                frame, ms = first, first_ms
+                while frame is not None and (limit is None or counts["slots"] < limit):
+                    # frames before this one's time slot repeat the previous picture
+                    slot = round((ms - first_ms) / 1000 * info.fps) if math.isfinite(ms) else 0
+                    gap = max(0, min(slot, (expected or 1) - 1) - counts["slots"])
+                    image = rgb(frame)
+                    if not put(decoded, (translator.prepare(image), image if side_by_side else None, gap)):
+                        return
+                    counts["slots"] += gap + 1
+                    ok, frame = cap.read()
+                    frame, ms = (frame, cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else (None, ms)
+                counts["ended"] = frame is None
+            finally:
+                cap.release()
+                put(decoded, _END)
 
-    def read() -> None:
+        def write() -> None:
+            last = None
+            while (item := get(encoded)) is not _END:
+                out, items = item
+                n = 0
+                for o, (prep, image, gap) in zip(out, items, strict=True):
+                    result = translator.finish(o, prep)
+                    for _ in range(gap):
+                        encoder.write(last)
+                    last = compare(image, result) if image is not None else result
+                    encoder.write(last)
+                    n += gap + 1
+                if on_frames:
+                    on_frames(n)
+
         try:
-            frame, n = first, 0
-            while frame is not None and (limit is None or n < limit):
-                image = rgb(frame)
-                if not put(decoded, (translator.prepare(image), image if side_by_side else None)):
-                    return
-                n += 1
-                ok, frame = cap.read()
-                frame = frame if ok else None
-        finally:
-            cap.release()
-            put(decoded, _END)
-
-    def write() -> None:
-        while True:
-            item = encoded.get()
-            if item is _END:
-                return
-            out, preps = item
-            for o, (prep, image) in zip(out, preps, strict=True):
-                result = translator.finish(o, prep)
-                encoder.write(compare(image, result) if image is not None else result)
-            if on_frames:
-                on_frames(len(preps))
-
-    reader, writer = _Thread(read, stop.set), _Thread(write, stop.set)
-    t0 = time.perf_counter()
-    reader.start()
-    writer.start()
-    frames, ok = 0, False
-    try:
-        done = False
-        while not done:
-            batch: list[tuple[Prepared, np.ndarray | None]] = []
-            while len(batch) < batch_size:
-                item = decoded.get()
-                if item is _END:
-                    done = True
-                    break
-                if batch and item[0].tensor.shape != batch[0][0].tensor.shape:
-                    raise I2IError(f"{src} changes frame size mid-stream; re-encode it with a fixed size")
-                batch.append(item)
-            if batch:
-                out = translator.forward(torch.stack([p.tensor for p, _ in batch])).cpu()
-                frames += len(batch)
-                if not put(encoded, (out, batch)):
-                    break
-            if stop.is_set():
-                break
-        put(encoded, _END)
-        writer.join_checked()
-        reader.join_checked()
-        ok = True
-    finally:
-        stop.set()
-        if not ok:
-            put_nowait_end(encoded)
-        reader.join(timeout=5)
-        writer.join(timeout=5)
-        try:
-            encoder.close(ok)
+            first_prep = translator.prepare(rgb(first))
+            out_w = first_prep.width * (2 if side_by_side else 1)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            encoder = _Encoder(tmp, src, (out_w, first_prep.height), info.fps, start, duration, audio)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            cap.release()
             raise
-        if not ok:
+        reader, writer = _Thread(read, stop.set), _Thread(write, stop.set)
+        t0 = time.perf_counter()
+        reader.start()
+        writer.start()
+        frames, ok = 0, False
+        try:
+            done = False
+            while not done and not stopping():
+                batch: list[tuple[Prepared, np.ndarray | None, int]] = []
+                while len(batch) < batch_size:
+                    item = get(decoded)
+                    if item is _END:
+                        done = True
+                        break
+                    if batch and item[0].tensor.shape != batch[0][0].tensor.shape:
+                        raise I2IError(f"{src} changes frame size mid-stream; re-encode it with a fixed size")
+                    batch.append(item)
+                if batch and not stopping():
+                    out = translator.forward(torch.stack([p.tensor for p, _, _ in batch])).cpu()
+                    frames += len(batch)
+                    put(encoded, (out, batch))
+            put(encoded, _END)
+            writer.join()
+            reader.join()
+            if not signalled["stop"]:  # an interruption outranks the errors it may cause (ffmpeg got Ctrl-C too)
+                writer.join_checked()
+                reader.join_checked()
+                ok = True
+        finally:
+            stop.set()
+            reader.join(timeout=5)
+            writer.join(timeout=5)
+            try:
+                encoder.close(ok)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            if not ok or signalled["stop"]:
+                tmp.unlink(missing_ok=True)
+        if signalled["stop"]:
+            raise Interrupted(f"interrupted after {frames} frames; {dst} was not written")
+        if frames == 0:
             tmp.unlink(missing_ok=True)
-    if frames == 0:
-        tmp.unlink(missing_ok=True)
-        raise I2IError(f"no frames of {src} were translated (is --duration shorter than one frame?)")
-    tmp.replace(dst)
+            raise I2IError(f"no frames of {src} were translated (is --duration shorter than one frame?)")
+        tmp.replace(dst)
+    if counts["ended"] and counts["slots"] < expected - max(2, expected // 50):
+        on_warning(f"{src} ended after {counts['slots']} of {expected} frames (truncated or corrupt?)")
     return VideoResult(frames, time.perf_counter() - t0, encoder.audio, dst)
-
-
-def put_nowait_end(q: queue.Queue) -> None:
-    """Wake a consumer blocked on ``q`` so it can exit."""
-    with contextlib.suppress(queue.Full):
-        q.put_nowait(_END)

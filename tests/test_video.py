@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -27,6 +30,17 @@ def streams(path: Path) -> dict[str, str]:
         if m:
             found.setdefault(m.group(1).lower(), m.group(2))
     return found
+
+
+def audio_start(path: Path) -> float:
+    """When the first decoded audio sample of ``path`` plays, in seconds."""
+    res = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path), "-map", "0:a:0", "-af", "ashowinfo", "-f", "null",
+                          "-"], capture_output=True, text=True)
+    return float(re.search(r"pts_time:(\S+)", res.stderr).group(1))
+
+
+def ffmpeg(*args: str | Path) -> None:
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *map(str, args)], check=True)
 
 
 def frames_of(path: Path) -> tuple[int, float, tuple[int, int]]:
@@ -73,6 +87,7 @@ def test_video_keeps_rate_size_and_audio(cli, clip, make_ckpt, tmp_path):
     assert (n, round(fps), size) == (30, 10, (50, 66))
     assert "audio" in streams(dst)
     assert not list(tmp_path.glob(".*partial*"))
+    assert "warning" not in res.stderr
 
 
 @needs_ffmpeg
@@ -120,6 +135,7 @@ def test_real_video_with_corrupt_first_audio_packet(cli, make_ckpt, tmp_path):
     n, fps, size = frames_of(dst)
     assert n == 24 and size == (64, 88) and round(fps) == 24
     assert "audio" in streams(dst)
+    assert abs(audio_start(dst) - audio_start(OPENCV_DATA / "Megamind.avi")) < 0.05  # was 0.51 s: a silent start
 
 
 @pytest.mark.skipif(not (OPENCV_DATA / "vtest.avi").is_file(), reason="Debian opencv-doc not installed")
@@ -162,3 +178,80 @@ def test_zero_frame_video_is_refused(cli, make_ckpt, tmp_path):
     res = cli("video", empty, "--ckpt", make_ckpt(), "-o", tmp_path / "o.mp4")
     one_line_error(res, str(empty), alone=False)
     assert not (tmp_path / "o.mp4").exists()
+
+
+@needs_ffmpeg
+def test_audio_keeps_its_timing_from_the_start(cli, make_ckpt, tmp_path):
+    # an AVI with B-frames and 0.5 s of audio stored ahead of the video (like Megamind.avi): `-ss 0` skipped that
+    # audio, and the output started with 0.4 s of silence
+    src = tmp_path / "preload.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10:duration=2", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=2:sample_rate=32000", "-c:v", "mpeg4", "-bf", "2", "-c:a", "ac3",
+           "-audio_preload", "500000", src)
+    assert audio_start(src) == 0
+    dst = tmp_path / "out.mp4"
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert abs(audio_start(dst)) < 0.05
+
+
+@needs_ffmpeg
+def test_sigterm_removes_the_partial_output(make_ckpt, tmp_path):
+    src = tmp_path / "long.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=25:duration=200", "-c:v", "mjpeg", src)
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "i2i", "video", str(src), "--ckpt", str(make_ckpt()), "-o",
+                             str(out_dir / "out.mp4"), "--device", "cpu", "--batch-size", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out_dir.is_dir() and any(f.stat().st_size for f in out_dir.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "interrupted" in stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def test_truncated_video_warns(cli, make_ckpt, tmp_path):
+    full, cut = tmp_path / "full.avi", tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(100):
+        writer.write(np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    writer.release()
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 4])
+    dst = tmp_path / "cut.mp4"
+    res = cli("video", cut, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    n = frames_of(dst)[0]
+    assert 0 < n < 50
+    assert f"warning: {cut} ended after {n} of 100 frames (truncated or corrupt?)" in " ".join(res.stderr.split())
+    res = cli("video", full, "--ckpt", make_ckpt(), "-o", tmp_path / "full.mp4", "--device", "cpu")
+    assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr
+
+
+@needs_ffmpeg
+def test_sparse_frames_keep_their_timing(cli, make_ckpt, tmp_path):
+    # an AVI of 30 frame slots at 10 fps holding 6 pictures (the others are empty chunks: "repeat the last one"),
+    # like Debian's tree.avi
+    raw, src = tmp_path / "noise.rgb", tmp_path / "sparse.avi"
+    raw.write_bytes(np.random.default_rng(0).integers(0, 256, (30, 24, 32, 3), dtype=np.uint8).tobytes())
+    shown = [0, 1, 7, 8, 20, 29]
+    pick = "+".join(f"eq(n\\,{i})" for i in shown)
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x24", "-r", "10", "-i", raw, "-vf", f"select='{pick}'",
+           "-fps_mode", "passthrough", "-c:v", "mjpeg", src)
+    assert frames_of(src)[0] == len(shown)
+    dst = tmp_path / "sparse.mp4"
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    cap = cv2.VideoCapture(str(dst))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1].astype(float))
+    assert len(frames) == 30 and round(cap.get(cv2.CAP_PROP_FPS)) == 10
+    changes = [i for i in range(1, 30) if np.abs(frames[i] - frames[i - 1]).mean() > 5]
+    assert changes == shown[1:]
