@@ -15,6 +15,7 @@ import math
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,7 +130,9 @@ class _Encoder:
             if w % 2 or h % 2:
                 cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
             cmd += [*video_args, str(tmp)]
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            # ffmpeg's messages go to a file, not a pipe: a flood of decoder errors must not stall it
+            self.log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the encoder; closed in close())
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self.log)
             self.writer = None
         else:
             self.proc = None
@@ -151,7 +154,11 @@ class _Encoder:
             self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
     def _stderr(self) -> str:
-        text = self.proc.stderr.read().decode(errors="replace").strip().splitlines() if self.proc else []
+        if self.proc is None:
+            return "no message"
+        self.proc.wait()
+        self.log.seek(0)
+        text = self.log.read().decode(errors="replace").strip().splitlines()
         return text[-1] if text else "no message"
 
     def close(self, ok: bool) -> None:
@@ -162,8 +169,11 @@ class _Encoder:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
             code = self.proc.wait()
-            if ok and code != 0:
-                raise I2IError(f"ffmpeg failed to encode the video: {self._stderr()}")
+            try:
+                if ok and code != 0:
+                    raise I2IError(f"ffmpeg failed to encode the video: {self._stderr()}")
+            finally:
+                self.log.close()
         else:
             self.writer.release()
 

@@ -255,3 +255,14 @@ def test_sparse_frames_keep_their_timing(cli, make_ckpt, tmp_path):
     assert len(frames) == 30 and round(cap.get(cv2.CAP_PROP_FPS)) == 10
     changes = [i for i in range(1, 30) if np.abs(frames[i] - frames[i - 1]).mean() > 5]
     assert changes == shown[1:]
+
+
+@needs_ffmpeg
+def test_an_ffmpeg_failure_is_one_line_with_its_message(cli, clip, make_ckpt, tmp_path, monkeypatch):
+    import i2i.video
+
+    monkeypatch.setitem(i2i.video.CONTAINERS, ".mp4", (["-c:v", "no_such_codec"], "aac", "mp4v"))
+    dst = tmp_path / "out" / "o.mp4"
+    one_line_error(cli("video", clip, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu"), "Encoder not found",
+                   alone=False)
+    assert list(dst.parent.iterdir()) == []
