@@ -314,7 +314,8 @@ def translate_cmd(
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    files = collect_inputs(inputs, recursive)
+    files = collect_inputs(inputs, recursive, warn=lambda note: err.print(f"[yellow]warning:[/] {note}",
+                                                                         highlight=False, soft_wrap=True))
     sources = {src.resolve() for src, _ in files}
     for src, rel in files:
         target = (out_dir / rel).resolve()
@@ -322,6 +323,7 @@ def translate_cmd(
             raise I2IError(f"writing {out_dir / rel} would overwrite the input {src}; choose another --out")
         if not readable(src):
             raise I2IError(f"{src} is not an image OpenCV can read")
+    translator.check_outputs(out_dir / rel for _, rel in files)
     loaded: dict[Path, np.ndarray] = {}
 
     def read_all():
@@ -499,12 +501,14 @@ def eval_cmd(
     import json
 
     from .device import resolve_device
-    from .evaluate import evaluate
+    from .evaluate import check_report_path, evaluate
     from .features import build_extractor
     from .translate import Translator
 
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
+    if json_path is not None:
+        check_report_path(json_path)
     registry = load_plugins().registry
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     for name in names or []:
@@ -513,7 +517,7 @@ def eval_cmd(
     report = evaluate(translator, registry, source, target, truth, names,
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
     for note in report.warnings:
-        err.print(f"[yellow]warning:[/] {note}", highlight=False)
+        err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     table = Table(title=f"{ckpt.name} on {report.counts['source']} image(s) of {source}")
     for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
         table.add_column(col)
@@ -528,8 +532,7 @@ def eval_cmd(
     if json_path is not None:
         from .files import atomic_write
 
-        text = json.dumps({"checkpoint": str(ckpt), "source": str(source), "target": str(target),
-                           "truth": str(truth), **report.to_dict()}, indent=2)
+        text = json.dumps({"checkpoint": str(ckpt), **report.to_dict()}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
         out.print(f"wrote {json_path}", highlight=False)
 

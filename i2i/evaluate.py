@@ -16,31 +16,47 @@ import torch
 
 from .errors import I2IError
 from .features import FeatureExtractor
-from .images import read_image, scan_folder
+from .images import read_image, scan_folder, skipped_note
 from .registry import Registry
 from .translate import Translator
 
 
 @dataclass
 class EvalReport:
-    """metric -> {"translated": x, "identity": y, "higher_is_better": bool}, plus what was compared."""
+    """metric -> {"translated": x, "identity": y, "higher_is_better": bool}, plus what was compared.
+
+    ``folders``: the source, target and truth folders (None where not given)."""
 
     scores: dict[str, dict[str, Any]]
     extractor: str | None
     counts: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    folders: dict[str, str | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scores": self.scores, "feature_extractor": self.extractor, "counts": self.counts,
+        return {**self.folders, "scores": self.scores, "feature_extractor": self.extractor, "counts": self.counts,
                 "warnings": self.warnings}
 
 
-def _images(folder: Path, what: str, limit: int | None = None) -> list[Path]:
+def check_report_path(path: Path) -> None:
+    """Fail before any work when the ``--json`` report could not be written to ``path`` (a folder, or under a
+    file)."""
+    if path.is_dir():
+        raise I2IError(f"--json {path} is a folder; give a file name, e.g. {path / 'report.json'}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise I2IError(f"--json {path}: {parent} is a file, not a folder; choose another path")
+
+
+def _images(folder: Path, what: str, notes: list[str], limit: int | None = None) -> list[Path]:
+    """The images of ``folder``; skipped files are reported in ``notes``."""
     if not folder.is_dir():
         raise I2IError(f"{what} folder not found: {folder}")
-    files, _ = scan_folder(folder)
+    files, rejected = scan_folder(folder)
     if not files:
         raise I2IError(f"{what} folder {folder} holds no images")
+    if rejected:
+        notes.append(skipped_note(folder, rejected))
     return files[:limit] if limit else files
 
 
@@ -84,16 +100,17 @@ def evaluate(
     if not metrics:
         raise I2IError("nothing to compute: give --target (for FID/KID) and/or --truth (for PSNR/SSIM/MAE)")
     entries = {name: registry.get("metric", name) for name in metrics}
-    sources = _images(source, "source", limit)
+    notes: list[str] = []
+    sources = _images(source, "source", notes, limit)
     truth_files: dict[Path, Path] = {}
     if truth is not None:
-        by_stem = {p.relative_to(truth).with_suffix(""): p for p in _images(truth, "truth")}
+        by_stem = {p.relative_to(truth).with_suffix(""): p for p in _images(truth, "truth", notes)}
         missing = [p for p in sources if p.relative_to(source).with_suffix("") not in by_stem]
         if missing:
             raise I2IError(f"{len(missing)} source image(s) have no truth image of the same name in {truth} "
                            f"(e.g. {missing[0].relative_to(source)}); truth is matched by file name")
         truth_files = {p: by_stem[p.relative_to(source).with_suffix("")] for p in sources}
-    targets = _images(target, "target") if target is not None else []
+    targets = _images(target, "target", notes) if target is not None else []
 
     wants_features = [n for n, e in entries.items() if needs_features(e.factory)]
     if wants_features and target is None:
@@ -119,7 +136,6 @@ def evaluate(
     if dist and target is None:
         raise I2IError(f"metric(s) {', '.join(dist)} need a target set: pass --target DIR")
 
-    notes: list[str] = []
     resized = 0
     identity_paired = {n: registry.get("metric", n).build(None) for n in paired}
     for t in targets:
@@ -172,4 +188,5 @@ def evaluate(
             identity = m.compute()
         scores[n] = {"translated": translated, "identity": identity, "higher_is_better": m.higher_is_better}
     counts = {"source": len(sources), "target": len(targets), "truth": len(truth_files)}
-    return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes)
+    folders = {k: None if v is None else str(v) for k, v in (("source", source), ("target", target), ("truth", truth))}
+    return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes, folders)

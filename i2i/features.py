@@ -100,25 +100,47 @@ def timm_features(model: str, weights: str | Path | None) -> FeatureExtractor:
         raise I2IError(f"--features timm:{model} needs --feature-weights PATH (a state dict of that model)")
     net = timm.create_model(model, pretrained=False, num_classes=0)
     path = Path(weights)
+    state = _load_weights(path)
+    cfg = net.pretrained_cfg
+    heads = cfg.get("classifier") or ()
+    heads = tuple(f"{h}." for h in ((heads,) if isinstance(heads, str) else heads)) + ("fc.", "head.fc.", "classifier.")
+    state = {k: v for k, v in state.items() if not k.startswith(heads)}  # the classifier is not used
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        from .checkpoint import state_dict_mismatch
+
+        raise I2IError(f"{path} does not fit timm model '{model}' ({state_dict_mismatch(exc)})") from None
+    if missing or unexpected:
+        what = (f"lacks {len(missing)} of its tensors, e.g. {missing[0]}" if missing else
+                f"holds {len(unexpected)} tensors it does not have, e.g. {unexpected[0]}")
+        raise I2IError(f"{path} does not fit timm model '{model}' ({what}); pass weights of {model}")
+    size = cfg.get("input_size", (3, 224, 224))[-1]
+    return FeatureExtractor(net, f"timm:{model} ({path.name}; not standard FID)", net.num_features, size,
+                            tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from a PyTorch or ``.safetensors`` file, with one-line errors."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        if not path.is_file():
+            raise I2IError(f"feature weights {path} is not a file" if path.exists() else
+                           f"feature weights not found: {path}")
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            raise I2IError(f"feature weights {path} are truncated or not a safetensors file ({reason})") from None
     else:
         from .checkpoint import safe_load
 
         state = safe_load(path, "feature weights")
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head.fc.", "classifier."))}
-    try:
-        missing, _ = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise I2IError(f"{path} does not fit timm model '{model}' ({str(exc).splitlines()[0][:120]})") from None
-    if missing:
-        raise I2IError(f"{path} does not fit timm model '{model}' (missing {missing[0]}, ...)")
-    cfg = net.pretrained_cfg
-    size = cfg.get("input_size", (3, 224, 224))[-1]
-    return FeatureExtractor(net, f"timm:{model} ({path.name}; not standard FID)", net.num_features, size,
-                            tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise I2IError(f"feature weights {path} are not a state dict (names → tensors) of a timm model")
+    return state
 
 
 def build_extractor(spec: str = "inception", weights: str | Path | None = None,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from .errors import I2IError
 from .files import atomic_write
@@ -42,10 +44,49 @@ def scan_folder(folder: Path, recursive: bool = True) -> tuple[list[Path], list[
     return good, bad
 
 
+def skipped_note(folder: Path, rejected: list[Path]) -> str:
+    """The warning for files of ``folder`` that ``scan_folder`` rejected (naming the first few)."""
+    names = ", ".join(str(p.relative_to(folder)) for p in rejected[:3]) + (", ..." if len(rejected) > 3 else "")
+    return f"skipped {len(rejected)} file(s) in {folder} that are not readable images ({names})"
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation (1-8) of a JPEG, PNG or WebP file, read from its header; 1 when there is none.
+
+    These are the formats whose orientation OpenCV applies for every read mode but ``IMREAD_UNCHANGED``
+    (TIFF readers apply it themselves; OpenCV ignores it in AVIF and JPEG 2000)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's warning about very large images: only the header is read
+            im = Image.open(path)
+        with im:
+            raw = im.info.get("exif") if im.format in ("JPEG", "MPO", "PNG", "WEBP") else None
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            orientation = int(exif.get(0x0112, 1))
+    except Exception:  # not a format Pillow knows, or a malformed EXIF block: OpenCV ignores it too
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` (HW or HWC) as an EXIF ``orientation`` tells viewers to show it (2-8 mirror and/or rotate)."""
+    if orientation >= 5:  # 5-8 swap width and height
+        img = img.swapaxes(0, 1)
+    if orientation in (3, 4, 7, 8):
+        img = img[::-1]
+    if orientation in (2, 3, 6, 7):
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
 def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
     """HWC uint8/uint16 image in RGB (or gray when ``channels == 1``); None if it cannot be decoded.
 
-    ``channels=None`` keeps the file's own channels (gray, RGB or RGBA) and bit depth.
+    ``channels=None`` keeps the file's own channels (gray, RGB or RGBA) and bit depth. The EXIF orientation is
+    applied in every mode, so all modes give the picture viewers show.
     """
     flag = cv2.IMREAD_UNCHANGED if channels is None else cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:
@@ -55,6 +96,8 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
         return None
     if img is None:
         return None
+    if flag == cv2.IMREAD_UNCHANGED:  # the one mode in which OpenCV does not apply the EXIF orientation
+        img = orient(img, exif_orientation(path))
     if img.ndim == 2:
         img = img[:, :, None]
     elif img.shape[2] == 3:
@@ -66,19 +109,26 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
     return img
 
 
-def write_image(path: Path, img: np.ndarray) -> None:
-    """Write an HWC RGB/RGBA/gray image, format by extension, atomically (temporary file, then rename)."""
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+def encode_image(suffix: str, img: np.ndarray) -> np.ndarray | None:
+    """The bytes of an HWC RGB/RGBA/gray/gray+alpha image in the format of ``suffix`` (gray+alpha is stored as
+    RGBA), or None when OpenCV cannot write that format or it cannot hold such an image."""
+    if img.ndim == 3 and img.shape[2] in (2, 3, 4):  # to OpenCV's BGR(A); gray+alpha as BGRA (no such encoding)
+        img = img[:, :, {2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[img.shape[2]]]
     try:
-        ok, buf = cv2.imencode(path.suffix or ".png", img)
+        ok, buf = cv2.imencode(suffix or ".png", img)
     except cv2.error:
-        ok = False
-    if not ok:
-        raise I2IError(f"cannot encode a {img.dtype} image with {img.shape[-1]} channel(s) as {path.suffix or '.png'}"
-                       f" for {path}; use an output format that supports it (e.g. .png)")
+        return None
+    return buf if ok else None
+
+
+def write_image(path: Path, img: np.ndarray) -> None:
+    """Write an HWC RGB/RGBA/gray/gray+alpha image, format by extension, atomically (temporary file, then rename)."""
+    suffix = path.suffix or ".png"
+    buf = encode_image(suffix, img)
+    if buf is None:
+        other = ".tiff" if suffix.lower() == ".png" else ".png"
+        raise I2IError(f"{suffix} cannot hold a {img.dtype} image with {img.shape[2] if img.ndim == 3 else 1} "
+                       f"channel(s) ({path}); write it in another format, e.g. {path.with_suffix(other).name}")
     atomic_write(path, lambda tmp: buf.tofile(str(tmp)))
 
 

@@ -1,14 +1,17 @@
 """Applying a generator to images of any size, channel count and bit depth.
 
-Each image keeps its own resolution: it is padded by reflection to the generator's size multiple and cropped back.
+Each image keeps its own resolution: it is padded by reflection to the generator's size multiple (and, when it is
+smaller than the generator can take, to the smallest size that works) and cropped back.
 Gray/RGB inputs are converted to the checkpoint's channels; an alpha channel is passed through untouched;
 16-bit inputs give 16-bit outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,10 @@ from torch import nn
 
 from .checkpoint import load_generator
 from .errors import I2IError
-from .images import scan_folder, to_image, to_tensor
+from .images import encode_image, scan_folder, skipped_note, to_image, to_tensor
+
+#: a generator that fails on a small input is retried on larger padding, up to this many times its size multiple
+MAX_GROWTH = 4
 
 
 @dataclass
@@ -42,10 +48,11 @@ def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:
     return out.reshape(nh, nw, *img.shape[2:]) if img.ndim == 3 and out.ndim == 2 else out
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad an NCHW/CHW tensor at the bottom/right by reflection (replicate where the image is too small)."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_side: int = 1) -> torch.Tensor:
+    """Pad an NCHW/CHW tensor at the bottom/right to sides that are multiples of ``multiple`` and at least
+    ``min_side``, by reflection (replicate where the image is too small)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
+    ph, pw = (-(-max(s, min_side) // multiple) * multiple - s for s in (h, w))
     if not ph and not pw:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -75,6 +82,7 @@ class Translator:
         self.in_channels = int(io.get("in_channels", 3))
         self.out_channels = int(io.get("out_channels", 3))
         self.multiple = int(io.get("size_multiple", getattr(generator, "size_multiple", 1)))
+        self.min_side = self.multiple  # raised by ``forward`` when the generator rejects an input this small
         self.size = size
 
     @classmethod
@@ -107,7 +115,7 @@ class Translator:
         else:  # float images are taken to be in [0, 1]
             t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() * 2 - 1
         h, w = img.shape[:2]
-        return Prepared(pad_to_multiple(t, self.multiple), h, w, alpha, img.dtype)
+        return Prepared(pad_to_multiple(t, self.multiple, self.min_side), h, w, alpha, img.dtype)
 
     def finish(self, out: torch.Tensor, prep: Prepared) -> np.ndarray:
         """Network output (CHW) -> image of the input's size, dtype and alpha."""
@@ -121,8 +129,44 @@ class Translator:
             arr = np.concatenate([arr, alpha], axis=2)
         return arr
 
+    def check_outputs(self, outputs: Iterable[Path]) -> None:
+        """Fail before anything is written when an output's format cannot hold this generator's images (a color
+        result as .pgm, a gray one as .ppm, a format this OpenCV cannot write)."""
+        first: dict[str, Path] = {}
+        for path in outputs:
+            first.setdefault(path.suffix.lower(), path)
+        for suffix, path in first.items():
+            if encode_image(suffix, np.zeros((2, 2, self.out_channels), np.uint8)) is None:
+                raise I2IError(f"{path.name} would be written as {suffix}, which cannot hold this generator's "
+                               f"{self.out_channels}-channel images; convert the {suffix} inputs to .png first")
+
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Generator output for an NCHW batch in [-1, 1] with sides that are multiples of the size multiple.
+
+        An input smaller than the generator takes (a 1×1 bottleneck, a reflection pad wider than a feature map) is
+        padded to the smallest size that works, remembered for the next ones, and the output cropped back."""
+        h, w = batch.shape[-2:]
+        least = self.min_side
+        while True:
+            x = pad_to_multiple(batch, self.multiple, least)
+            try:
+                out = self._run(x)
+                break
+            except (RuntimeError, ValueError) as exc:
+                side = min(x.shape[-2:])
+                oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+                if isinstance(exc, oom) or min(h, w) >= MAX_GROWTH * self.multiple:
+                    raise
+                if side >= MAX_GROWTH * self.multiple:
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                    raise I2IError(f"the generator cannot translate an input of {w}×{h} px, even padded to "
+                                   f"{x.shape[-1]}×{x.shape[-2]} ({reason}); enlarge it or pass --size N") from exc
+                least = 2 * side
+        self.min_side = max(self.min_side, least)
+        return out[..., :h, :w]
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             return self.G(x).float()
@@ -161,16 +205,20 @@ def translate(generator: nn.Module | str | Path, images: Any, *, device: str | t
     return list(tr.translate_arrays(list(images), batch_size))
 
 
-def collect_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+def collect_inputs(inputs: list[str], recursive: bool = False,
+                   warn: Callable[[str], None] | None = None) -> list[tuple[Path, Path]]:
     """Resolve files, folders and glob patterns to ``(image path, output path relative to OUT_DIR)``.
 
-    A folder's images keep their path below that folder (sub-folders only with ``recursive``).
+    A folder's images keep their path below that folder (sub-folders only with ``recursive``); its other files
+    are skipped with a message to ``warn`` (default: ``warnings.warn``).
     """
     found: list[tuple[Path, Path]] = []
     for spec in inputs:
         path = Path(spec)
         if path.is_dir():
-            good, _ = scan_folder(path, recursive=recursive)
+            good, rejected = scan_folder(path, recursive=recursive)
+            if rejected:
+                (warn or partial(warnings.warn, stacklevel=2))(skipped_note(path, rejected))
             found += [(p, p.relative_to(path)) for p in good]
             if not good:
                 raise I2IError(f"folder {path} holds no images OpenCV can read"

@@ -222,3 +222,54 @@ def test_demo_training_clearly_beats_identity(cli, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.stderr
     val = [json.loads(li) for li in (out / "log.jsonl").read_text().splitlines() if "validation" in li][-1]
     assert val["validation"]["psnr"] > val["identity"]["psnr"] + 3
+
+
+def test_eval_warns_about_skipped_files_and_writes_null_for_absent_folders(cli, demo_data, make_ckpt, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for p in sorted((demo_data / "testA").iterdir())[:3]:
+        (source / p.name).write_bytes(p.read_bytes())
+    (source / "zz_corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out_json = tmp_path / "report.json"
+    res = cli("eval", "--ckpt", make_ckpt(), "--source", source, "--truth", demo_data / "testB", "--metrics", "psnr",
+              "--json", out_json, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    note = f"skipped 1 file(s) in {source} that are not readable images (zz_corrupt.jpg)"
+    assert f"warning: {note}" in " ".join(res.stderr.split())  # rich may wrap the line
+    report = json.loads(out_json.read_text())
+    assert report["counts"]["source"] == 3 and report["warnings"] == [note]
+    assert report["target"] is None and report["truth"] == str(demo_data / "testB")
+    assert report["source"] == str(source)
+
+
+def test_report_path_is_checked(tmp_path):
+    from i2i.evaluate import check_report_path
+
+    with pytest.raises(I2IError, match=r"--json .* is a folder; give a file name, e.g. .*report\.json"):
+        check_report_path(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(I2IError, match=r"file is a file, not a folder"):
+        check_report_path(tmp_path / "file" / "report.json")
+    check_report_path(tmp_path / "new" / "report.json")
+
+
+def test_feature_weights_of_another_model_or_unreadable_are_one_line(cli, demo_data, make_ckpt, tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    r34 = timm.create_model("resnet34", pretrained=False).state_dict()
+    torch.save(r34, tmp_path / "r34.pth")
+    save_file(r34, tmp_path / "r34.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    args = ["eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
+            "--features", "timm:resnet18", "--device", "cpu", "--feature-weights"]
+    for name in ("r34.pth", "r34.safetensors"):
+        one_line_error(cli(*args, tmp_path / name), f"{name} does not fit timm model 'resnet18'",
+                       "tensors it does not have, e.g. layer1.2.")
+    one_line_error(cli(*args, tmp_path / "none.safetensors"), "feature weights not found", "none.safetensors")
+    one_line_error(cli(*args, tmp_path / "bad.safetensors"), "bad.safetensors are truncated or not a safetensors file")
+
+
+def test_cli_json_folder_is_refused_before_any_work(cli, demo_data, make_ckpt, tmp_path):
+    one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--truth", demo_data / "testB",
+                       "--json", tmp_path), "--json", "is a folder")

@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from conftest import one_line_error, psnr8
-from i2i import load_generator
+from i2i import I2IError, load_generator
 from i2i.images import read_image
 from i2i.translate import pad_to_multiple, translate
 
@@ -129,13 +130,15 @@ def test_bad_inputs(cli, photos, make_ckpt, tmp_path):
 
 def test_never_overwrites_an_input(cli, photos, make_ckpt):
     before = (photos / "odd.png").read_bytes()
-    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", photos), "would overwrite the input")
+    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", photos), "would overwrite the input",
+                   alone=False)  # after the warning about notes.txt
     assert (photos / "odd.png").read_bytes() == before
 
 
 def test_corrupt_image_is_named(cli, photos, make_ckpt, tmp_path):
     (photos / "zz_broken.png").write_bytes((photos / "odd.png").read_bytes()[:60])
-    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "o"), "zz_broken.png is corrupt")
+    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "o"), "zz_broken.png is corrupt",
+                   alone=False)  # after the warning about notes.txt
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -155,3 +158,112 @@ def test_reduced_precision_preserves_output(make_ckpt, photos, precision):
     cuda = torch.cuda.is_available()
     assert auto.precision == ("fp16" if cuda else "fp32")
     assert auto.memory_format == (torch.channels_last if cuda else torch.contiguous_format)
+
+
+def exif(orientation: int) -> Image.Exif:
+    data = Image.Exif()
+    data[0x0112] = orientation
+    return data
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_translation_reads_apply_exif_orientation_like_training(tmp_path, orientation):
+    """The reader that keeps alpha and 16 bits shows what viewers and training's reader show: the EXIF orientation
+    applied (OpenCV applies it in every mode but IMREAD_UNCHANGED)."""
+    rng = np.random.default_rng(orientation)
+    rgba, deep = tmp_path / "rgba.png", tmp_path / "deep.png"
+    Image.fromarray(rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)).save(rgba, exif=exif(orientation))
+    Image.fromarray(rng.integers(0, 65536, (5, 7), dtype=np.uint16)).save(deep, exif=exif(orientation))
+    img = read_image(rgba)
+    assert img.shape == ((7, 5, 4) if orientation >= 5 else (5, 7, 4))
+    assert np.array_equal(img, np.asarray(ImageOps.exif_transpose(Image.open(rgba))))  # what viewers show
+    assert np.array_equal(img[:, :, :3], read_image(rgba, 3))  # what training reads
+    img16 = read_image(deep)
+    assert img16.dtype == np.uint16 and img16.shape[:2] == img.shape[:2]
+    assert np.abs((img16 // 257).astype(int) - read_image(deep, 1)).max() <= 1
+
+
+def test_exif_rotated_jpeg_is_translated_upright(cli, make_ckpt, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 20, 3), dtype=np.uint8)  # stored 20 wide, 12 high
+    Image.fromarray(pixels).save(src / "phone.jpg", exif=exif(6))  # shown rotated: 12 wide, 20 high
+    res = cli("translate", src, "--ckpt", make_ckpt(), "-o", tmp_path / "out", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    out = cv2.imread(str(tmp_path / "out" / "phone.jpg"), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (20, 12, 3) == read_image(src / "phone.jpg", 3).shape
+
+
+def test_gray_generator_keeps_alpha(cli, photos, make_ckpt, tmp_path):
+    """A 1-channel result with the input's alpha is written as an RGBA PNG (gray repeated)."""
+    out = tmp_path / "o"
+    res = cli("translate", photos / "sub" / "alpha.png", "--ckpt", make_ckpt(3, 1), "-o", out, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    img = cv2.imread(str(out / "alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (48, 64, 4)
+    assert np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2])
+    assert np.array_equal(img[:, :, 3], cv2.imread(str(photos / "sub" / "alpha.png"), cv2.IMREAD_UNCHANGED)[:, :, 3])
+
+
+def test_output_formats_are_checked_before_anything_is_written(make_ckpt, tmp_path):
+    from i2i.images import write_image
+    from i2i.translate import Translator
+
+    color, gray = Translator(load_generator(make_ckpt())), Translator(load_generator(make_ckpt(3, 1)))
+    color.check_outputs([tmp_path / "a.png", tmp_path / "b.ppm", tmp_path / "c.jpg"])
+    gray.check_outputs([tmp_path / "a.png", tmp_path / "b.pgm"])
+    with pytest.raises(I2IError, match=r"b\.pgm would be written as \.pgm, which cannot hold this generator's "
+                                        r"3-channel images; convert the \.pgm inputs to \.png first"):
+        color.check_outputs([tmp_path / "a.png", tmp_path / "b.pgm"])
+    with pytest.raises(I2IError, match=r"\.ppm cannot hold a uint8 image with 1 channel\(s\) .*e\.g\. x\.png$"):
+        write_image(tmp_path / "x.ppm", np.zeros((4, 4, 1), np.uint8))
+    assert not (tmp_path / "x.ppm").exists()
+
+
+def test_tiny_images_are_translated(cli, make_ckpt, tmp_path):
+    """Images smaller than the generator's bottleneck takes (1×1, 2×3, a 3-pixel strip) are padded until it works
+    and cropped back; the size that works is remembered."""
+    from i2i.translate import Translator
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a.png": (1, 1), "b.png": (2, 3), "c.png": (3, 300), "d.png": (40, 30)}
+    for name, (h, w) in sizes.items():
+        cv2.imwrite(str(src / name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    res = cli("translate", src, "--ckpt", make_ckpt(), "-o", tmp_path / "out", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    for name, size in sizes.items():
+        assert cv2.imread(str(tmp_path / "out" / name)).shape == (*size, 3)
+    tr = Translator(load_generator(make_ckpt()))
+    assert translate(tr.G, torch.zeros(1, 3, 2, 2)).shape == (1, 3, 2, 2)
+    assert next(tr.translate_arrays([np.zeros((1, 1, 3), np.uint8)])).shape == (1, 1, 3)
+    assert tr.min_side == 8  # resnet: 4× down-sampling, and its residual blocks' reflection pad needs 2 pixels
+
+
+def test_skipped_files_of_a_folder_are_reported(photos):
+    from i2i.translate import collect_inputs
+
+    (photos / "garbage.jpg").write_bytes(b"not a jpeg at all")
+    notes: list[str] = []
+    found = collect_inputs([str(photos)], warn=notes.append)
+    assert [rel.name for _, rel in found] == ["deep.png", "odd.png", "wide.jpg"]
+    assert len(notes) == 1 and "skipped 2 file(s)" in notes[0] and "garbage.jpg, notes.txt" in notes[0]
+    with pytest.warns(UserWarning, match="garbage.jpg"):
+        collect_inputs([str(photos)])
+
+
+def test_cli_warns_about_skipped_files_and_checks_formats_first(cli, photos, make_ckpt, tmp_path):
+    (photos / "garbage.jpg").write_bytes(b"not a jpeg at all")
+    res = cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "out", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.startswith(f"warning: skipped 2 file(s) in {photos} that are not readable images "
+                                 f"(garbage.jpg, notes.txt)")
+    assert "translated 3 image(s)" in res.stdout
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    cv2.imwrite(str(gray / "a.png"), np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(gray / "b.pgm"), np.zeros((8, 8), np.uint8))
+    one_line_error(cli("translate", gray, "--ckpt", make_ckpt(), "-o", tmp_path / "g"),
+                   "b.pgm would be written as .pgm")
+    assert not (tmp_path / "g").exists()  # a.png, before it, was not written either

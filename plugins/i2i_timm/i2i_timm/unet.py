@@ -24,21 +24,24 @@ from i2i import I2IError
 
 WHERE = "generator 'timm_unet' (plugin timm)"
 
-#: timm's own account of checkpoint keys it could not fill when loading pretrained weights
+#: timm's own account of checkpoint keys it could not fill, or could not place, when loading pretrained weights
 _TIMM_BUILDER_LOG = "timm.models._builder"
 
 
 @contextmanager
-def _missing_keys() -> Iterator[list[str]]:
-    """Collect the keys timm reports as missing while it loads pretrained weights (it loads feature extractors
-    non-strictly and only logs them, so a checkpoint of another architecture would otherwise load silently)."""
-    found: list[str] = []
+def _key_report() -> Iterator[dict[str, list[str]]]:
+    """Collect the keys timm reports as missing and as unexpected while it loads pretrained weights (it loads
+    feature extractors non-strictly and only logs them, so a checkpoint of another architecture would otherwise
+    load silently): ``{"Missing": [...], "Unexpected": [...]}``."""
+    found: dict[str, list[str]] = {"Missing": [], "Unexpected": []}
 
     class Catch(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             text = record.getMessage()
-            if text.startswith("Missing keys ("):
-                found.extend(k.strip() for k in text[len("Missing keys ("):text.index(")")].split(","))
+            for kind, keys in found.items():
+                prefix = f"{kind} keys ("
+                if text.startswith(prefix):
+                    keys.extend(k.strip() for k in text[len(prefix):text.index(")")].split(","))
 
     logger = logging.getLogger(_TIMM_BUILDER_LOG)
     handler, level = Catch(logging.INFO), logger.level
@@ -72,7 +75,7 @@ def create_encoder(name: str, in_chans: int, pretrained: bool, weights: str | No
             raise I2IError(f"{WHERE}: weights file {path} not found (generator.weights must be a local file)")
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
         pretrained = True
-    with _missing_keys() as missing:
+    with _key_report() as report:
         try:
             encoder = timm.create_model(name, pretrained=pretrained, **kwargs)
         except Exception as exc:
@@ -88,10 +91,18 @@ def create_encoder(name: str, in_chans: int, pretrained: bool, weights: str | No
         # timm reports keys relative to the full classifier; keep those the feature extractor actually holds
         # (compared with '.' and '_' alike: some extractors flatten 'stages.0' into 'stages_0')
         kept = {k.replace(".", "_") for k in encoder.state_dict()}
-        lost = [k for k in missing if k.replace(".", "_") in kept]
+        lost = [k for k in report["Missing"] if k.replace(".", "_") in kept]
         if lost:
             raise I2IError(f"{WHERE}: weights file {weights} lacks {len(lost)} tensors of encoder '{name}' "
                            f"(e.g. {', '.join(lost[:3])}); is it a checkpoint of another architecture?")
+        # tensors of layers the feature extractor drops (the classifier, a last conv) are expected; others are not
+        if report["Unexpected"]:
+            with torch.device("meta"):
+                known = set(timm.create_model(name).state_dict())
+            alien = [k for k in report["Unexpected"] if k not in known]
+            if alien:
+                raise I2IError(f"{WHERE}: weights file {weights} holds {len(alien)} tensors that encoder '{name}' does "
+                               f"not have (e.g. {', '.join(alien[:3])}); is it a checkpoint of another architecture?")
     return encoder
 
 

@@ -124,6 +124,22 @@ def test_weights_errors_are_one_line(registry, tmp_path):
     assert "\n" not in str(info.value)
 
 
+
+def test_weights_of_a_larger_architecture_are_refused(registry, tmp_path):
+    """resnet34 holds every tensor of resnet18 (and more blocks): timm only logs the extra ones as unexpected. Tensors
+    of layers a feature extractor drops (efficientnet's conv_head, bn2 and classifier) are still accepted."""
+    path = tmp_path / "resnet34.pth"
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), path)
+    with pytest.raises(I2IError, match=r"resnet34\.pth holds \d+ tensors that encoder 'resnet18' does not have "
+                                       r"\(e\.g\. layer1\.2\.") as info:
+        registry.build("generator", "timm_unet", {**TINY, "weights": str(path)}, 3, 3)
+    assert "\n" not in str(info.value)
+    effnet = timm.create_model("efficientnet_b0", pretrained=False)
+    torch.save(effnet.state_dict(), path)
+    net = registry.build("generator", "timm_unet", {**TINY, "encoder": "efficientnet_b0", "weights": str(path)}, 3, 3)
+    assert torch.equal(net.encoder.conv_stem.weight, effnet.conv_stem.weight)
+
+
 def test_unknown_encoder_lists_close_matches(registry):
     with pytest.raises(I2IError) as info:
         registry.build("generator", "timm_unet", {"encoder": "resnet81"}, 3, 3)
