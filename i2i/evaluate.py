@@ -83,18 +83,29 @@ def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
-def evaluate(
-    translator: Translator,
+@dataclass
+class Plan:
+    """What an evaluation will compare, checked and built before any image is translated."""
+
+    sources: list[Path]
+    truth_files: dict[Path, Path]  # source image -> its ground truth
+    targets: list[Path]
+    metrics: dict[str, Any]  # name -> built metric
+    extractor: FeatureExtractor | None
+    notes: list[str]
+
+
+def plan(
     registry: Registry,
     source: Path,
     target: Path | None = None,
     truth: Path | None = None,
     metrics: list[str] | None = None,
     features: Callable[[], FeatureExtractor] | None = None,
-    strict_sizes: bool = False,
     limit: int | None = None,
-) -> EvalReport:
-    """Translate every image of ``source`` and score it; ``features`` builds the extractor when one is needed."""
+) -> Plan:
+    """Check the folders and metrics and build the metrics (and the feature extractor, with ``features``, when
+    one is needed): every mistake in an evaluation's settings surfaces here, before the work."""
     if metrics is None:
         metrics = (["fid", "kid"] if target else []) + (["psnr", "ssim", "mae"] if truth else [])
     if not metrics:
@@ -129,12 +140,31 @@ def evaluate(
                 raise I2IError(f"metric '{name}' needs a feature extractor")
             extractor = features()
         built[name] = entry.build(extractor if needs_features(entry.factory) else None, **params)
-    paired = {n: m for n, m in built.items() if m.paired}
-    dist = {n: m for n, m in built.items() if not m.paired}
-    if paired and truth is None:
-        raise I2IError(f"metric(s) {', '.join(paired)} need paired ground truth: pass --truth DIR")
-    if dist and target is None:
-        raise I2IError(f"metric(s) {', '.join(dist)} need a target set: pass --target DIR")
+    if any(m.paired for m in built.values()) and truth is None:
+        raise I2IError(f"metric(s) {', '.join(n for n, m in built.items() if m.paired)} need paired ground truth: "
+                       f"pass --truth DIR")
+    if not all(m.paired for m in built.values()) and target is None:
+        raise I2IError(f"metric(s) {', '.join(n for n, m in built.items() if not m.paired)} need a target set: "
+                       f"pass --target DIR")
+    return Plan(sources, truth_files, targets, built, extractor, notes)
+
+
+def evaluate(
+    translator: Translator,
+    registry: Registry,
+    source: Path,
+    target: Path | None = None,
+    truth: Path | None = None,
+    metrics: list[str] | None = None,
+    features: Callable[[], FeatureExtractor] | None = None,
+    strict_sizes: bool = False,
+    limit: int | None = None,
+) -> EvalReport:
+    """Translate every image of ``source`` and score it; ``features`` builds the extractor when one is needed."""
+    p = plan(registry, source, target, truth, metrics, features, limit)
+    sources, truth_files, targets, extractor, notes = p.sources, p.truth_files, p.targets, p.extractor, p.notes
+    paired = {n: m for n, m in p.metrics.items() if m.paired}
+    dist = {n: m for n, m in p.metrics.items() if not m.paired}
 
     resized = 0
     identity_paired = {n: registry.get("metric", n).build(None) for n in paired}

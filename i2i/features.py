@@ -20,6 +20,9 @@ from .errors import I2IError
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
+#: how the user sets the extractor, for the advice in errors: `i2i eval`'s options (training passes its config keys)
+EVAL_OPTIONS = {"features": "--features {}", "weights": "--feature-weights {}", "inception": "--inception-weights {}"}
+
 
 class FeatureExtractor(nn.Module):
     """Wraps a network: uint8 images -> resized, normalized float input -> (N, D) features."""
@@ -45,7 +48,7 @@ class FeatureExtractor(nn.Module):
         return self.net((x - self.mean) / self.std).reshape(images.shape[0], -1)
 
 
-def inception(weights: str | Path | None = None) -> FeatureExtractor:
+def inception(weights: str | Path | None = None, options: dict[str, str] = EVAL_OPTIONS) -> FeatureExtractor:
     """The standard FID InceptionV3 (2048-d pool features): from ``weights`` if given, else the usual download
     (cached by torch hub). Needs the ``torch-fidelity`` package."""
     try:
@@ -64,8 +67,9 @@ def inception(weights: str | Path | None = None) -> FeatureExtractor:
         except (urllib.error.URLError, OSError, ConnectionError) as exc:
             raise I2IError(
                 f"the standard InceptionV3 weights for FID/KID could not be downloaded ({exc}); pass "
-                f"--inception-weights PATH to a local {INCEPTION_FILE}, or use another extractor with "
-                f"--features timm:NAME --feature-weights PATH (reported as non-standard)"
+                f"{options['inception'].format('PATH')} to a local {INCEPTION_FILE}, or use another extractor with "
+                f"{options['features'].format('timm:NAME')} {options['weights'].format('PATH')} (reported as "
+                f"non-standard)"
             ) from None
         except RuntimeError as exc:
             reason = str(exc).splitlines()[0][:120]
@@ -88,7 +92,7 @@ def _vetted(weights: str | Path | None, tmp: Path) -> str | None:
     return str(copy)
 
 
-def timm_features(model: str, weights: str | Path | None) -> FeatureExtractor:
+def timm_features(model: str, weights: str | Path | None, options: dict[str, str] = EVAL_OPTIONS) -> FeatureExtractor:
     """A timm model's pooled features (ImageNet normalization, its default input size), from local weights."""
     import timm
 
@@ -97,7 +101,8 @@ def timm_features(model: str, weights: str | Path | None) -> FeatureExtractor:
 
         raise I2IError(f"timm has no model '{model}'{did_you_mean(model, timm.list_models())}")
     if weights is None:
-        raise I2IError(f"--features timm:{model} needs --feature-weights PATH (a state dict of that model)")
+        raise I2IError(f"{options['features'].format(f'timm:{model}')} needs {options['weights'].format('PATH')} "
+                       f"(a state dict of that model)")
     net = timm.create_model(model, pretrained=False, num_classes=0)
     path = Path(weights)
     state = _load_weights(path)
@@ -144,10 +149,11 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build_extractor(spec: str = "inception", weights: str | Path | None = None,
-                    inception_weights: str | Path | None = None) -> FeatureExtractor:
-    """``inception`` (standard) or ``timm:NAME``."""
+                    inception_weights: str | Path | None = None,
+                    options: dict[str, str] = EVAL_OPTIONS) -> FeatureExtractor:
+    """``inception`` (standard) or ``timm:NAME``; ``options`` name the settings in error messages."""
     if spec == "inception":
-        return inception(inception_weights)
+        return inception(inception_weights, options)
     if spec.startswith("timm:"):
-        return timm_features(spec.split(":", 1)[1], weights)
+        return timm_features(spec.split(":", 1)[1], weights, options)
     raise I2IError(f"unknown feature extractor '{spec}'; use inception or timm:MODEL_NAME")

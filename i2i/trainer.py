@@ -25,6 +25,8 @@ from .config import Config, save_yaml
 from .device import resolve_device
 from .distributed import Distributed
 from .errors import I2IError
+from .evaluate import evaluate, plan
+from .features import FeatureExtractor, build_extractor
 from .files import atomic_write
 from .interrupts import Interrupted, stop_requests
 from .method import Components, Method
@@ -33,8 +35,12 @@ from .registry import Registry
 from .runlog import RunLog
 from .sampling import EpochSampler, SeededDataset, sample_seed
 from .schedule import linear_decay
+from .translate import Translator
 
 RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml")
+#: the config keys that set validation's feature extractor, for the advice in its errors
+VALIDATION_OPTIONS = {"features": "validation.features={}", "weights": "validation.feature_weights={}",
+                      "inception": "validation.feature_weights={}"}
 
 
 @dataclass
@@ -205,13 +211,17 @@ class Trainer:
         self.val_network = v.network or next(iter(self.method.exports), None)
         if v.every and self.val_network is None:
             raise I2IError(f"method '{cfg.method.name}' exports no generator to validate")
+        self._extractor: FeatureExtractor | None = None
         if v.every:
             for key in ("source", "target", "truth"):
                 folder = getattr(v, key)
                 if folder is not None and not (Path(cfg.data.root) / folder).is_dir():
                     raise I2IError(f"validation.{key}: folder {Path(cfg.data.root) / folder} does not exist "
                                    f"(paths are relative to the data folder); fix it or set validation.every=0")
-        self._extractor = None
+            try:  # the held-out images, the metrics and their feature extractor, before the first step
+                self._validation_plan()
+            except I2IError as exc:
+                raise I2IError(f"validation: {exc} (or set validation.every=0)") from exc
         self.best: dict[str, Any] = {}
         self.step = 0
         if self.state is not None:
@@ -325,29 +335,33 @@ class Trainer:
                 atomic_save(record, paths[name])
         return paths
 
+    def _validation_extractor(self) -> FeatureExtractor:
+        """The feature extractor of FID/KID-like validation metrics, built once, on the training device."""
+        if self._extractor is None:
+            v = self.cfg.validation
+            self._extractor = build_extractor(v.features, v.feature_weights, v.feature_weights,
+                                              VALIDATION_OPTIONS).to(self.device)
+        return self._extractor
+
+    def _validation_paths(self) -> dict[str, Path | None]:
+        v, root = self.cfg.validation, Path(self.cfg.data.root)
+        return {k: None if getattr(v, k) is None else root / getattr(v, k) for k in ("source", "target", "truth")}
+
+    def _validation_plan(self) -> None:
+        v = self.cfg.validation
+        plan(self.registry, **self._validation_paths(), metrics=v.metrics, features=self._validation_extractor,
+             limit=v.max_images)
+
     def validate(self) -> dict[str, Any]:
         """Score the validated network on held-out images; keep ``{network}_best.pt`` when ``best`` improves."""
-        from .evaluate import evaluate
-        from .features import build_extractor
-        from .translate import Translator
-
-        v, root = self.cfg.validation, Path(self.cfg.data.root)
+        v = self.cfg.validation
         net = self.method.nets[self.val_network]
         src, dst = self.method.exports[self.val_network]
         io = {"in_channels": self.dataset.channels[src], "out_channels": self.dataset.channels[dst],
               "size_multiple": int(getattr(net, "size_multiple", 1))}
-
-        def extractor():
-            if self._extractor is None:
-                self._extractor = build_extractor(v.features, v.feature_weights).to(self.device)
-            return self._extractor
-
-        def where(p: str | None) -> Path | None:
-            return None if p is None else root / p
-
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             report = evaluate(Translator(net, self.device, io=io, precision=self.precision.name), self.registry,
-                              where(v.source), where(v.target), where(v.truth), v.metrics, extractor,
+                              **self._validation_paths(), metrics=v.metrics, features=self._validation_extractor,
                               limit=v.max_images)
         net.to(memory_format=self.memory_format).train()
         scores = {k: row["translated"] for k, row in report.scores.items()}

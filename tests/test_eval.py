@@ -204,6 +204,25 @@ def test_fid_kid_with_a_given_extractor_need_no_torch_fidelity(registry, monkeyp
         assert metric.compute() > 0
 
 
+def test_validation_settings_are_checked_before_the_first_step(cli, small_data, demo_data, monkeypatch, tmp_path):
+    """A held-out set or feature extractor that cannot work fails before training, not at the first validation."""
+    _held_out(small_data, demo_data, 3)
+    (small_data / "testB" / sorted((small_data / "testB").iterdir())[0].name).unlink()
+    train = ["train", "-m", "cyclegan", "--data", small_data, "--max-steps", "4", *TINY, "validation.every=2"]
+    out = tmp_path / "run"
+    one_line_error(cli(*train, "--out", out, "validation.truth=testB"),
+                   "validation: 1 source image(s) have no truth image of the same name", "validation.every=0")
+    assert not (out / "checkpoints").exists() and not (out / "log.jsonl").exists()
+    pytest.importorskip("torch_fidelity")
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    one_line_error(cli(*train, "--out", tmp_path / "fid", "validation.target=testB", "validation.metrics=[fid]"),
+                   "could not be downloaded", "validation.feature_weights=PATH", "validation.features=timm:NAME")
+
+
 def test_validation_config_is_checked(registry):
     from i2i.config import parse_overrides, resolve
 
