@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,19 @@ RESUMABLE = {"train.max_steps", "train.device", "train.checkpoint_every", "train
 
 def cli_errors(fn):
     """Turn I2IError, a refused path (OSError) or an interruption into one line on stderr and an exit code (2 for
-    errors, 130 for Ctrl-C)."""
+    errors, 130 for Ctrl-C); Python warnings (e.g. a training image found corrupt) are one ``warning:`` line each,
+    and OpenCV's own warnings about such files are not printed."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from .interrupts import Interrupted
 
         quiet = os.environ.get("RANK", "0") != "0"  # in a torchrun job, rank 0 alone reports
+        import cv2
+
+        shown, cv_level = warnings.showwarning, cv2.utils.logging.getLogLevel()
+        warnings.showwarning = _one_line_warning  # also in data-loading processes forked from here
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # i2i words its own warnings
         try:
             return fn(*args, **kwargs)
         except I2IError as exc:
@@ -68,8 +75,16 @@ def cli_errors(fn):
             if not quiet:
                 err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        finally:
+            warnings.showwarning = shown
+            cv2.utils.logging.setLogLevel(cv_level)
 
     return wrapper
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the CLI: the message alone, without the source line."""
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def one_line(exc: BaseException) -> str:

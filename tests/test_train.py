@@ -136,6 +136,17 @@ def test_unreadable_files_are_skipped_with_a_count(cli, small_data, tmp_path):
     assert "skipped 1 file(s)" in res.stderr or "skipped 2 file(s)" in res.stderr
 
 
+def test_an_image_found_corrupt_while_training_is_a_one_line_warning(cli, small_data, tmp_path, capfd):
+    first = sorted((small_data / "trainA").iterdir())[0]
+    first.write_bytes(first.read_bytes()[:300])  # a valid header, then nothing: found only when decoded
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "2", *TINY)
+    assert res.exit_code == 0, res.stderr
+    lines = [li for li in res.stderr.splitlines() if "is corrupt" in li]
+    assert lines and all(li.startswith(f"warning: {first} is corrupt") for li in lines), res.stderr
+    assert "UserWarning" not in res.stderr and "datasets.py" not in res.stderr
+    assert "WARN" not in capfd.readouterr().err  # OpenCV's own log line, written by C++ to the process's stderr
+
+
 @pytest.mark.parametrize("bad_step", [3, 1])
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cli, small_data, tmp_path, monkeypatch, bad_step):
     from i2i_cyclegan.method import CycleGAN
