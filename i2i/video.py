@@ -192,6 +192,32 @@ def _warn(message: str) -> None:
     Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
+def _open_at(src: Path, start: float, length: float) -> tuple[cv2.VideoCapture, np.ndarray | None, float]:
+    """A capture of ``src``, its picture at ``start`` seconds (None if there is none) and that picture's time in ms.
+
+    Where seeking fails (AVIs whose index holds empty frames, e.g.), frames are decoded from the beginning: the
+    picture shown at ``start`` is the last one that began at or before it (if ``start`` is within the ``length``
+    the container announces, in seconds), and it counts from ``start``."""
+    cap = cv2.VideoCapture(str(src))
+    if start > 0:
+        cap.set(cv2.CAP_PROP_POS_MSEC, start * 1000.0)
+    ok, frame = cap.read()
+    if ok or start <= 0:
+        return cap, frame if ok else None, cap.get(cv2.CAP_PROP_POS_MSEC)
+    cap.release()
+    cap, shown = cv2.VideoCapture(str(src)), 0  # frames that began at or before start
+    while (more := cap.read()[0]) and cap.get(cv2.CAP_PROP_POS_MSEC) <= start * 1000.0 + 0.5:
+        shown += 1
+    cap.release()
+    if not more and start >= length:  # no picture after start, and the video is over by then
+        return cv2.VideoCapture(), None, 0.0
+    cap = cv2.VideoCapture(str(src))
+    for _ in range(max(shown, 1)):  # to the picture on screen at start (or the first one, after it)
+        ok, frame = cap.read()
+    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+    return cap, frame if ok else None, max(ms, start * 1000.0) if ok else ms
+
+
 def translate_video(
     src: Path,
     dst: Path,
@@ -208,7 +234,6 @@ def translate_video(
     output frames. Ctrl-C / SIGTERM stop it, remove the unfinished output and raise ``Interrupted``."""
     import time
 
-
     info = probe(src)
     if src.resolve() == dst.resolve():
         raise I2IError(f"the output {dst} is the input video; choose another -o")
@@ -222,15 +247,11 @@ def translate_video(
     announced = max(0, info.frames - round(start * info.fps)) if info.frames else 0
     expected = min(announced, limit) if limit else announced
 
-    cap = cv2.VideoCapture(str(src))
-    if start > 0:
-        cap.set(cv2.CAP_PROP_POS_MSEC, start * 1000.0)
-    ok, first = cap.read()
-    if not ok or first is None:
+    cap, first, first_ms = _open_at(src, start, info.frames / info.fps if info.frames else 0.0)
+    if first is None:
         cap.release()
         where = f" after --start {start:g}s" if start > 0 else ""
         raise I2IError(f"{src} has no decodable frames{where}")
-    first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
 
     def rgb(frame: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

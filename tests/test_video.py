@@ -255,6 +255,10 @@ def test_sparse_frames_keep_their_timing(cli, make_ckpt, tmp_path):
     assert len(frames) == 30 and round(cap.get(cv2.CAP_PROP_FPS)) == 10
     changes = [i for i in range(1, 30) if np.abs(frames[i] - frames[i - 1]).mean() > 5]
     assert changes == shown[1:]
+    # OpenCV cannot seek in such a file: --start decodes up to it instead
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", tmp_path / "late.mp4", "--device", "cpu", "--start", "1")
+    assert res.exit_code == 0, res.stderr
+    assert frames_of(tmp_path / "late.mp4")[0] == 20
 
 
 @needs_ffmpeg
