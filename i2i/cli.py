@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -54,22 +55,22 @@ def cli_errors(fn):
             return fn(*args, **kwargs)
         except I2IError as exc:
             if not quiet:
-                err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+                err.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except torch_oom() as exc:
             if not quiet:
-                err.print(f"[bold red]error:[/] out of GPU memory ({str(exc).splitlines()[0][:100]}); lower "
+                err.print(f"[bold red]error:[/] out of GPU memory ({escape(str(exc).splitlines()[0][:100])}); lower "
                           f"--batch-size or --size, or use --precision bf16", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # a path the OS refused (permissions, a folder where a file goes, a full disk)
             if not quiet:
                 where = f" {exc.filename}" if exc.filename else ""
-                err.print(f"[bold red]error:[/] cannot use{where}: {exc.strerror or exc}; check the path, its "
-                          f"permissions and free space", highlight=False, soft_wrap=True)
+                text = f"cannot use{where}: {exc.strerror or exc}; check the path, its permissions and free space"
+                err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as exc:
             if not quiet:
-                err.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+                err.print(f"[yellow]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
             if not quiet:
@@ -84,7 +85,7 @@ def cli_errors(fn):
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` for the CLI: the message alone, without the source line."""
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def one_line(exc: BaseException) -> str:
@@ -233,7 +234,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
             cfg.data.root = str(demo.demo_root())
             if main:
                 err.print(
-                    f"[cyan]No --data given: training on the built-in demo dataset[/] ({cfg.data.root}: "
+                    f"[cyan]No --data given: training on the built-in demo dataset[/] ({escape(cfg.data.root)}: "
                     f"{demo.DESCRIPTION}; held-out pairs in testA/testB)", highlight=False, soft_wrap=True,
                 )
         else:
@@ -249,15 +250,15 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
     err.print(
         f"{verb} {cfg.method.name}: G={cfg.generator.name} D={cfg.discriminator.name} on {trainer.device}{procs}, "
         f"{len(trainer.dataset)} images/epoch, steps {trainer.step}→{trainer.total_steps} → {out_dir}",
-        highlight=False, soft_wrap=True,
+        highlight=False, soft_wrap=True, markup=False,
     )
     result = trainer.run()
-    out.print(f"[green]done[/]: {result.step} steps in {result.out_dir}", highlight=False)
-    out.print(f"  samples:    {result.samples}", highlight=False, soft_wrap=True)
+    out.print(f"[green]done[/]: {result.step} steps in {escape(str(result.out_dir))}", highlight=False)
+    out.print(f"  samples:    {result.samples}", highlight=False, soft_wrap=True, markup=False)
     for name, path in result.exports.items():
-        out.print(f"  generator:  {path}  ({name})", highlight=False, soft_wrap=True)
+        out.print(f"  generator:  {path}  ({name})", highlight=False, soft_wrap=True, markup=False)
     out.print(f"  checkpoint: {result.out_dir / 'checkpoints' / 'last.pt'} (continue with --resume)",
-              highlight=False, soft_wrap=True)
+              highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("list")
@@ -329,7 +330,7 @@ def translate_cmd(
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    files = collect_inputs(inputs, recursive, warn=lambda note: err.print(f"[yellow]warning:[/] {note}",
+    files = collect_inputs(inputs, recursive, warn=lambda note: err.print(f"[yellow]warning:[/] {escape(note)}",
                                                                          highlight=False, soft_wrap=True))
     sources = {src.resolve() for src, _ in files}
     for src, rel in files:
@@ -358,7 +359,7 @@ def translate_cmd(
                 result = compare(loaded.pop(src), result)
             write_image(out_dir / rel, result)
             progress.advance(task)
-    out.print(f"[green]translated[/] {len(files)} image(s) with {ckpt} → {out_dir}", highlight=False,
+    out.print(f"[green]translated[/] {escape(f'{len(files)} image(s) with {ckpt} → {out_dir}')}", highlight=False,
               soft_wrap=True)
 
 
@@ -407,10 +408,10 @@ def video_cmd(
 
         result = translate_video(src, dst, translator, batch_size, start, duration, side_by_side,
                                  audio=not no_audio, on_frames=on_frames,
-                                 on_warning=lambda m: progress.console.print(f"[yellow]warning:[/] {m}",
+                                 on_warning=lambda m: progress.console.print(f"[yellow]warning:[/] {escape(m)}",
                                                                              highlight=False, soft_wrap=True))
     sound = "with the input's audio" if result.audio else "silent"
-    out.print(f"[green]wrote[/] {result.output}: {result.frames} frames in {result.seconds:.1f}s "
+    out.print(f"[green]wrote[/] {escape(str(result.output))}: {result.frames} frames in {result.seconds:.1f}s "
               f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {sound}", highlight=False, soft_wrap=True)
 
 
@@ -445,7 +446,7 @@ def import_official(
                   "generator_plugin": gen.plugin, "imported_from": src.name,
                   "versions": {"i2i": __version__, entry.plugin: entry.version}}
     atomic_save(generator_record(net, name, gen.validate(params), cin, cout, provenance), out_path)
-    out.print(f"[green]wrote[/] {out_path}: {name} {params}, {cin}→{cout} channels", highlight=False,
+    out.print(f"[green]wrote[/] {escape(f'{out_path}: {name} {params}, {cin}→{cout} channels')}", highlight=False,
               soft_wrap=True)
 
 
@@ -465,8 +466,9 @@ def export_cmd(
         raise I2IError(f"-o {out_path} is the input checkpoint; choose another output path")
     net = load_generator(ckpt)
     export(net, out_path, fmt, opset)
-    out.print(f"[green]wrote[/] {out_path} ({fmt}; inputs N×{net.i2i_info['io']['in_channels']}×H×W in [-1, 1], "
-              f"H and W multiples of {net.i2i_info['io']['size_multiple']})", highlight=False, soft_wrap=True)
+    io = net.i2i_info["io"]
+    out.print(f"[green]wrote[/] {escape(str(out_path))} ({fmt}; inputs N×{io['in_channels']}×H×W in [-1, 1], "
+              f"H and W multiples of {io['size_multiple']})", highlight=False, soft_wrap=True)
 
 
 @app.command("inspect")
@@ -532,7 +534,7 @@ def eval_cmd(
     report = evaluate(translator, registry, source, target, truth, names,
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
     for note in report.warnings:
-        err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
     table = Table(title=f"{ckpt.name} on {report.counts['source']} image(s) of {source}")
     for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
         table.add_column(col)
@@ -543,13 +545,13 @@ def eval_cmd(
                       "[green]yes[/]" if better else "[red]no[/]")
     out.print(table)
     if report.extractor:
-        out.print(f"features: {report.extractor}", highlight=False)
+        out.print(f"features: {report.extractor}", highlight=False, markup=False)
     if json_path is not None:
         from .files import atomic_write
 
         text = json.dumps({"checkpoint": str(ckpt), **report.to_dict()}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
-        out.print(f"wrote {json_path}", highlight=False)
+        out.print(f"wrote {json_path}", highlight=False, markup=False)
 
 
 def _version(value: bool) -> None:
@@ -577,7 +579,7 @@ def main() -> None:
             sys.exit(0)
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "i2i"
-        err.print(f"[bold red]error:[/] {exc.format_message()} (see `{where} --help`)", highlight=False,
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see `{where} --help`)", highlight=False,
                   soft_wrap=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

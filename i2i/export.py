@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def export(net: nn.Module, path: Path, fmt: str, opset: int = 17) -> Path:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             if fmt == "torchscript":
-                torch.jit.save(torch.jit.trace(net, x, check_trace=False), str(tmp))
+                buf = io.BytesIO()  # torch.jit.save aborts the process when a write fails (a full disk)
+                torch.jit.save(torch.jit.trace(net, x, check_trace=False), buf)
+                tmp.write_bytes(buf.getvalue())
             else:
                 axes = {0: "batch", 2: "height", 3: "width"}
                 torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],

@@ -72,8 +72,9 @@ def inception(weights: str | Path | None = None, options: dict[str, str] = EVAL_
                 f"non-standard)"
             ) from None
         except RuntimeError as exc:
-            reason = str(exc).splitlines()[0][:120]
-            raise I2IError(f"{weights} is not the InceptionV3 FID weights file ({reason})") from None
+            from .checkpoint import state_dict_mismatch
+
+            raise I2IError(f"{weights} is not the InceptionV3 FID weights file ({state_dict_mismatch(exc)})") from None
     return FeatureExtractor(net, "inception-v3 (standard FID)", 2048)
 
 
@@ -82,11 +83,7 @@ def _vetted(weights: str | Path | None, tmp: Path) -> str | None:
     copy holding nothing but tensors."""
     if weights is None:
         return None
-    from .checkpoint import safe_load
-
-    state = safe_load(weights, "Inception weights")
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise I2IError(f"{weights} is not the InceptionV3 FID weights file (expected a state dict of tensors)")
+    state = _load_weights(Path(weights), "Inception weights", "the InceptionV3 FID weights")
     copy = tmp / "inception.pth"
     torch.save(state, copy)
     return str(copy)
@@ -125,26 +122,25 @@ def timm_features(model: str, weights: str | Path | None, options: dict[str, str
                             tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
 
 
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict of tensors from a PyTorch or ``.safetensors`` file, with one-line errors."""
+def _load_weights(path: Path, what: str = "feature weights", of: str = "a timm model") -> dict[str, torch.Tensor]:
+    """A state dict of tensors (``of`` something) from a PyTorch or ``.safetensors`` file, with one-line errors."""
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         if not path.is_file():
-            raise I2IError(f"feature weights {path} is not a file" if path.exists() else
-                           f"feature weights not found: {path}")
+            raise I2IError(f"{what} {path} is not a file" if path.exists() else f"{what} not found: {path}")
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
-            raise I2IError(f"feature weights {path} are truncated or not a safetensors file ({reason})") from None
+            raise I2IError(f"{what} {path} are truncated or not a safetensors file ({reason})") from None
     else:
         from .checkpoint import safe_load
 
-        state = safe_load(path, "feature weights")
+        state = safe_load(path, what)
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        raise I2IError(f"feature weights {path} are not a state dict (names → tensors) of a timm model")
+        raise I2IError(f"{what} {path} are not a state dict (names → tensors) of {of}")
     return state
 
 

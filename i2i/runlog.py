@@ -65,7 +65,7 @@ class RunLog:
                                     "identity": result["identity"]}) + "\n")
         self.file.flush()
         shown = "  ".join(f"{k} {v:.4f} (identity {result['identity'][k]:.4f})" for k, v in result["scores"].items())
-        self.console.print(f"validation at step {step}: {shown}", highlight=False, soft_wrap=True)
+        self.console.print(f"validation at step {step}: {shown}", highlight=False, soft_wrap=True, markup=False)
         if self.tb is not None:
             for k, v in result["scores"].items():
                 self.tb.add_scalar(f"val/{k}", v, step)
@@ -85,7 +85,7 @@ class RunLog:
         if self.active and not self.live and (self.records % 10 == 0 or step == self.total):
             eta = time.strftime("%H:%M:%S", time.gmtime(sec * (self.total - step)))
             self.console.print(f"step {step}/{self.total}  {speed}  eta {eta}  {shown}", highlight=False,
-                               soft_wrap=True)
+                               soft_wrap=True, markup=False)
         self.records += 1
         if self.tb is not None:
             for k, v in losses.items():

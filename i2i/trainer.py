@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch.utils.data import DataLoader, default_collate
 from torchvision.utils import make_grid, save_image
 
@@ -142,7 +143,7 @@ class Trainer:
             raise I2IError("no data folder given; pass --data DIR (or omit it to train on the demo data)")
         self.dataset = registry.build("dataset", cfg.data.name, cfg.data.params, cfg.data.root, "train")
         for w in getattr(self.dataset, "warnings", []):
-            self.console.print(f"[yellow]warning:[/] {w}")
+            self.console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         channels = getattr(self.dataset, "channels", None)
         if not isinstance(channels, dict):
             raise I2IError(f"dataset '{cfg.data.name}' does not declare its domains' channels (a 'channels' dict)")

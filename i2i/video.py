@@ -188,8 +188,9 @@ class VideoResult:
 
 def _warn(message: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _open_at(src: Path, start: float, length: float) -> tuple[cv2.VideoCapture, np.ndarray | None, float]:

@@ -146,6 +146,10 @@ def test_standard_fid_path_with_local_inception_weights(cli, demo_data, make_ckp
         from i2i.features import inception
 
         inception(bad)
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00")
+    one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", source, "--target", demo_data / "testB", "--metrics",
+                       "fid", "--inception-weights", tmp_path / "cut.safetensors"),
+                   "Inception weights", "not a safetensors file")
 
 
 def _held_out(data, demo_data, n: int) -> None:

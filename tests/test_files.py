@@ -84,3 +84,28 @@ def test_weights_that_do_not_fit_name_the_mismatch(make_ckpt, registry, tmp_path
     torch.save(record, tmp_path / "G.pt")
     with pytest.raises(I2IError, match=f"size mismatch for {key}: copying a param with shape"):
         load_generator(tmp_path / "G.pt", registry)
+
+
+def test_paths_with_brackets_are_printed_verbatim(cli, small_data, make_ckpt, tmp_path):
+    """Messages carry user text (paths, reasons) that rich must not read as markup."""
+    one_line_error(cli("translate", small_data / "trainA", "--ckpt", tmp_path / "G[bold].pt", "-o", tmp_path / "o"),
+                   "G[bold].pt")
+    odd = tmp_path / "br[/a]"
+    res = cli("translate", small_data / "trainA", "--ckpt", make_ckpt(), "-o", odd / "out", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert f"{odd / 'out'}" in " ".join(res.stdout.split()) and len(list((odd / "out").iterdir())) == 6
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_torchscript_export_on_a_full_disk_is_one_line(cli, make_ckpt, tmp_path, monkeypatch):
+    """torch.jit.save aborts the process on a failed write, so the export is written by Python, whose failure is
+    an error like any other."""
+    from pathlib import Path
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "g.ts"
+    one_line_error(cli("export", "--ckpt", make_ckpt(), "-f", "torchscript", "-o", out), "No space left on device")
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,7 @@ def _torchmetrics() -> None:
     try:
         import torchmetrics  # noqa: F401
     except ImportError as exc:
-        raise I2IError("i2i's metrics need torchmetrics: pip install 'i2i[eval]'") from exc
+        raise I2IError("i2i's metrics need torchmetrics: pip install torchmetrics") from exc
 
 
 class Paired:
