@@ -126,6 +126,8 @@ def launch(nproc: int, args: list[str]) -> int:
     from torch.distributed.run import get_args_parser, run
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # each rank its share of the cores (torchrun would set 1, with a warning, where this is unset)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
     except ChildFailedError as exc:

@@ -227,6 +227,9 @@ class Trainer:
         self.step = 0
         if self.state is not None:
             self._load_state(self.state)
+            if self.step > self.total_steps:
+                raise I2IError(f"this run is already at step {self.step}, past the {self.total_steps} steps asked for; "
+                               f"resume with a larger --max-steps (or none, for the whole schedule)")
         self.dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
     def _check_sizes(self) -> None:

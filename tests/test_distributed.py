@@ -72,7 +72,10 @@ def test_distributed_resume_continues_and_needs_the_same_process_count(small_dat
 
 def test_a_user_error_under_nproc_is_one_line(tmp_path):
     """A mistake in a torchrun job is reported once, by rank 0, with the error's exit code and no launcher report."""
-    res = _i2i("train", "-m", "cyclegan", "--data", tmp_path / "nope", "--out", tmp_path / "run", "--nproc", "2")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torchrun warns where it is unset
+    res = subprocess.run([sys.executable, "-m", "i2i", "train", "-m", "cyclegan", "--data", str(tmp_path / "nope"),
+                          "--out", str(tmp_path / "run"), "--nproc", "2"], capture_output=True, text=True, env=env,
+                         timeout=300)
     assert res.returncode == 2
     lines = [li for li in res.stderr.splitlines() if li.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: data folder") and "does not exist" in lines[0], lines

@@ -222,6 +222,10 @@ def test_resume_refuses_schedule_seed_and_config_changes(cli, small_data, tmp_pa
     out = tmp_path / "run"
     assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
     one_line_error(cli("train", "--out", out, "--resume", "--epochs", "3"), "cannot change train.epochs")
+    config = (out / "config.yaml").read_text()
+    assert cli("train", "--out", out, "--resume", "--max-steps", "2").exit_code == 0
+    one_line_error(cli("train", "--out", out, "--resume", "--max-steps", "1"), "already at step 2, past the 1 steps")
+    assert "max_steps: 2" in (out / "config.yaml").read_text() and config != (out / "config.yaml").read_text()
     one_line_error(cli("train", "--out", out, "--resume", "--seed", "4"), "cannot change train.seed")
     one_line_error(cli("train", "--out", out, "--resume", "--config", "cyclegan/demo"),
                     "--config cannot be combined with --resume")
@@ -232,7 +236,7 @@ def test_resume_refuses_schedule_seed_and_config_changes(cli, small_data, tmp_pa
                    "trained on 6")
     moved = tmp_path / "moved"
     shutil.copytree(small_data, moved)
-    assert cli("train", "--out", out, "--resume", "--max-steps", "2", "train.log_every=5",
+    assert cli("train", "--out", out, "--resume", "--max-steps", "3", "train.log_every=5",
                "--data", moved).exit_code == 0
 
 
