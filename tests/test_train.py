@@ -250,12 +250,15 @@ def test_resume_refuses_schedule_seed_and_config_changes(cli, small_data, tmp_pa
         (["discriminator.n_layers=6", "discriminator=n_layers"], "cannot take the training images"),
         (["--epochs", "0", "--decay-epochs", "0"], "nothing to train"),
         (["validation.every=2", "validation.truth=nowhere"], "validation.source: folder"),
+        (["losses.gan=l1"], "losses.gan: 'l1' is not an adversarial loss"),
+        (["losses.cycle=lsgan"], "losses.cycle: 'lsgan' is not a loss between two images"),
     ],
 )
 def test_more_bad_settings_are_one_line(cli, small_data, tmp_path, extra, fragment):
     out = tmp_path / "run"
     args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY, *extra]
     one_line_error(cli(*args), fragment)
+    assert not out.exists()  # refused before the run folder is made
     assert not out.exists()
 
 

@@ -94,6 +94,7 @@ class CycleGAN(Method):
             init_weights(net, params.init_type, params.init_gain)
             enable_winograd(net, params.winograd)
         self.gan, self.cycle, self.identity = build.loss("gan"), build.loss("cycle"), build.loss("identity")
+        self._check_losses(build.config)
         seed = build.seed
         self.pool_A, self.pool_B = ImagePool(params.pool_size, seed), ImagePool(params.pool_size, seed + 1)
         self.device, self.amp, self.build = build.device, build.precision, build
@@ -101,6 +102,20 @@ class CycleGAN(Method):
         self.batched_G = Batching(params.batched, self.nets.G_AB, ca, build.device)
         self.batched_D = Batching(params.batched, self.nets.D_B, cb, build.device)
         self.winograd_layers: int | None = None
+
+    def _check_losses(self, config: Config) -> None:
+        """Each loss fits its role: the adversarial one scores for both players, the others compare images."""
+        def adversarial(loss: Any) -> bool:
+            return all(callable(getattr(loss, m, None)) for m in ("generator", "discriminator"))
+
+        for role, loss in (("gan", self.gan), ("cycle", self.cycle), ("identity", self.identity)):
+            name = config.losses[role].name
+            if role == "gan" and not adversarial(loss):
+                raise I2IError(f"losses.gan: '{name}' is not an adversarial loss (it has no generator() and "
+                               f"discriminator() terms); choose one such as lsgan (see `i2i list loss`)")
+            if role != "gan" and (adversarial(loss) or not callable(loss)):
+                raise I2IError(f"losses.{role}: '{name}' is not a loss between two images; choose one such as l1 "
+                               f"(see `i2i list loss`)")
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         n, p = self.nets, self.p
