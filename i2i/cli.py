@@ -274,14 +274,14 @@ def list_components(kind: str = typer.Argument(None, help=f"one of: {', '.join(K
             raise I2IError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}; kinds: {', '.join(KINDS)}")
     table = Table(title="i2i components")
     for col in ("kind", "name", "plugin", "description"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # wrapped, never cut off (a pipe or CI log is 80 columns)
     if kind:
-        table.add_column("parameters")
+        table.add_column("parameters", overflow="fold")
     for e in registry.list(kind):
         row = [e.kind, e.name, e.plugin, e.description]
         if kind:
             row.append(", ".join(str(p) for p in e.parameters().values()))
-        table.add_row(*row)
+        table.add_row(*map(escape, row))
     out.print(table)
 
 
@@ -292,13 +292,13 @@ def plugins() -> None:
     loaded = load_plugins()
     table = Table(title="i2i plugins")
     for col in ("plugin", "version", "status", "components", "source"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # wrapped, never cut off: the status says why a plugin failed
     for info in loaded.infos.values():
-        status = "[green]ok[/]" if info.status == "ok" else f"[red]{info.status}[/]: {info.reason}"
+        status = "[green]ok[/]" if info.status == "ok" else f"[red]{info.status}[/]: {escape(str(info.reason))}"
         if info.status == "blocked":
-            status = f"[yellow]blocked[/]: {info.reason}"
+            status = f"[yellow]blocked[/]: {escape(str(info.reason))}"
         comps = ", ".join(f"{k}:{n}" for k, n in info.components) or "-"
-        table.add_row(info.name, info.version, status, comps, info.source)
+        table.add_row(escape(info.name), escape(str(info.version)), status, escape(comps), escape(str(info.source)))
     if not loaded.infos:
         err.print("no plugins loaded (is I2I_DISABLE_PLUGIN_AUTOLOAD set?)")
     out.print(table)

@@ -139,6 +139,9 @@ def test_broken_entry_point_plugin_does_not_break_cli(broken_dist):
     assert "cyclegan" in res.stdout and "ok" in res.stdout
     res = _run_cli(["list", "generator"], broken_dist)
     assert res.returncode == 0 and "resnet_9blocks" in res.stdout
+    res = _run_cli(["plugins"], broken_dist, COLUMNS="60")  # a narrow log: wrapped, never cut off
+    cells = "".join(c.strip() for li in res.stdout.splitlines() for c in li.split("│")[3:4])
+    assert "ImportError:needslibfoo2.0" in cells.replace(" ", ""), res.stdout
 
 
 def test_blocked_plugin_shown_by_cli(broken_dist):
