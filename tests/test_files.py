@@ -109,3 +109,9 @@ def test_torchscript_export_on_a_full_disk_is_one_line(cli, make_ckpt, tmp_path,
     out = tmp_path / "g.ts"
     one_line_error(cli("export", "--ckpt", make_ckpt(), "-f", "torchscript", "-o", out), "No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_where_a_folder_goes_is_named(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(I2IError, match=r"afile is a file, not a folder"):
+        atomic_write(tmp_path / "afile" / "sub" / "out.png", lambda tmp: tmp.write_bytes(b""))
