@@ -92,6 +92,11 @@ class Translator:
 
     def prepare(self, img: np.ndarray) -> Prepared:
         """HWC (or HW) uint8/uint16/float image with 1, 3 or 4 channels -> network input."""
+        if not isinstance(img, np.ndarray):
+            raise I2IError(f"cannot translate a {type(img).__name__}: expected an H×W×C NumPy array (uint8, uint16, "
+                           f"or float in [0, 1])")
+        if img.dtype not in (np.uint8, np.uint16, np.float16, np.float32, np.float64):
+            raise I2IError(f"cannot translate an image of dtype {img.dtype}: expected uint8, uint16 or float in [0, 1]")
         if img.ndim == 2:
             img = img[:, :, None]
         if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
@@ -191,11 +196,14 @@ class Translator:
 
 def translate(generator: nn.Module | str | Path, images: Any, *, device: str | torch.device = "cpu",
               size: int | None = None, batch_size: int = 4) -> Any:
-    """Translate numpy images (HWC, or a list of them) or tensors (CHW/NCHW in [-1, 1]) with a generator or a
-    ``G.pt`` path. Returns the same kind of thing it was given."""
+    """Translate numpy images (HWC uint8, uint16 or float in [0, 1]; or a list of them) or tensors (CHW/NCHW in
+    [-1, 1]) with a generator or a ``G.pt`` path. Returns the same kind of thing it was given."""
     tr = (Translator.from_checkpoint(generator, device, size) if isinstance(generator, (str, Path))
           else Translator(generator, device, size))
     if torch.is_tensor(images):
+        if images.dim() not in (3, 4) or images.shape[-3] != tr.in_channels:
+            raise I2IError(f"cannot translate a tensor of shape {tuple(images.shape)}: expected CHW or NCHW with "
+                           f"C = {tr.in_channels}, in [-1, 1] (NumPy arrays are HWC)")
         x = images if images.dim() == 4 else images[None]
         h, w = x.shape[-2:]
         out = tr.forward(pad_to_multiple(x.float(), tr.multiple))[..., :h, :w].cpu()

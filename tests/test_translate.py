@@ -63,6 +63,10 @@ def test_outputs_match_padded_forward_and_batching_is_invisible(make_ckpt, photo
     assert np.array_equal(batch[0], single) or np.abs(batch[0].astype(int) - single.astype(int)).max() <= 1
     t = translate(G, x)
     assert t.shape == x.shape and torch.allclose(t, expected, atol=1e-5)
+    with pytest.raises(I2IError, match="dtype int32: expected uint8, uint16 or float"):
+        translate(G, img.astype(np.int32))
+    with pytest.raises(I2IError, match=r"tensor of shape \(61, 97, 3\): expected CHW or NCHW with C = 3"):
+        translate(G, x.permute(1, 2, 0))
 
 
 def test_size_resizes_shorter_side_and_side_by_side(cli, photos, make_ckpt, tmp_path):
