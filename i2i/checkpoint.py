@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import I2IError
+from .errors import I2IError, first_line
 from .files import atomic_write
 from .registry import Registry
 
@@ -34,7 +34,7 @@ def atomic_save(obj: Any, path: Path) -> None:
             try:
                 torch.save(obj, f)
             except RuntimeError as exc:  # its zip writer reports a failed write (e.g. a full disk) this way
-                raise OSError(errno.EIO, f"write failed: {str(exc).splitlines()[0][:120]}") from exc
+                raise OSError(errno.EIO, f"write failed: {first_line(exc)}") from exc
             f.flush()
             os.fsync(f.fileno())
 
@@ -66,8 +66,7 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
             f"(only plain tensors and values are accepted)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
-        reason = (str(exc).splitlines() or [""])[0][:120] or type(exc).__name__
-        raise I2IError(f"{what} {path} is truncated or not a PyTorch file ({reason})") from exc
+        raise I2IError(f"{what} {path} is truncated or not a PyTorch file ({first_line(exc)})") from exc
 
 
 def state_dict_mismatch(exc: RuntimeError) -> str:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import find_preset, load_yaml, parse_overrides, resolve
-from .errors import I2IError
+from .errors import I2IError, first_line
 from .plugins import load_plugins
 from .registry import KINDS
 
@@ -43,6 +43,7 @@ def cli_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .device import out_of_memory_error
         from .interrupts import Interrupted
 
         quiet = os.environ.get("RANK", "0") != "0"  # in a torchrun job, rank 0 alone reports
@@ -57,9 +58,9 @@ def cli_errors(fn):
             if not quiet:
                 err.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except torch_oom() as exc:
+        except out_of_memory_error() as exc:
             if not quiet:
-                err.print(f"[bold red]error:[/] out of GPU memory ({escape(str(exc).splitlines()[0][:100])}); lower "
+                err.print(f"[bold red]error:[/] out of GPU memory ({escape(first_line(exc, 100))}); lower "
                           f"--batch-size or --size, or use --precision bf16", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # a path the OS refused (permissions, a folder where a file goes, a full disk)
@@ -83,9 +84,14 @@ def cli_errors(fn):
     return wrapper
 
 
+def warn(text: str, console: Console = err) -> None:
+    """One ``warning:`` line, ``text`` verbatim."""
+    console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` for the CLI: the message alone, without the source line."""
-    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    warn(str(message))
 
 
 def one_line(exc: BaseException) -> str:
@@ -95,12 +101,6 @@ def one_line(exc: BaseException) -> str:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split("I2IError: ", 1)[-1]
     return text
-
-
-def torch_oom() -> type[BaseException]:
-    import torch
-
-    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -330,8 +330,7 @@ def translate_cmd(
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    files = collect_inputs(inputs, recursive, warn=lambda note: err.print(f"[yellow]warning:[/] {escape(note)}",
-                                                                         highlight=False, soft_wrap=True))
+    files = collect_inputs(inputs, recursive, warn=warn)
     sources = {src.resolve() for src, _ in files}
     for src, rel in files:
         target = (out_dir / rel).resolve()
@@ -391,8 +390,7 @@ def video_cmd(
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
     dst = dst or src.with_name(f"{src.stem}_i2i.mp4")
     if not no_audio and ffmpeg_path() is None:
-        err.print("[yellow]warning:[/] ffmpeg not found (pip install imageio-ffmpeg): the output will be silent",
-                  highlight=False)
+        warn("ffmpeg not found (pip install imageio-ffmpeg): the output will be silent")
     total = info.frames - round(start * info.fps) if info.frames else None
     if duration and total is not None:
         total = min(total, round(duration * info.fps))
@@ -408,8 +406,7 @@ def video_cmd(
 
         result = translate_video(src, dst, translator, batch_size, start, duration, side_by_side,
                                  audio=not no_audio, on_frames=on_frames,
-                                 on_warning=lambda m: progress.console.print(f"[yellow]warning:[/] {escape(m)}",
-                                                                             highlight=False, soft_wrap=True))
+                                 on_warning=lambda m: warn(m, progress.console))
     sound = "with the input's audio" if result.audio else "silent"
     out.print(f"[green]wrote[/] {escape(str(result.output))}: {result.frames} frames in {result.seconds:.1f}s "
               f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {sound}", highlight=False, soft_wrap=True)
@@ -534,7 +531,7 @@ def eval_cmd(
     report = evaluate(translator, registry, source, target, truth, names,
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
     for note in report.warnings:
-        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        warn(note)
     table = Table(title=f"{ckpt.name} on {report.counts['source']} image(s) of {source}")
     for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
         table.add_column(col)

@@ -7,6 +7,11 @@ import torch
 from .errors import I2IError
 
 
+def out_of_memory_error() -> type[BaseException]:
+    """The exception a device raises when its memory runs out (``torch.OutOfMemoryError`` where it exists)."""
+    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU; an unavailable device is a clear error."""
     if name == "auto":

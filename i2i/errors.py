@@ -10,6 +10,12 @@ class I2IError(Exception):
     """A user-facing problem: the message names what is wrong and how to fix it (one line, no traceback)."""
 
 
+def first_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception's first non-blank message line (its type's name when it has none), cut to ``limit``."""
+    lines = [li.strip() for li in str(exc).splitlines() if li.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest of `choices`, or '' when nothing is close."""
     word, choices = str(word), [str(c) for c in choices]

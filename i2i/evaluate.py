@@ -16,6 +16,7 @@ import torch
 
 from .errors import I2IError
 from .features import FeatureExtractor
+from .files import file_in_the_way
 from .images import read_image, scan_folder, skipped_note
 from .registry import Registry
 from .translate import Translator
@@ -43,9 +44,9 @@ def check_report_path(path: Path) -> None:
     file)."""
     if path.is_dir():
         raise I2IError(f"--json {path} is a folder; give a file name, e.g. {path / 'report.json'}")
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise I2IError(f"--json {path}: {parent} is a file, not a folder; choose another path")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise I2IError(f"--json {path}: {blocker} is a file, not a folder; choose another path")
 
 
 def _images(folder: Path, what: str, notes: list[str], limit: int | None = None) -> list[Path]:
@@ -90,7 +91,8 @@ class Plan:
     sources: list[Path]
     truth_files: dict[Path, Path]  # source image -> its ground truth
     targets: list[Path]
-    metrics: dict[str, Any]  # name -> built metric
+    paired: dict[str, Any]  # name -> built metric against ground truth
+    distribution: dict[str, Any]  # name -> built metric against the target set
     extractor: FeatureExtractor | None
     notes: list[str]
 
@@ -140,13 +142,13 @@ def plan(
                 raise I2IError(f"metric '{name}' needs a feature extractor")
             extractor = features()
         built[name] = entry.build(extractor if needs_features(entry.factory) else None, **params)
-    if any(m.paired for m in built.values()) and truth is None:
-        raise I2IError(f"metric(s) {', '.join(n for n, m in built.items() if m.paired)} need paired ground truth: "
-                       f"pass --truth DIR")
-    if not all(m.paired for m in built.values()) and target is None:
-        raise I2IError(f"metric(s) {', '.join(n for n, m in built.items() if not m.paired)} need a target set: "
-                       f"pass --target DIR")
-    return Plan(sources, truth_files, targets, built, extractor, notes)
+    paired = {n: m for n, m in built.items() if m.paired}
+    dist = {n: m for n, m in built.items() if not m.paired}
+    if paired and truth is None:
+        raise I2IError(f"metric(s) {', '.join(paired)} need paired ground truth: pass --truth DIR")
+    if dist and target is None:
+        raise I2IError(f"metric(s) {', '.join(dist)} need a target set: pass --target DIR")
+    return Plan(sources, truth_files, targets, paired, dist, extractor, notes)
 
 
 def evaluate(
@@ -163,8 +165,7 @@ def evaluate(
     """Translate every image of ``source`` and score it; ``features`` builds the extractor when one is needed."""
     p = plan(registry, source, target, truth, metrics, features, limit)
     sources, truth_files, targets, extractor, notes = p.sources, p.truth_files, p.targets, p.extractor, p.notes
-    paired = {n: m for n, m in p.metrics.items() if m.paired}
-    dist = {n: m for n, m in p.metrics.items() if not m.paired}
+    paired, dist = p.paired, p.distribution
 
     resized = 0
     identity_paired = {n: registry.get("metric", n).build(None) for n in paired}

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import I2IError
+from .errors import I2IError, first_line
 from .files import atomic_write
 
 FORMATS = ("onnx", "torchscript")
@@ -46,4 +46,4 @@ def export(net: nn.Module, path: Path, fmt: str, opset: int = 17) -> Path:
     except I2IError:
         raise
     except Exception as exc:
-        raise I2IError(f"could not export to {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+        raise I2IError(f"could not export to {fmt}: {type(exc).__name__}: {first_line(exc, 200)}") from exc

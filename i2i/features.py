@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import I2IError
+from .errors import I2IError, first_line
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -133,8 +133,7 @@ def _load_weights(path: Path, what: str = "feature weights", of: str = "a timm m
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
-            raise I2IError(f"{what} {path} are truncated or not a safetensors file ({reason})") from None
+            raise I2IError(f"{what} {path} are truncated or not a safetensors file ({first_line(exc)})") from None
     else:
         from .checkpoint import safe_load
 

@@ -20,7 +20,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     except OSError as exc:
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        blocker = file_in_the_way(path)
         if blocker is not None:
             raise I2IError(f"cannot write {path}: {blocker} is a file, not a folder; choose another location") from exc
         raise I2IError(f"cannot write into {path.parent} ({exc.strerror or exc}): choose a writable location") from exc
@@ -36,6 +36,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The file standing where a folder above ``path`` would have to be, if any."""
+    return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
 
 
 @functools.cache

@@ -25,7 +25,7 @@ from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load, 
 from .config import Config, save_yaml
 from .device import resolve_device
 from .distributed import Distributed
-from .errors import I2IError
+from .errors import I2IError, first_line
 from .evaluate import evaluate, plan
 from .features import FeatureExtractor, build_extractor
 from .files import atomic_write
@@ -204,7 +204,7 @@ class Trainer:
         except (RuntimeError, ValueError) as exc:
             if "out of memory" in str(exc):
                 raise
-            raise I2IError(f"the networks cannot take the training images ({str(exc).splitlines()[0][:160]}); "
+            raise I2IError(f"the networks cannot take the training images ({first_line(exc, 160)}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
         self.settings["method"] = self.method.settings()
 

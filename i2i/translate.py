@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_generator
-from .errors import I2IError
+from .device import out_of_memory_error
+from .errors import I2IError, first_line
 from .images import encode_image, scan_folder, skipped_note, to_image, to_tensor
 
 #: a generator that fails on a small input is retried on larger padding, up to this many times its size multiple
@@ -160,13 +161,12 @@ class Translator:
                 break
             except (RuntimeError, ValueError) as exc:
                 side = min(x.shape[-2:])
-                oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-                if isinstance(exc, oom) or min(h, w) >= MAX_GROWTH * self.multiple:
+                if isinstance(exc, out_of_memory_error()) or min(h, w) >= MAX_GROWTH * self.multiple:
                     raise
                 if side >= MAX_GROWTH * self.multiple:
-                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
                     raise I2IError(f"the generator cannot translate an input of {w}×{h} px, even padded to "
-                                   f"{x.shape[-1]}×{x.shape[-2]} ({reason}); enlarge it or pass --size N") from exc
+                                   f"{x.shape[-1]}×{x.shape[-2]} ({first_line(exc)}); enlarge it or pass --size N"
+                                   ) from exc
                 least = 2 * side
         self.min_side = max(self.min_side, least)
         return out[..., :h, :w]
