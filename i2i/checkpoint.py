@@ -109,6 +109,15 @@ def generator_record(
     }
 
 
+def generator_provider(record: dict[str, Any]) -> dict[str, str]:
+    """The plugin (and, in files written since it was recorded, the distribution) an exported generator needs."""
+    prov = record.get("provenance") or {}
+    plugin = str(prov.get("generator_plugin") or "")
+    versions = prov.get("versions") if isinstance(prov.get("versions"), dict) else {}
+    return {"plugin": plugin, "distribution": str(prov.get("generator_distribution") or ""),
+            "version": str(versions.get(plugin) or "")}
+
+
 def read_generator(path: str | Path) -> dict[str, Any]:
     """Load and check an exported generator file without building the network."""
     record = safe_load(path, "generator checkpoint")
@@ -138,14 +147,8 @@ def load_generator(
         registry = load_registry()
     record = read_generator(path)
     comp, io = record["component"], record["io"]
-    if comp["name"] not in registry.entries["generator"]:
-        plugin = (record.get("provenance") or {}).get("generator_plugin") or "unknown"
-        if (("generator", comp["name"]) not in registry.clashes) and plugin != "unknown":
-            raise I2IError(
-                f"{path} needs generator '{comp['name']}' from plugin '{plugin}', which is not installed or failed "
-                f"to load (see `i2i plugins`); install that plugin"
-            )
-    net = registry.build("generator", comp["name"], comp["params"], io["in_channels"], io["out_channels"])
+    entry = registry.require("generator", comp["name"], generator_provider(record), str(path))
+    net = entry.build(io["in_channels"], io["out_channels"], **comp["params"])
     try:
         net.load_state_dict(record["state_dict"])
     except RuntimeError as exc:

@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import typer
@@ -46,7 +46,7 @@ def cli_errors(fn):
         from .device import out_of_memory_error
         from .interrupts import Interrupted
 
-        quiet = os.environ.get("RANK", "0") != "0"  # in a torchrun job, rank 0 alone reports
+        quiet = os.environ.get("RANK", "0") != "0"  # in a torchrun job, rank 0 alone reports interruptions
         import cv2
 
         shown, cv_level = warnings.showwarning, cv2.utils.logging.getLogLevel()
@@ -55,20 +55,12 @@ def cli_errors(fn):
         try:
             return fn(*args, **kwargs)
         except I2IError as exc:
-            if not quiet:
-                err.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _error(one_line(exc))
         except out_of_memory_error() as exc:
-            if not quiet:
-                err.print(f"[bold red]error:[/] out of GPU memory ({escape(first_line(exc, 100))}); lower "
-                          f"--batch-size or --size, or use --precision bf16", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _error(f"out of GPU memory ({first_line(exc, 100)}); lower --batch-size or --size, or use --precision bf16")
         except OSError as exc:  # a path the OS refused (permissions, a folder where a file goes, a full disk)
-            if not quiet:
-                where = f" {exc.filename}" if exc.filename else ""
-                text = f"cannot use{where}: {exc.strerror or exc}; check the path, its permissions and free space"
-                err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            where = f" {exc.filename}" if exc.filename else ""
+            _error(f"cannot use{where}: {exc.strerror or exc}; check the path, its permissions and free space")
         except Interrupted as exc:
             if not quiet:
                 err.print(f"[yellow]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
@@ -82,6 +74,22 @@ def cli_errors(fn):
             cv2.utils.logging.setLogLevel(cv_level)
 
     return wrapper
+
+
+#: how long a rank other than 0 of a torchrun job waits before reporting an error (see :func:`_error`)
+RANK_GRACE_S = 2.0
+
+
+def _error(text: str) -> NoReturn:
+    """One ``error:`` line, then exit 2. In a torchrun job, a rank other than 0 first gives rank 0 time to report
+    (ranks usually meet the same problem, and the launcher stops every rank as soon as one exits, which would cut
+    rank 0 off before its line); it reports only an error that rank 0 did not stop on, naming its rank."""
+    rank = os.environ.get("RANK", "0")
+    if rank != "0":
+        time.sleep(RANK_GRACE_S)
+        text = f"(rank {rank}) {text}"
+    err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def warn(text: str, console: Console = err) -> None:
@@ -104,15 +112,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        path = f"{prefix}{k}"
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed(a, b, path + ".")
-        elif a != b:
-            keys.append(path)
-    return keys
+    """The dotted keys whose values differ between two config dicts (see :func:`i2i.config.changed_keys`)."""
+    from .config import changed_keys
+
+    return changed_keys(old, new, prefix)
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,7 +123,8 @@ def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list
 def train(
     overrides: list[str] = typer.Argument(None, help="config overrides, e.g. generator.ngf=32 train.seed=1"),
     method: str = typer.Option(None, "--method", "-m", help="training method (see `i2i list method`)"),
-    data: Path = typer.Option(None, "--data", help="dataset folder (DIR/trainA, DIR/trainB); omit for the demo"),
+    data: Path = typer.Option(None, "--data",
+                              help="dataset folder (DIR/trainA, DIR/trainB); omit for data.root or the demo"),
     out_dir: Path = typer.Option(None, "--out", "-o", help="run folder (default runs/METHOD-TIME)"),
     config: str = typer.Option(None, "--config", "-c", help="YAML config file or preset name"),
     epochs: int = typer.Option(None, "--epochs", help="epochs at the initial learning rate"),
@@ -163,6 +167,12 @@ def train(
         teardown(distributed)
 
 
+def _data_root(layer: dict[str, Any]) -> Any:
+    """The ``data.root`` a config layer sets (a config file's or the command line's), or None."""
+    section = layer.get("data")
+    return section.get("root") if isinstance(section, dict) else None
+
+
 def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | None, method: str | None,
            data: Path | None, out_dir: Path | None, config: str | None, epochs: int | None,
            decay_epochs: int | None, max_steps: int | None, batch_size: int | None, size: int | None,
@@ -171,7 +181,8 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
            channels_last: bool | None, nproc: int | None) -> None:
     """`i2i train` in one process (of a torchrun job, possibly)."""
     from . import demo
-    from .trainer import Trainer, prepare_run_dir
+    from .config import ignored_edits
+    from .trainer import Trainer, check_providers, prepare_run_dir
 
     main = distributed.main
 
@@ -196,23 +207,35 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
     if resume:
         if out_dir is None:
             raise I2IError("--resume needs --out RUN_DIR (the run to continue)")
+        if overwrite:
+            raise I2IError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
         if config is not None:
-            raise I2IError("--config cannot be combined with --resume: the run continues with its own config.yaml")
+            raise I2IError("--config cannot be combined with --resume: the run continues with the settings saved in "
+                           "its checkpoint; change those that may change with key=value (e.g. train.max_steps=N)")
         state = prepare_run_dir(out_dir, resume=True, overwrite=False)
+        check_providers(state, registry, out_dir / "checkpoints" / "last.pt")
         if data is not None:
             options["data"]["root"] = str(data)
         base = state["config"]
         if method is not None and method != base["method"]["name"]:
             raise I2IError(f"this run trains method '{base['method']['name']}', not '{method}'; drop --method")
         cfg = resolve(registry, base["method"]["name"], [base, *cli_layers])
-        bad = [k for k in _changed(base, cfg.to_dict())
-               if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
+        saved = resolve(registry, base["method"]["name"], [base]).to_dict()  # defaults added since, filled in
+
+        def resumable(key: str) -> bool:
+            return any(key == r or key.startswith(r + ".") for r in RESUMABLE)
+
+        bad = [k for k in _changed(saved, cfg.to_dict()) if not resumable(k)]
         if bad:
             raise I2IError(f"cannot change {', '.join(bad)} when resuming; start a new run with another --out")
+        note = ignored_edits(out_dir / "config.yaml", registry, base, saved, cfg.to_dict(), resumable) if main else None
+        if note:
+            warn(note)
     else:
         layers: list[dict[str, Any]] = []
-        demo_data = data is None
-        name = method or (load_yaml(find_preset(config)).get("method") if config else None)
+        config_layer = load_yaml(find_preset(config)) if config else {}
+        demo_data = data is None and not any(_data_root(layer) for layer in (config_layer, *cli_layers))
+        name = method or config_layer.get("method")
         name = name.get("name") if isinstance(name, dict) else name
         if name is not None and not isinstance(name, str):
             raise I2IError(f"the method must be a name (see `i2i list method`), not {name!r}")
@@ -225,7 +248,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
             except I2IError:
                 raise I2IError(f"method '{name}' has no demo preset; pass --data DIR") from None
         if config:
-            layers.append(load_yaml(find_preset(config)))
+            layers.append(config_layer)
         cfg = resolve(registry, method, [*layers, *cli_layers])
         if out_dir is None:
             out_dir = Path("runs") / f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -237,7 +260,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
                     f"[cyan]No --data given: training on the built-in demo dataset[/] ({escape(cfg.data.root)}: "
                     f"{demo.DESCRIPTION}; held-out pairs in testA/testB)", highlight=False, soft_wrap=True,
                 )
-        else:
+        elif data is not None:
             cfg.data.root = str(data)
 
     trainer = Trainer(cfg, registry, out_dir, state=state, overwrite=overwrite, console=err if main else None,
@@ -309,7 +332,8 @@ def plugins() -> None:
 def translate_cmd(
     inputs: list[str] = typer.Argument(..., help="image files, folders or glob patterns"),
     ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G_AB.pt / G_BA.pt)"),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="folder for the translated images"),
+    out_path: Path = typer.Option(..., "--out", "-o", help="folder for the translated images, or the image file to "
+                                                           "write (e.g. out.jpg) when translating one image file"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="include sub-folders of input folders"),
     size: int = typer.Option(None, "--size", help="resize the shorter side to this first (default: keep size)"),
     batch_size: int = typer.Option(4, "--batch-size", help="images of equal size translated together"),
@@ -317,12 +341,13 @@ def translate_cmd(
     side_by_side: bool = typer.Option(False, "--side-by-side", help="write input|output comparison images"),
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16"),
 ) -> None:
-    """Translate images with a trained generator; each keeps its resolution, names mirror the inputs."""
+    """Translate images with a trained generator; each keeps its resolution, names mirror the inputs (one image
+    file may be written to the file -o names, its format from the suffix)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .device import resolve_device
     from .images import read_image, readable, write_image
-    from .translate import Translator, collect_inputs
+    from .translate import Translator, collect_inputs, output_paths
     from .translate import side_by_side as compare
 
     if batch_size < 1:
@@ -331,14 +356,14 @@ def translate_cmd(
         raise I2IError("--size must be >= 1")
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
     files = collect_inputs(inputs, recursive, warn=warn)
+    targets = output_paths(inputs, files, out_path)
     sources = {src.resolve() for src, _ in files}
-    for src, rel in files:
-        target = (out_dir / rel).resolve()
-        if target in sources:
-            raise I2IError(f"writing {out_dir / rel} would overwrite the input {src}; choose another --out")
+    for (src, _), target in zip(files, targets, strict=True):
+        if target.resolve() in sources:
+            raise I2IError(f"writing {target} would overwrite the input {src}; choose another --out")
         if not readable(src):
             raise I2IError(f"{src} is not an image OpenCV can read")
-    translator.check_outputs(out_dir / rel for _, rel in files)
+    translator.check_outputs(targets, named=targets == [out_path])
     loaded: dict[Path, np.ndarray] = {}
 
     def read_all():
@@ -353,12 +378,13 @@ def translate_cmd(
     with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=not err.is_terminal) as progress:
         task = progress.add_task("translate", total=len(files))
-        for (src, rel), result in zip(files, translator.translate_arrays(read_all(), batch_size), strict=True):
+        results = translator.translate_arrays(read_all(), batch_size)
+        for (src, _), target, result in zip(files, targets, results, strict=True):
             if side_by_side:
                 result = compare(loaded.pop(src), result)
-            write_image(out_dir / rel, result)
+            write_image(target, result)
             progress.advance(task)
-    out.print(f"[green]translated[/] {escape(f'{len(files)} image(s) with {ckpt} → {out_dir}')}", highlight=False,
+    out.print(f"[green]translated[/] {escape(f'{len(files)} image(s) with {ckpt} → {out_path}')}", highlight=False,
               soft_wrap=True)
 
 
@@ -457,8 +483,9 @@ def export_cmd(
 ) -> None:
     """Export a generator to ONNX or TorchScript (dynamic batch, height and width)."""
     from .checkpoint import load_generator
-    from .export import export
+    from .export import check_export, export
 
+    check_export(fmt, opset)
     if out_path.resolve() == ckpt.resolve():
         raise I2IError(f"-o {out_path} is the input checkpoint; choose another output path")
     net = load_generator(ckpt)
@@ -477,20 +504,21 @@ def inspect_cmd(ckpt: Path = typer.Argument(..., help="exported generator (G.pt)
     record = read_generator(ckpt)
     comp, io, prov = record["component"], record["io"], record.get("provenance") or {}
     n_params = sum(t.numel() for t in record["state_dict"].values() if t.is_floating_point())
-    table = Table(title=str(ckpt), show_header=False)
+    rows = [("architecture", f"{comp['name']} (plugin {prov.get('generator_plugin', '?')})"),
+            ("parameters", ", ".join(f"{k}={v}" for k, v in comp["params"].items()) or "-"),
+            ("channels", f"{io['in_channels']} → {io['out_channels']}"),
+            ("value range", f"{io['range'][0]:g} .. {io['range'][1]:g}"),
+            ("size multiple", str(io["size_multiple"])),
+            ("weights", f"{n_params:,} parameters ({ckpt.stat().st_size / 1e6:.1f} MB file)")]
+    rows += [(key, str(prov[key])) for key in ("method", "network", "domains", "step", "importer", "imported_from")
+             if key in prov]
+    if prov.get("versions"):
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())))
+    table = Table(title=escape(str(ckpt)), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("architecture", f"{comp['name']} (plugin {prov.get('generator_plugin', '?')})")
-    table.add_row("parameters", ", ".join(f"{k}={v}" for k, v in comp["params"].items()) or "-")
-    table.add_row("channels", f"{io['in_channels']} → {io['out_channels']}")
-    table.add_row("value range", f"{io['range'][0]:g} .. {io['range'][1]:g}")
-    table.add_row("size multiple", str(io["size_multiple"]))
-    table.add_row("weights", f"{n_params:,} parameters ({ckpt.stat().st_size / 1e6:.1f} MB file)")
-    for key in ("method", "network", "domains", "step", "importer", "imported_from"):
-        if key in prov:
-            table.add_row(key, str(prov[key]))
-    if prov.get("versions"):
-        table.add_row("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
+    for field, value in rows:  # names, paths and values from the file: shown as they are, never as markup
+        table.add_row(field, escape(value))
     out.print(table)
 
 
@@ -532,13 +560,13 @@ def eval_cmd(
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
     for note in report.warnings:
         warn(note)
-    table = Table(title=f"{ckpt.name} on {report.counts['source']} image(s) of {source}")
+    table = Table(title=escape(f"{ckpt.name} on {report.counts['source']} image(s) of {source}"))
     for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
         table.add_column(col)
     for name, row in report.scores.items():
         better = (row["translated"] > row["identity"]) == row["higher_is_better"]
         arrow = "↑" if row["higher_is_better"] else "↓"
-        table.add_row(f"{name} {arrow}", f"{row['translated']:.4f}", f"{row['identity']:.4f}",
+        table.add_row(escape(f"{name} {arrow}"), f"{row['translated']:.4f}", f"{row['identity']:.4f}",
                       "[green]yes[/]" if better else "[red]no[/]")
     out.print(table)
     if report.extractor:

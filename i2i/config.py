@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -90,13 +92,50 @@ class Config:
 COMPONENT_SECTIONS = ("method", "generator", "discriminator")
 
 
+def _duplicate_key(node: yaml.Node, path: str = "", seen: set[int] | None = None) -> tuple[str, int, int] | None:
+    """The first key written twice in one mapping under ``node``: (its dotted path, first line, second line)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node already checked
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            name = f"{path}{key.value}" if isinstance(key, yaml.ScalarNode) else f"{path}?"
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in lines:
+                    return name, lines[(key.tag, key.value)], line
+                lines[(key.tag, key.value)] = line
+            found = _duplicate_key(value, name + ".", seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path.removesuffix('.')}[{i}].", seen)
+            if found:
+                return found
+    return None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict, with clear errors for missing or malformed files."""
+    """Read a YAML config file into a dict, with clear errors for missing or malformed files and for a key written
+    twice in one mapping (YAML loaders keep the last silently)."""
     path = Path(path)
     if not path.is_file():
         raise I2IError(f"config file not found: {path} (pass an existing YAML file to --config)")
     try:
-        data = yaml.safe_load(path.read_text())
+        loader = yaml.SafeLoader(path.read_text())
+        try:
+            node = loader.get_single_node()
+            duplicate = _duplicate_key(node) if node is not None else None
+            if duplicate:
+                key, first, second = duplicate
+                where = f"line {first}" if first == second else f"lines {first} and {second}"
+                raise I2IError(f"config file {path} sets '{key}' twice ({where}); keep one of them")
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise I2IError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if data is None:
@@ -113,6 +152,7 @@ def _component_shorthand(section: str, value: Any) -> Any:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars (``1`` int, ``true`` bool...)."""
     out: dict[str, Any] = {}
+    seen: dict[str, str] = {}  # dotted key -> the override that set it
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -136,6 +176,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             parts = [parts[0], parts[1], "params", parts[2]]
         elif parts[0] == "data" and len(parts) == 2 and parts[1] not in _field_names(DataConfig):
             parts = ["data", "params", parts[1]]
+        dotted = ".".join(parts)
+        if dotted in seen:
+            raise I2IError(f"overrides '{seen[dotted]}' and '{item}' both set {dotted}; keep one of them")
+        seen[dotted] = item
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -255,6 +299,9 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     if cfg.data.batch_size < 1 or (cfg.data.workers is not None and cfg.data.workers < 0):
         raise I2IError("data.batch_size must be >= 1 and data.workers >= 0")
     v = cfg.validation
+    if v.every and not v.metrics:
+        raise I2IError("validation.metrics is empty; name the metrics to compute (e.g. validation.metrics=[psnr,ssim]) "
+                       "or set validation.every=0")
     for metric in v.metrics:
         registry.get("metric", metric)
     if v.best is not None and v.best not in v.metrics:
@@ -269,6 +316,60 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     if check is not None:
         check(cfg)
     return cfg
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts (nested mappings compared key by key)."""
+    keys = []
+    for k in sorted(set(old) | set(new), key=str):
+        path = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, path + ".")
+        elif a != b:
+            keys.append(path)
+    return keys
+
+
+def _at(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def ignored_edits(path: Path, registry: Registry, checkpoint: dict[str, Any], saved: dict[str, Any],
+                  used: dict[str, Any], may_change: Callable[[str], bool]) -> str | None:
+    """One warning line when a resumed run's config file ``path`` was edited by hand, or None.
+
+    Resuming takes its settings from the checkpoint (``checkpoint``; resolved, ``saved``) and the command line
+    (together, ``used``), never from the file, which it rewrites with ``used``. The line names the edited keys that
+    the command line left as saved, the ``key=value`` arguments that apply those that may change on resume
+    (``may_change``), and a new run for the others."""
+    if not path.is_file():
+        return None
+    try:
+        edited = resolve(registry, None, [checkpoint, load_yaml(path)]).to_dict()
+    except I2IError as exc:
+        return (f"{path} is not read when resuming ({exc}); the run continues with the settings saved in its "
+                f"checkpoint and rewrites the file")
+    keys = [k for k in changed_keys(saved, edited) if _at(used, k) == _at(saved, k)]  # not set on the command line
+    if not keys:
+        return None
+    args = [shlex.quote(f"{k}={_flow(_at(edited, k))}") for k in keys if may_change(k)]
+    fixed = [k for k in keys if not may_change(k)]
+    text = (f"{path} was edited ({', '.join(keys)}), but resuming continues with the settings saved in the "
+            f"checkpoint and rewrites the file")
+    if args:
+        text += f"; to apply {'that edit' if len(args) == 1 else 'those edits'} pass {' '.join(args)}"
+    if fixed:
+        text += (f"; {', '.join(fixed)} cannot change on resume: start a new run from the file (--config {path} "
+                 f"--data DIR --out NEW_DIR)")
+    return text
+
+
+def _flow(value: Any) -> str:
+    """``value`` as a ``key=value`` argument writes it (YAML flow style: ``true``, ``null``, ``[psnr, ssim]``)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
 def save_yaml(cfg: Config, path: Path) -> None:

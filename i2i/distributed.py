@@ -10,7 +10,7 @@ same: the mean over ranks of each parameter's gradient.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,27 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def on_main(self, fn: Callable[[], Any], error: Callable[[I2IError], I2IError] = lambda exc: exc) -> None:
+        """Run ``fn`` on rank 0 alone (work the other ranks do not need, such as building validation's feature
+        extractor); an I2IError it raises, reworded by ``error``, is raised on every rank, so no rank goes on to wait
+        for one that has stopped. Every rank must call this at the same point."""
+        failure: BaseException | None = None
+        if self.main:
+            try:
+                fn()
+            except I2IError as exc:
+                failure = error(exc)
+                failure.__cause__ = exc
+            except Exception as exc:  # a bug, or the machine: rank 0 reports it, the others stop quietly
+                failure = exc
+        if self.enabled:
+            verdict = self.gather(None if failure is None else (isinstance(failure, I2IError), str(failure)))[0]
+            if failure is None and verdict is not None:
+                user_error, text = verdict
+                raise I2IError(text if user_error else f"rank 0 stopped: {text}")
+        if failure is not None:
+            raise failure
 
     def _device(self) -> torch.device:
         if dist.get_backend() == "nccl":

@@ -4,6 +4,8 @@ truth (PSNR, SSIM, MAE), each beside the identity baseline (the same metric on t
 from __future__ import annotations
 
 import inspect
+import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import I2IError
-from .features import FeatureExtractor
+from .features import EVAL_OPTIONS, FeatureExtractor
 from .files import file_in_the_way
 from .images import read_image, scan_folder, skipped_note
 from .registry import Registry
@@ -40,13 +42,22 @@ class EvalReport:
 
 
 def check_report_path(path: Path) -> None:
-    """Fail before any work when the ``--json`` report could not be written to ``path`` (a folder, or under a
-    file)."""
+    """Fail before any work when the ``--json`` report could not be written to ``path``: a folder, under a file,
+    or in a folder where this process cannot create files (tried with a temporary file, removed at once)."""
+    path = Path(path)
     if path.is_dir():
         raise I2IError(f"--json {path} is a folder; give a file name, e.g. {path / 'report.json'}")
     blocker = file_in_the_way(path)
     if blocker is not None:
         raise I2IError(f"--json {path}: {blocker} is a file, not a folder; choose another path")
+    folder = next((p for p in path.absolute().parents if p.is_dir()), Path.cwd())  # the report's folder is made here
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise I2IError(f"--json {path}: cannot create files in {folder} ({exc.strerror or exc}); choose a writable "
+                       f"location") from None
+    os.close(fd)
+    Path(name).unlink(missing_ok=True)
 
 
 def _images(folder: Path, what: str, notes: list[str], limit: int | None = None) -> list[Path]:
@@ -105,13 +116,16 @@ def plan(
     metrics: list[str] | None = None,
     features: Callable[[], FeatureExtractor] | None = None,
     limit: int | None = None,
+    options: dict[str, str] = EVAL_OPTIONS,
 ) -> Plan:
     """Check the folders and metrics and build the metrics (and the feature extractor, with ``features``, when
-    one is needed): every mistake in an evaluation's settings surfaces here, before the work."""
+    one is needed): every mistake in an evaluation's settings surfaces here, before the work. ``options`` name the
+    settings in the errors' advice."""
+    target_dir, truth_dir = options["target"].format("DIR"), options["truth"].format("DIR")
     if metrics is None:
         metrics = (["fid", "kid"] if target else []) + (["psnr", "ssim", "mae"] if truth else [])
     if not metrics:
-        raise I2IError("nothing to compute: give --target (for FID/KID) and/or --truth (for PSNR/SSIM/MAE)")
+        raise I2IError(f"nothing to compute: give {target_dir} (for FID/KID) and/or {truth_dir} (for PSNR/SSIM/MAE)")
     entries = {name: registry.get("metric", name) for name in metrics}
     notes: list[str] = []
     sources = _images(source, "source", notes, limit)
@@ -127,7 +141,7 @@ def plan(
 
     wants_features = [n for n, e in entries.items() if needs_features(e.factory)]
     if wants_features and target is None:
-        raise I2IError(f"metric(s) {', '.join(wants_features)} need a target set: pass --target DIR")
+        raise I2IError(f"metric(s) {', '.join(wants_features)} need a target set: pass {target_dir}")
     if wants_features and min(len(sources), len(targets)) < 2:
         raise I2IError(f"metric(s) {', '.join(wants_features)} compare distributions and need at least 2 source and "
                        f"2 target images (got {len(sources)} and {len(targets)})")
@@ -145,9 +159,9 @@ def plan(
     paired = {n: m for n, m in built.items() if m.paired}
     dist = {n: m for n, m in built.items() if not m.paired}
     if paired and truth is None:
-        raise I2IError(f"metric(s) {', '.join(paired)} need paired ground truth: pass --truth DIR")
+        raise I2IError(f"metric(s) {', '.join(paired)} need paired ground truth: pass {truth_dir}")
     if dist and target is None:
-        raise I2IError(f"metric(s) {', '.join(dist)} need a target set: pass --target DIR")
+        raise I2IError(f"metric(s) {', '.join(dist)} need a target set: pass {target_dir}")
     return Plan(sources, truth_files, targets, paired, dist, extractor, notes)
 
 
@@ -161,9 +175,10 @@ def evaluate(
     features: Callable[[], FeatureExtractor] | None = None,
     strict_sizes: bool = False,
     limit: int | None = None,
+    options: dict[str, str] = EVAL_OPTIONS,
 ) -> EvalReport:
     """Translate every image of ``source`` and score it; ``features`` builds the extractor when one is needed."""
-    p = plan(registry, source, target, truth, metrics, features, limit)
+    p = plan(registry, source, target, truth, metrics, features, limit, options)
     sources, truth_files, targets, extractor, notes = p.sources, p.truth_files, p.targets, p.extractor, p.notes
     paired, dist = p.paired, p.distribution
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -15,6 +19,49 @@ from .files import atomic_write
 FORMATS = ("onnx", "torchscript")
 
 
+def supported_opsets() -> range:
+    """The ONNX opsets that this PyTorch's (TorchScript-based) ONNX exporter supports."""
+    try:
+        from torch.onnx import _constants as c
+
+        low = int(c.ONNX_MIN_OPSET)
+        high = int(getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", c.ONNX_MAX_OPSET))
+    except (ImportError, AttributeError):  # the private constants moved: the range of PyTorch 2.x
+        low, high = 7, 17
+    return range(low, high + 1)
+
+
+def check_export(fmt: str, opset: int = 17) -> None:
+    """Fail before any work on an unknown format or an ONNX opset this PyTorch cannot export."""
+    if fmt not in FORMATS:
+        raise I2IError(f"unknown export format '{fmt}'; use {' or '.join(FORMATS)}")
+    opsets = supported_opsets()
+    if fmt == "onnx" and opset not in opsets:
+        raise I2IError(f"ONNX opset {opset} is not supported by this PyTorch's exporter; pass --opset "
+                       f"{opsets[0]} to {opsets[-1]} (default 17)")
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Discard what native code writes to the process's standard output (file descriptor 1) meanwhile: the ONNX
+    exporter dumps its whole graph there when it fails, and a failure must stay one line."""
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to guard
+        yield
+        return
+    if sys.__stdout__ is not None:
+        sys.__stdout__.flush()
+    sink = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(sink, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(sink)
+
+
 def example_input(net: nn.Module, batch: int = 1, scale: int = 1) -> torch.Tensor:
     io = getattr(net, "i2i_info", {}).get("io", {})
     m = int(io.get("size_multiple", getattr(net, "size_multiple", 1)))
@@ -23,9 +70,8 @@ def example_input(net: nn.Module, batch: int = 1, scale: int = 1) -> torch.Tenso
 
 
 def export(net: nn.Module, path: Path, fmt: str, opset: int = 17) -> Path:
-    """Write ``net`` (eval mode, CPU) as ``fmt`` to ``path`` atomically."""
-    if fmt not in FORMATS:
-        raise I2IError(f"unknown export format '{fmt}'; use {' or '.join(FORMATS)}")
+    """Write ``net`` (eval mode, CPU) as ``fmt`` to ``path`` atomically (ONNX: at ``opset``)."""
+    check_export(fmt, opset)
     net = net.eval().cpu()
     x = example_input(net)
 
@@ -38,8 +84,9 @@ def export(net: nn.Module, path: Path, fmt: str, opset: int = 17) -> Path:
                 tmp.write_bytes(buf.getvalue())
             else:
                 axes = {0: "batch", 2: "height", 3: "width"}
-                torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
-                                  dynamic_axes={"input": axes, "output": axes}, opset_version=opset)
+                with _quiet_stdout():
+                    torch.onnx.export(net, (x,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
+                                      dynamic_axes={"input": axes, "output": axes}, opset_version=opset)
 
     try:
         return atomic_write(path, write)

@@ -20,8 +20,10 @@ from .errors import I2IError, first_line
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
-#: how the user sets the extractor, for the advice in errors: `i2i eval`'s options (training passes its config keys)
-EVAL_OPTIONS = {"features": "--features {}", "weights": "--feature-weights {}", "inception": "--inception-weights {}"}
+#: how the user sets an evaluation's extractor and folders, for the advice in errors: `i2i eval`'s options (training
+#: passes its config keys)
+EVAL_OPTIONS = {"features": "--features {}", "weights": "--feature-weights {}", "inception": "--inception-weights {}",
+                "target": "--target {}", "truth": "--truth {}"}
 
 
 class FeatureExtractor(nn.Module):

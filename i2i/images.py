@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -109,13 +112,42 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
     return img
 
 
+@contextlib.contextmanager
+def _opencv_silent() -> Iterator[None]:
+    """Mute OpenCV's log meanwhile: a failed encoding is reported by i2i in its own words."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+@functools.cache
+def holds_16_bits(suffix: str, channels: int = 3) -> bool:
+    """Whether OpenCV writes a 16-bit image of ``channels`` (1, 3 or 4, in its own order) in the format of
+    ``suffix`` as 16 bits (PNG, TIFF, PPM/PGM, ...); the others (JPEG, WebP, BMP, ...) would clip it to 8 bits."""
+    try:
+        with _opencv_silent():
+            ok, buf = cv2.imencode(suffix, np.zeros((64, 64, channels), np.uint16))  # JPEG 2000 refuses tiny images
+            back = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else None
+    except cv2.error:
+        return False
+    return back is not None and back.dtype == np.uint16
+
+
 def encode_image(suffix: str, img: np.ndarray) -> np.ndarray | None:
     """The bytes of an HWC RGB/RGBA/gray/gray+alpha image in the format of ``suffix`` (gray+alpha is stored as
-    RGBA), or None when OpenCV cannot write that format or it cannot hold such an image."""
+    RGBA; a 16-bit image is scaled to 8 bits for a format that has no 16 bits), or None when OpenCV cannot write
+    that format or it cannot hold such an image."""
+    suffix = suffix or ".png"
     if img.ndim == 3 and img.shape[2] in (2, 3, 4):  # to OpenCV's BGR(A); gray+alpha as BGRA (no such encoding)
         img = img[:, :, {2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[img.shape[2]]]
+    if img.dtype == np.uint16 and not holds_16_bits(suffix.lower(), img.shape[2] if img.ndim == 3 else 1):
+        img = (img / 257.0).round().astype(np.uint8)
     try:
-        ok, buf = cv2.imencode(suffix or ".png", img)
+        with _opencv_silent():
+            ok, buf = cv2.imencode(suffix, img)
     except cv2.error:
         return None
     return buf if ok else None

@@ -48,6 +48,7 @@ class PluginInfo:
     status: str = "ok"  # ok | failed | blocked
     reason: str = ""
     components: list[tuple[str, str]] = field(default_factory=list)
+    distribution: str = ""  # the installed package whose entry point this is ("" for a plugin passed in directly)
 
 
 @dataclass
@@ -58,8 +59,15 @@ class Plugins:
     registry: Registry
 
 
-def _blocked_names() -> set[str]:
-    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+def _blocked_names() -> list[str]:
+    return list(dict.fromkeys(n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()))
+
+
+def _unblock(name: str, blocked: list[str]) -> str:
+    """What keeps ``name`` out and how to let it in (after "is "), e.g. for ``I2I_BLOCK_PLUGINS=a,b``."""
+    rest = [n for n in blocked if n != name]
+    how = f"set {BLOCK_ENV}={','.join(rest)}" if rest else f"unset {BLOCK_ENV}"
+    return f"blocked by {BLOCK_ENV}={','.join(blocked)}; {how} to unblock it"
 
 
 def _autoload_disabled() -> bool:
@@ -77,18 +85,26 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
     blocked = _blocked_names()
-    candidates: list[tuple[str, str, str, Any]] = []  # name, version, source, loader
-    if autoload if autoload is not None else not _autoload_disabled():
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    candidates: list[tuple[str, str, str, Any, str]] = []  # name, version, source, loader, distribution
+    not_loaded: dict[str, str] = {}  # installed plugins left out by DISABLE_ENV: only named, never imported
+    load = autoload if autoload is not None else not _autoload_disabled()
+    entry_points = (sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+                    if load or autoload is None else [])
+    if load:
+        for ep in entry_points:
             version = ep.dist.version if ep.dist is not None else "unknown"
-            candidates.append((ep.name, version, ep.value, ep.load))
+            candidates.append((ep.name, version, ep.value, ep.load, ep.dist.name if ep.dist is not None else ""))
+    elif autoload is None:
+        not_loaded = {ep.name: f"not loaded: {DISABLE_ENV} is set; unset it to load installed plugins"
+                      for ep in entry_points}
     for name, obj in extra:
-        candidates.append((name, str(getattr(obj, "__version__", "unknown")), repr(obj), lambda obj=obj: obj))
+        candidates.append((name, str(getattr(obj, "__version__", "unknown")), repr(obj), lambda obj=obj: obj, ""))
 
-    for name, version, source, loader in candidates:
-        info = infos[name] = PluginInfo(name, version, source)
+    for name, version, source, loader, distribution in candidates:
+        info = infos[name] = PluginInfo(name, version, source, distribution=distribution)
+        not_loaded.pop(name, None)
         if name in blocked:
-            info.status, info.reason = "blocked", f"blocked by {BLOCK_ENV}"
+            info.status, info.reason = "blocked", _unblock(name, blocked)
             continue
         try:
             pm.register(loader(), name=name)
@@ -108,8 +124,8 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
                         continue
 
                     def register(cname, factory, description="", kind=kind, plugin=name, version=info.version,
-                                 staged=staged):
-                        staged.append(Entry(kind, cname, factory, description, plugin, version))
+                                 staged=staged, distribution=info.distribution):
+                        staged.append(Entry(kind, cname, factory, description, plugin, version, distribution))
 
                     impl.function(**{arg: register for arg in impl.argnames})
         except Exception as exc:
@@ -131,6 +147,7 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
             info.status = "conflict"
             info.reason = f"{info.reason}; {note}" if info.reason else note
     registry.failed = {n: i.reason for n, i in infos.items() if i.status == "failed"}
+    registry.blocked = {**not_loaded, **{n: i.reason for n, i in infos.items() if i.status == "blocked"}}
     return Plugins(infos, registry)
 
 

@@ -1,8 +1,8 @@
 """Named components (generators, discriminators, losses, datasets, methods, metrics) and building them.
 
 A :class:`Registry` is filled by :mod:`i2i.plugins` from the ``register_*`` hooks; every entry remembers which
-plugin (and version) registered it. Building validates parameters against the factory's signature first, so a
-typo fails with the list of valid names before any work starts.
+plugin (its version and distribution) registered it. Building validates parameters against the factory's signature
+first, so a typo fails with the list of valid names before any work starts.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,12 @@ class Entry:
     description: str
     plugin: str
     version: str
+    distribution: str = ""  # the installed package that provides the plugin ("" for one passed in directly)
+
+    def provider(self) -> dict[str, str]:
+        """Who provides this component, as checkpoints record it (see :meth:`Registry.require`)."""
+        return {"kind": self.kind, "name": self.name, "plugin": self.plugin, "distribution": self.distribution,
+                "version": self.version}
 
     def parameters(self) -> dict[str, Param]:
         """The user-settable parameters: a method's ``Params`` dataclass fields, else the factory signature."""
@@ -131,11 +137,13 @@ class Entry:
 
 @dataclass
 class Registry:
-    """All components by kind and name, plus the plugins that failed (so their components can explain)."""
+    """All components by kind and name, plus the plugins that failed or were blocked (so their components can
+    explain): ``failed`` maps a plugin to why it failed, ``blocked`` to what keeps it out and how to let it in."""
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)
 
     def add(self, entry: Entry) -> None:
         """Add an entry; a second plugin using the same kind+name makes the name a clash naming both."""
@@ -171,7 +179,41 @@ class Registry:
         if self.failed:
             reasons = "; ".join(f"plugin '{p}' failed to load: {r}" for p, r in self.failed.items())
             message += f" (it may come from a plugin that failed: {reasons})"
+        if self.blocked:
+            by_reason: dict[str, list[str]] = {}
+            for p, r in self.blocked.items():
+                by_reason.setdefault(r, []).append(f"'{p}'")
+            reasons = "; ".join(f"plugin {ps[0]} is {r}" if len(ps) == 1 else f"plugins {', '.join(ps)} are {r}"
+                                for r, ps in by_reason.items())
+            message += f" (it may come from a plugin that is not loaded: {reasons})"
         raise I2IError(message)
+
+    def require(self, kind: str, name: str, provider: Mapping[str, Any] | None, user: str) -> Entry:
+        """:meth:`get` for a name that ``user`` (a file) recorded with its ``provider`` (``plugin``, and where known
+        ``distribution`` and ``version``): when it is missing, the error names that plugin and how to get it."""
+        plugin = str((provider or {}).get("plugin") or "")
+        if name in self.entries.get(kind, {}) or (kind, name) in self.clashes or not plugin:
+            return self.get(kind, name)
+        problem = self.plugin_problem(plugin, str(provider.get("distribution") or ""),
+                                      str(provider.get("version") or ""))
+        raise I2IError(f"{user} needs {kind} '{name}' from plugin '{plugin}', {problem}")
+
+    def plugin_problem(self, plugin: str, distribution: str = "", version: str = "") -> str:
+        """Why ``plugin``'s components are missing and what to do, as a clause after "from plugin 'x', "."""
+        known = bool(version) and version != "unknown"
+        if plugin in self.blocked:
+            return f"which is {self.blocked[plugin]}"
+        if plugin in self.failed:
+            again = f" (pip install --force-reinstall {distribution})" if distribution else ""
+            return f"which failed to load ({self.failed[plugin]}); fix or reinstall it{again}"
+        installed = next((e.version for k in KINDS for e in self.entries[k].values() if e.plugin == plugin), None)
+        if installed is not None:
+            made = f" (this file was made with version {version})" if known and version != installed else ""
+            pin = f": pip install '{distribution}=={version}'" if distribution and known else ""
+            return f"whose installed version {installed} does not register it{made}; install that version{pin}"
+        made = f" (this file was made with version {version})" if known else ""
+        install = f"install it: pip install {distribution}" if distribution else "install that plugin"
+        return f"which is not installed or failed to load (see `i2i plugins`); {install}{made}"
 
     def build(self, kind: str, name: str, params: dict[str, Any] | None = None, *args: Any) -> Any:
         return self.get(kind, name).build(*args, **(params or {}))

@@ -39,9 +39,11 @@ from .schedule import linear_decay
 from .translate import Translator
 
 RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml")
-#: the config keys that set validation's feature extractor, for the advice in its errors
+#: the config keys that set validation's feature extractor and folders, for the advice in its errors
 VALIDATION_OPTIONS = {"features": "validation.features={}", "weights": "validation.feature_weights={}",
-                      "inception": "validation.feature_weights={}"}
+                      "inception": "validation.feature_weights={}",
+                      "target": "validation.target={} (relative to the data folder)",
+                      "truth": "validation.truth={} (relative to the data folder)"}
 
 
 @dataclass
@@ -58,11 +60,18 @@ def run_exists(out_dir: Path) -> bool:
 
 
 def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Check ``out_dir`` against the flags; return the saved training state when resuming."""
+    """Check ``out_dir`` against the flags; return the saved training state when resuming.
+
+    A run that never saved a checkpoint (it failed or was killed before its first one) cannot be resumed: both
+    refusals then point at ``--overwrite``, the one way forward."""
     last = out_dir / "checkpoints" / "last.pt"
     if resume:
-        if not last.is_file():
-            raise I2IError(f"nothing to resume: {last} does not exist (train into {out_dir} without --resume first)")
+        if not last.exists() and run_exists(out_dir):
+            raise I2IError(f"nothing to resume: the run in {out_dir} never saved a checkpoint ({last} does not "
+                           f"exist); start it again with --overwrite instead of --resume, or choose another --out")
+        if not last.exists():
+            raise I2IError(f"nothing to resume: {out_dir} holds no training run ({last} does not exist); train into "
+                           f"it without --resume first")
         state = safe_load(last, "training checkpoint")
         if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
             raise I2IError(f"{last} is not an i2i training checkpoint")
@@ -70,11 +79,33 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, A
     if out_dir.exists() and not out_dir.is_dir():
         raise I2IError(f"--out {out_dir} is a file; pass a folder for the run")
     if run_exists(out_dir) and not overwrite:
+        if not last.exists():
+            raise I2IError(f"{out_dir} holds a training run that never saved a checkpoint, so it cannot be resumed; "
+                           f"pass --overwrite to start it again, or choose another --out")
         raise I2IError(
             f"{out_dir} already holds a training run; pass --resume to continue it, --overwrite to replace it, "
             f"or choose another --out"
         )
     return None
+
+
+def providers(cfg: Config, registry: Registry) -> dict[str, dict[str, str]]:
+    """Which plugin (its distribution and version) provides each component ``cfg`` names, by config key; training
+    checkpoints record it so that a run whose plugin is gone can say what to install (see :func:`check_providers`)."""
+    named = {"method": ("method", cfg.method.name), "generator": ("generator", cfg.generator.name),
+             "discriminator": ("discriminator", cfg.discriminator.name), "data": ("dataset", cfg.data.name),
+             **{f"losses.{role}": ("loss", comp.name) for role, comp in cfg.losses.items()}}
+    return {key: registry.get(kind, name).provider() for key, (kind, name) in named.items()}
+
+
+def check_providers(state: dict[str, Any], registry: Registry, path: Path) -> None:
+    """Every component the training checkpoint at ``path`` recorded is registered; a missing one names its plugin,
+    whether it is blocked, failed or not installed, and what to install (checkpoints from before these records
+    were kept get the usual "unknown component" errors)."""
+    recorded = state.get("providers")
+    for provider in recorded.values() if isinstance(recorded, dict) else ():
+        if isinstance(provider, dict) and provider.get("kind") and provider.get("name"):
+            registry.require(str(provider["kind"]), str(provider["name"]), provider, str(path))
 
 
 #: optimizer options that choose an implementation, not the mathematics: taken from this run on resume
@@ -219,10 +250,10 @@ class Trainer:
                 if folder is not None and not (Path(cfg.data.root) / folder).is_dir():
                     raise I2IError(f"validation.{key}: folder {Path(cfg.data.root) / folder} does not exist "
                                    f"(paths are relative to the data folder); fix it or set validation.every=0")
-            try:  # the held-out images, the metrics and their feature extractor, before the first step
-                self._validation_plan()
-            except I2IError as exc:
-                raise I2IError(f"validation: {exc} (or set validation.every=0)") from exc
+            # the held-out images, the metrics and their feature extractor, checked before the first step by the one
+            # process that validates; its verdict fails every rank alike
+            self.dist.on_main(self._validation_plan, lambda exc: I2IError(
+                f"validation: {exc} (or set validation.every=0)"))
         self.best: dict[str, Any] = {}
         self.step = 0
         if self.state is not None:
@@ -263,6 +294,7 @@ class Trainer:
             "processes": self.dist.world,
             "rank_states": ranks,
             "versions": {"i2i": __version__, "torch": str(torch.__version__)},
+            "providers": providers(self.cfg, self.registry),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -325,7 +357,9 @@ class Trainer:
                 continue
             provenance = {
                 "method": self.cfg.method.name, "method_plugin": self.method_entry.plugin,
-                "generator_plugin": gen_plugin.plugin, "network": name, "domains": [src, dst], "step": self.step,
+                "method_distribution": self.method_entry.distribution,
+                "generator_plugin": gen_plugin.plugin, "generator_distribution": gen_plugin.distribution,
+                "network": name, "domains": [src, dst], "step": self.step,
                 "versions": {"i2i": __version__, "torch": str(torch.__version__),
                              self.method_entry.plugin: self.method_entry.version,
                              gen_plugin.plugin: gen_plugin.version},
@@ -354,7 +388,7 @@ class Trainer:
     def _validation_plan(self) -> None:
         v = self.cfg.validation
         plan(self.registry, **self._validation_paths(), metrics=v.metrics, features=self._validation_extractor,
-             limit=v.max_images)
+             limit=v.max_images, options=VALIDATION_OPTIONS)
 
     def validate(self) -> dict[str, Any]:
         """Score the validated network on held-out images; keep ``{network}_best.pt`` when ``best`` improves."""
@@ -366,7 +400,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             report = evaluate(Translator(net, self.device, io=io, precision=self.precision.name), self.registry,
                               **self._validation_paths(), metrics=v.metrics, features=self._validation_extractor,
-                              limit=v.max_images)
+                              limit=v.max_images, options=VALIDATION_OPTIONS)
         net.to(memory_format=self.memory_format).train()
         scores = {k: row["translated"] for k, row in report.scores.items()}
         if v.best is not None:

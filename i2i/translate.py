@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import load_generator
 from .device import out_of_memory_error
 from .errors import I2IError, first_line
-from .images import encode_image, scan_folder, skipped_note, to_image, to_tensor
+from .images import encode_image, is_image_name, scan_folder, skipped_note, to_image, to_tensor
 
 #: a generator that fails on a small input is retried on larger padding, up to this many times its size multiple
 MAX_GROWTH = 4
@@ -135,16 +135,19 @@ class Translator:
             arr = np.concatenate([arr, alpha], axis=2)
         return arr
 
-    def check_outputs(self, outputs: Iterable[Path]) -> None:
+    def check_outputs(self, outputs: Iterable[Path], named: bool = False) -> None:
         """Fail before anything is written when an output's format cannot hold this generator's images (a color
-        result as .pgm, a gray one as .ppm, a format this OpenCV cannot write)."""
+        result as .pgm, a gray one as .ppm, a format this OpenCV cannot write). ``named``: the user named the
+        output file (the fix is another suffix, not converting the inputs)."""
         first: dict[str, Path] = {}
         for path in outputs:
             first.setdefault(path.suffix.lower(), path)
         for suffix, path in first.items():
             if encode_image(suffix, np.zeros((2, 2, self.out_channels), np.uint8)) is None:
+                fix = (f"name the output e.g. {path.with_suffix('.png').name}" if named
+                       else f"convert the {suffix} inputs to .png first")
                 raise I2IError(f"{path.name} would be written as {suffix}, which cannot hold this generator's "
-                               f"{self.out_channels}-channel images; convert the {suffix} inputs to .png first")
+                               f"{self.out_channels}-channel images; {fix}")
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -248,6 +251,21 @@ def collect_inputs(inputs: list[str], recursive: bool = False,
             raise I2IError(f"{src} and {seen[rel]} would both be written to {rel}; translate them separately")
         seen[rel] = src
     return found
+
+
+def output_paths(inputs: list[str], files: list[tuple[Path, Path]], out: Path) -> list[Path]:
+    """Where each of ``files`` (``collect_inputs(inputs)``) is written for ``-o out``.
+
+    ``out`` names the output image itself when it has an image suffix, is not an existing folder and ``inputs``
+    is one image file; otherwise it is the folder below which the outputs mirror the inputs. An image name for
+    a folder, a pattern or several inputs is refused.
+    """
+    if not is_image_name(out) or out.is_dir():
+        return [out / rel for _, rel in files]
+    if len(inputs) == 1 and len(files) == 1 and Path(inputs[0]).is_file():
+        return [out]
+    raise I2IError(f"-o {out} names an image file, but -o must be a folder when several images are translated "
+                   f"(a folder, a pattern or several inputs); pass e.g. -o {out.with_suffix('')}/")
 
 
 def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:

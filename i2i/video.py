@@ -3,9 +3,9 @@
 A reader thread decodes and prepares frames, the calling thread runs the generator on batches, and a writer thread
 converts and encodes them, so the generator does not wait for I/O and memory does not grow with the video's length.
 With ffmpeg available (on PATH or from the ``imageio-ffmpeg`` package) frames are encoded with it and the input's
-audio track is muxed in; otherwise OpenCV writes a silent video and a warning says so. A picture the input holds for
-several frame times (empty frames in an AVI) is repeated, so timing is kept. The output is written to a temporary file
-and renamed once complete; Ctrl-C / SIGTERM remove it.
+audio track is muxed in, for as long as the output lasts; otherwise OpenCV writes a silent video and a warning says
+so. A picture the input holds for several frame times (empty frames in an AVI) is repeated, so timing is kept. The
+output is written to a temporary file and renamed once complete; Ctrl-C / SIGTERM remove it.
 """
 
 from __future__ import annotations
@@ -111,25 +111,25 @@ class _Thread(threading.Thread):
 
 
 class _Encoder:
-    """Encodes RGB frames to ``tmp`` through ffmpeg (with the source's audio) or OpenCV (silent)."""
+    """Encodes RGB frames to ``tmp`` through ffmpeg or OpenCV (silent). With the source's audio, ffmpeg encodes the
+    frames alone first, then adds the audio from ``start`` on, trimmed to the frames' exact length: ``-shortest``
+    cuts it at an audio packet (or, in older ffmpeg, late). ``stopping()`` (Ctrl-C) cuts that second step short."""
 
-    def __init__(self, tmp: Path, src: Path, size: tuple[int, int], fps: float, start: float,
-                 duration: float | None, audio: bool) -> None:
+    def __init__(self, tmp: Path, src: Path, size: tuple[int, int], fps: float, start: float, audio: bool,
+                 stopping: Callable[[], bool]) -> None:
         w, h = size
-        video_args, audio_codec, fourcc = CONTAINERS.get(tmp.suffix.lower(), CONTAINERS[".mp4"])
+        video_args, self.audio_codec, fourcc = CONTAINERS.get(tmp.suffix.lower(), CONTAINERS[".mp4"])
+        self.tmp, self.src, self.fps, self.start, self.stopping, self.frames = tmp, src, fps, start, stopping, 0
         self.ffmpeg = ffmpeg_path()
         self.audio = audio and self.ffmpeg is not None and has_audio(self.ffmpeg, src)
+        # the frames alone, while the audio waits for their count
+        self.video = tmp.with_name(f"{tmp.stem}.video{tmp.suffix}") if self.audio else tmp
         if self.ffmpeg is not None:
             cmd = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                    "-s", f"{w}x{h}", "-r", f"{fps:.6f}", "-i", "pipe:0"]
-            if self.audio:
-                # no -ss at 0: seeking there can skip audio stored ahead of the first video frame
-                cmd += ["-err_detect", "ignore_err", *(["-ss", f"{start:.3f}"] if start > 0 else [])]
-                cmd += ["-t", f"{duration:.3f}"] if duration else []
-                cmd += ["-i", str(src), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", audio_codec]
             if w % 2 or h % 2:
                 cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-            cmd += [*video_args, str(tmp)]
+            cmd += [*video_args, str(self.video)]
             # ffmpeg's messages go to a file, not a pipe: a flood of decoder errors must not stall it
             self.log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the encoder; closed in close())
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self.log)
@@ -152,30 +152,72 @@ class _Encoder:
                 raise I2IError(f"ffmpeg stopped while encoding: {self._stderr()}") from None
         else:
             self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.frames += 1
 
     def _stderr(self) -> str:
         if self.proc is None:
             return "no message"
         self.proc.wait()
-        self.log.seek(0)
-        text = self.log.read().decode(errors="replace").strip().splitlines()
-        return text[-1] if text else "no message"
+        return _last_line(self.log)
 
     def close(self, ok: bool) -> None:
-        """Finish the file, or (not ``ok``) stop ffmpeg at once: it would go on encoding the rest of the audio."""
-        if self.proc is not None:
+        """Finish the file, or (not ``ok``) stop ffmpeg at once. Errors while stopping are not reported: the
+        interruption outranks them (ffmpeg may have got the Ctrl-C too)."""
+        if self.proc is None:
+            self.writer.release()
+            return
+        try:
             if not ok:
                 self.proc.kill()
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
             code = self.proc.wait()
+            if ok and code != 0 and not self.stopping():
+                raise I2IError(f"ffmpeg failed to encode the video: {self._stderr()}")
+            if ok and code == 0 and self.audio and self.frames and not self.stopping():
+                self._add_audio()
+        finally:
+            if self.proc.poll() is None:  # a second Ctrl-C while waiting
+                self.proc.kill()
+                self.proc.wait()
+            self.log.close()
+            if self.video != self.tmp:
+                self.video.unlink(missing_ok=True)
+
+    def _add_audio(self) -> None:
+        """Write ``tmp``: the encoded frames and the source's audio for exactly as long as they last."""
+        cmd = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(self.video),
+               "-err_detect", "ignore_err", *(["-ss", f"{self.start:.3f}"] if self.start > 0 else []),
+               "-t", f"{self.frames / self.fps:.6f}", "-i", str(self.src), "-map", "0:v:0", "-map", "1:a:0?",
+               "-c:v", "copy", "-c:a", self.audio_codec, str(self.tmp)]
+        # no -ss at 0 (above): seeking there can skip audio stored ahead of the first video frame
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=log)
             try:
-                if ok and code != 0:
-                    raise I2IError(f"ffmpeg failed to encode the video: {self._stderr()}")
+                while (code := _wait(proc, 0.1)) is None:
+                    if self.stopping():
+                        return
             finally:
-                self.log.close()
-        else:
-            self.writer.release()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if code != 0 and not self.stopping():
+                raise I2IError(f"ffmpeg failed to add the input's audio: {_last_line(log)}")
+
+
+def _wait(proc: subprocess.Popen, seconds: float) -> int | None:
+    """``proc``'s exit status, or None if it is still running after ``seconds``."""
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _last_line(log: Any) -> str:
+    """The last line ffmpeg wrote to the file ``log``."""
+    log.seek(0)
+    text = log.read().decode(errors="replace").strip().splitlines()
+    return text[-1] if text else "no message"
 
 
 @dataclass
@@ -193,30 +235,50 @@ def _warn(message: str) -> None:
     Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _open_at(src: Path, start: float, length: float) -> tuple[cv2.VideoCapture, np.ndarray | None, float]:
-    """A capture of ``src``, its picture at ``start`` seconds (None if there is none) and that picture's time in ms.
+class _Frames:
+    """A capture's decoded frames with their times in ms, after ``ahead``: frames already decoded from it."""
 
-    Where seeking fails (AVIs whose index holds empty frames, e.g.), frames are decoded from the beginning: the
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self.cap = cap
+        self.ahead: list[tuple[np.ndarray, float]] = []
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """The next frame and its time in ms; None at the end."""
+        if self.ahead:
+            return self.ahead.pop(0)
+        ok, frame = self.cap.read()
+        return (frame, self.cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else None
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def _open_at(src: Path, start: float, length: float) -> tuple[_Frames, np.ndarray | None, float]:
+    """The frames of ``src`` after its picture at ``start`` seconds, that picture (None if there is none) and its
+    time in ms.
+
+    Where seeking fails (AVIs whose index holds empty frames, e.g.), frames are decoded from the beginning, once: the
     picture shown at ``start`` is the last one that began at or before it (if ``start`` is within the ``length``
     the container announces, in seconds), and it counts from ``start``."""
     cap = cv2.VideoCapture(str(src))
     if start > 0:
         cap.set(cv2.CAP_PROP_POS_MSEC, start * 1000.0)
-    ok, frame = cap.read()
-    if ok or start <= 0:
-        return cap, frame if ok else None, cap.get(cv2.CAP_PROP_POS_MSEC)
+    frames = _Frames(cap)
+    got = frames.read()
+    if got is not None or start <= 0:
+        return (frames, *got) if got is not None else (frames, None, cap.get(cv2.CAP_PROP_POS_MSEC))
     cap.release()
-    cap, shown = cv2.VideoCapture(str(src)), 0  # frames that began at or before start
-    while (more := cap.read()[0]) and cap.get(cv2.CAP_PROP_POS_MSEC) <= start * 1000.0 + 0.5:
-        shown += 1
-    cap.release()
-    if not more and start >= length:  # no picture after start, and the video is over by then
-        return cv2.VideoCapture(), None, 0.0
-    cap = cv2.VideoCapture(str(src))
-    for _ in range(max(shown, 1)):  # to the picture on screen at start (or the first one, after it)
-        ok, frame = cap.read()
-    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-    return cap, frame if ok else None, max(ms, start * 1000.0) if ok else ms
+    frames, shown = _Frames(cv2.VideoCapture(str(src))), None  # shown: the last picture that began by start
+    while (got := frames.read()) is not None and got[1] <= start * 1000.0 + 0.5:
+        shown = got
+    if got is None and (shown is None or start >= length):  # no picture after start, and none on screen at it
+        frames.release()
+        return _Frames(cv2.VideoCapture()), None, 0.0
+    if shown is None:  # the first picture begins after start
+        return (frames, *got)
+    if got is not None:  # the first picture after start comes next
+        frames.ahead.append(got)
+    return frames, shown[0], max(shown[1], start * 1000.0)
 
 
 def translate_video(
@@ -248,9 +310,9 @@ def translate_video(
     announced = max(0, info.frames - round(start * info.fps)) if info.frames else 0
     expected = min(announced, limit) if limit else announced
 
-    cap, first, first_ms = _open_at(src, start, info.frames / info.fps if info.frames else 0.0)
+    source, first, first_ms = _open_at(src, start, info.frames / info.fps if info.frames else 0.0)
     if first is None:
-        cap.release()
+        source.release()
         where = f" after --start {start:g}s" if start > 0 else ""
         raise I2IError(f"{src} has no decodable frames{where}")
 
@@ -263,7 +325,8 @@ def translate_video(
     tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     counts = {"slots": 0, "ended": False}  # output frames read so far; whether the input ran out
 
-    with stop_requests() as signalled:
+    aborted = f"interrupted again: stopped at once and removed the partial output; {dst} was not written"
+    with stop_requests(aborted) as signalled:
 
         def stopping() -> bool:
             """Whether the run is stopping: an error anywhere, or Ctrl-C / SIGTERM."""
@@ -299,11 +362,10 @@ def translate_video(
                     if not put(decoded, (translator.prepare(image), image if side_by_side else None, gap)):
                         return
                     counts["slots"] += gap + 1
-                    ok, frame = cap.read()
-                    frame, ms = (frame, cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else (None, ms)
+                    frame, ms = got if (got := source.read()) is not None else (None, ms)
                 counts["ended"] = frame is None
             finally:
-                cap.release()
+                source.release()
                 put(decoded, _END)
 
         def write() -> None:
@@ -325,9 +387,10 @@ def translate_video(
             first_prep = translator.prepare(rgb(first))
             out_w = first_prep.width * (2 if side_by_side else 1)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            encoder = _Encoder(tmp, src, (out_w, first_prep.height), info.fps, start, duration, audio)
+            encoder = _Encoder(tmp, src, (out_w, first_prep.height), info.fps, start, audio,
+                               lambda: signalled["stop"])
         except BaseException:
-            cap.release()
+            source.release()
             raise
         reader, writer = _Thread(read, stop.set), _Thread(write, stop.set)
         t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from i2i import I2IError
@@ -34,6 +36,20 @@ def test_overrides_parse_types_and_shorthands():
     assert o["method"] == {"params": {"lr": 1e-4}}
     assert o["data"] == {"params": {"crop_size": 128}}
     assert o["discriminator"] == {"name": "pixel"}
+
+
+@pytest.mark.parametrize("items, key", [
+    (["train.seed=1", "train.seed=2"], "train.seed"),
+    (["generator=unet_256", "generator.name=resnet_9blocks"], "generator.name"),  # shorthand and full key
+    (["generator.ngf=8", "generator.params.ngf=16"], "generator.params.ngf"),
+    (["data.crop_size=32", "data.params.crop_size=64"], "data.params.crop_size"),
+])
+def test_an_override_given_twice_is_refused(items, key):
+    """Two overrides of one key are a mistake (the last would win silently), whichever spelling each uses."""
+    with pytest.raises(I2IError, match=rf"overrides '{re.escape(items[0])}' and '{re.escape(items[1])}' both set "
+                                       rf"{re.escape(key)}; keep one of them"):
+        parse_overrides(items)
+    assert parse_overrides(items[:1])  # each alone is fine
 
 
 def test_changing_component_name_drops_old_params(registry):
@@ -92,3 +108,44 @@ def test_int_accepted_for_float_but_not_bool_for_int(registry):
     assert cfg.method.params["lambda_A"] == 5.0 and isinstance(cfg.method.params["lambda_A"], float)
     with pytest.raises(I2IError, match="expected int, got bool"):
         resolve(registry, "cyclegan", [parse_overrides(["generator.ngf=true"])])
+
+
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        ("method:\n  params:\n    lr: 1e-4\n    beta1: 0.5\n    lr: 2e-4\n", "method.params.lr", "lines 3 and 5"),
+        ("train:\n  epochs: 1\ntrain:\n  seed: 2\n", "train", "lines 1 and 3"),
+        ("data: {batch_size: 1, batch_size: 2}\n", "data.batch_size", "line 1"),
+        ("validation:\n  metrics: [psnr]\n  every: 2\n  every: 2\n", "validation.every", "lines 3 and 4"),
+    ],
+)
+def test_a_key_written_twice_in_a_config_file_is_refused(tmp_path, text, key, lines):
+    """YAML loaders keep the last of two equal keys silently: a file that sets one twice is refused, naming both."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(I2IError, match=rf"config file {re.escape(str(path))} sets '{re.escape(key)}' twice "
+                                       rf"\({lines}\); keep one of them"):
+        load_yaml(path)
+
+
+def test_equal_keys_in_separate_mappings_and_merge_keys_are_fine(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {ngf: 8}\ngenerator:\n  params:\n    <<: *b\n    norm: batch\n"
+                    "discriminator:\n  params: {ndf: 8}\nlosses: {gan: lsgan, cycle: l1}\n")
+    assert load_yaml(path)["generator"]["params"] == {"ngf": 8, "norm": "batch"}
+
+
+def test_train_refuses_a_config_file_with_a_duplicate_key(cli, tmp_path):
+    from conftest import one_line_error
+
+    path = tmp_path / "c.yaml"
+    path.write_text("method: cyclegan\ntrain:\n  seed: 1\n  epochs: 2\n  seed: 3\n")
+    out = tmp_path / "run"
+    one_line_error(cli("train", "--config", path, "--data", tmp_path, "--out", out),
+                   "sets 'train.seed' twice (lines 3 and 5)")
+    assert not out.exists()
+
+
+def test_validation_without_metrics_is_refused(registry):
+    with pytest.raises(I2IError, match=r"validation.metrics is empty; .*or set validation.every=0"):
+        resolve(registry, "cyclegan", [parse_overrides(["validation.every=5", "validation.metrics=[]"])])

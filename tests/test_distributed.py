@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import torch
 
 from conftest import TINY
+from i2i.distributed import Distributed
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -80,3 +84,95 @@ def test_a_user_error_under_nproc_is_one_line(tmp_path):
     lines = [li for li in res.stderr.splitlines() if li.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: data folder") and "does not exist" in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+@dataclass
+class OneRankOfTwo(Distributed):
+    """This process as one rank of a two-process job, without a process group: ``gather`` returns rank 0's
+    ``rank0`` beside this rank's object (or records what rank 0 shares, in ``shared``)."""
+
+    rank0: Any = None
+    shared: list = field(default_factory=list)
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.main:
+            self.shared.append(obj)
+            return [obj, None]
+        return [self.rank0, obj]
+
+    def barrier(self) -> None:
+        pass
+
+    def broadcast_module(self, module) -> None:
+        pass
+
+
+def _validating_config(registry, small_data, *extra: str):
+    from i2i.config import parse_overrides, resolve
+
+    cfg = resolve(registry, "cyclegan", [parse_overrides(
+        ["generator=resnet_6blocks", "generator.ngf=8", "discriminator.ndf=8", "data.crop_size=32",
+         "data.load_size=36", "train.device=cpu", "validation.every=2", "validation.truth=testB"]),
+        parse_overrides(list(extra))])
+    cfg.data.root = str(small_data)
+    return cfg
+
+
+def test_only_rank_0_plans_validation_and_its_verdict_stops_every_rank(registry, small_data, tmp_path, monkeypatch):
+    """Validation's plan (and its feature extractor) is built by rank 0 alone, the one that validates; an error in
+    it fails every rank with rank 0's message, before the first step."""
+    import i2i.trainer
+    from i2i import I2IError
+    from i2i.trainer import Trainer
+
+    shutil.copytree(small_data / "trainA", small_data / "testA")
+    shutil.copytree(small_data / "trainA", small_data / "testB")
+    calls = []
+    monkeypatch.setattr(i2i.trainer, "plan", lambda *a, f=i2i.trainer.plan, **k: calls.append(1) or f(*a, **k))
+    cfg = _validating_config(registry, small_data)
+    Trainer(cfg, registry, tmp_path / "run", distributed=OneRankOfTwo(rank=1, world=2))
+    assert calls == []
+    main = OneRankOfTwo(rank=0, world=2)
+    Trainer(cfg, registry, tmp_path / "run", distributed=main)
+    assert calls == [1] and main.shared[-1] is None
+
+    bad = _validating_config(registry, small_data, "validation.truth=null")
+    main = OneRankOfTwo(rank=0, world=2)
+    with pytest.raises(I2IError, match=r"validation: .*need paired ground truth: pass validation.truth=DIR") as exc:
+        Trainer(bad, registry, tmp_path / "run", distributed=main)
+    assert main.shared[-1] == (True, str(exc.value))
+    other = OneRankOfTwo(rank=1, world=2, rank0=main.shared[-1])
+    with pytest.raises(I2IError) as exc_1:
+        Trainer(bad, registry, tmp_path / "run", distributed=other)
+    assert str(exc_1.value) == str(exc.value) and calls == [1, 1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_validation_setting_under_nproc_is_one_line(small_data, tmp_path):
+    shutil.copytree(small_data / "trainA", small_data / "testA")
+    res = _i2i("train", "-m", "cyclegan", "--data", small_data, *TINY, "--max-steps", "2", "--out", tmp_path / "run",
+               "--nproc", "2", "validation.every=1")
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = [li for li in res.stderr.splitlines() if li.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: validation: ") and "validation.truth=DIR" in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_error_on_a_rank_other_than_0_is_reported_with_its_rank(cli, tmp_path, monkeypatch):
+    """A rank other than 0 waits for rank 0 to report (the launcher would cut rank 0 off), then reports what rank 0
+    did not stop on, naming its rank; rank 0 reports at once."""
+    import time
+
+    import i2i.cli
+
+    waits = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    monkeypatch.setattr(i2i.cli, "RANK_GRACE_S", 1.5)
+    for rank, prefix, slept in (("1", "error: (rank 1) ", [1.5]), ("0", "error: ", [])):
+        monkeypatch.setenv("RANK", rank)
+        waits.clear()
+        res = cli("translate", tmp_path / "missing.jpg", "--ckpt", tmp_path / "G.pt", "-o", tmp_path / "out")
+        assert res.exit_code == 2
+        lines = [li for li in res.stderr.splitlines() if li.strip()]
+        assert len(lines) == 1 and lines[0].startswith(prefix) and "(rank" not in lines[0][len(prefix):], lines
+        assert waits == slept

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
+from pathlib import Path
 
 import cv2
 import pytest
@@ -296,3 +298,47 @@ def test_feature_weights_of_another_model_or_unreadable_are_one_line(cli, demo_d
 def test_cli_json_folder_is_refused_before_any_work(cli, demo_data, make_ckpt, tmp_path):
     one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--truth", demo_data / "testB",
                        "--json", tmp_path), "--json", "is a folder")
+
+
+def _unwritable(kind: str, tmp_path):
+    """A --json location this process cannot create files in (a read-only folder means nothing to root)."""
+    if kind == "proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux's /proc")
+        return Path("/proc/i2i-report.json")
+    if os.name != "posix" or os.geteuid() == 0:
+        pytest.skip("a read-only folder does not stop root (or Windows) from writing")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder / "sub" / "report.json"
+
+
+@pytest.mark.parametrize("kind", ["proc", "read_only"])
+def test_unwritable_report_location_is_refused_before_any_scoring(cli, demo_data, make_ckpt, tmp_path, monkeypatch,
+                                                                   kind):
+    from i2i.evaluate import check_report_path
+
+    path = _unwritable(kind, tmp_path)
+    with pytest.raises(I2IError, match=r"--json .*: cannot create files in .*; choose a writable location"):
+        check_report_path(path)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored before checking --json")
+
+    monkeypatch.setattr("i2i.evaluate.evaluate", no_scoring)
+    one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--truth", demo_data / "testB",
+                       "--json", path, "--device", "cpu"), f"--json {path}: cannot create files in")
+    assert list(tmp_path.rglob("*report*")) == []
+
+
+def test_eval_table_shows_bracketed_paths_as_they_are(cli, demo_data, make_ckpt, tmp_path, monkeypatch):
+    source = tmp_path / "[v1]"
+    source.mkdir()
+    for p in sorted((demo_data / "testA").iterdir())[:2]:
+        (source / p.name).write_bytes(p.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    res = cli("eval", "--ckpt", make_ckpt(), "--source", "[v1]", "--truth", demo_data / "testB", "--metrics", "psnr",
+              "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert "G.pt on 2 image(s) of [v1]" in res.stdout

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED, force_winograd
+from conftest import SHARED, force_winograd, one_line_error
 from i2i import load_generator
 
 GOLDEN = SHARED / "reference" / "official_cyclegan_golden.pt"
@@ -95,3 +97,39 @@ def test_export_unknown_format_and_inspect(cli, make_ckpt, tmp_path):
     assert res.exit_code == 0
     for fragment in ("resnet_6blocks", "ngf=8", "3 → 3", "size multiple", "parameters"):
         assert fragment in res.stdout
+
+
+@pytest.mark.parametrize("opset", [99, 1])
+def test_export_unsupported_opset_is_one_line(cli, make_ckpt, tmp_path, capfd, opset):
+    res = cli("export", "--ckpt", make_ckpt(), "--format", "onnx", "-o", tmp_path / "G.onnx", "--opset", str(opset))
+    one_line_error(res, f"ONNX opset {opset} is not supported")
+    assert re.search(r"pass --opset \d+ to \d+", res.stderr), res.stderr  # the supported range
+    assert res.stdout == "" and capfd.readouterr().out == ""  # nothing else, e.g. the exporter's graph
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_failure_prints_no_graph(tmp_path, capfd):
+    """The ONNX exporter prints its whole graph to the process's stdout when it fails; the error stays one line."""
+    from i2i import I2IError
+    from i2i.export import export
+
+    class Unexportable(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.linalg.det(x[..., :4, :4])[..., None, None]  # no ONNX operator before opset 11
+
+    with pytest.raises(I2IError, match="could not export to onnx: UnsupportedOperatorError"):
+        export(Unexportable(), tmp_path / "G.onnx", "onnx", 9)
+    assert "graph" not in capfd.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+def test_inspect_shows_bracketed_text_as_it_is(cli, make_ckpt, tmp_path, monkeypatch):
+    record = torch.load(make_ckpt(), weights_only=True)
+    record["provenance"].update(method="[bold]x", imported_from="runs/[v1]", network="[/]")
+    (tmp_path / "[v1]").mkdir()
+    torch.save(record, tmp_path / "[v1]" / "G.pt")
+    monkeypatch.chdir(tmp_path)
+    res = cli("inspect", "[v1]/G.pt")
+    assert res.exit_code == 0, res.stderr
+    for fragment in ("[v1]/G.pt", "[bold]x", "runs/[v1]", "[/]"):
+        assert fragment in res.stdout, fragment

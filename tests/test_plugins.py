@@ -183,3 +183,106 @@ def test_usage_errors_are_one_line(args, fragment, tmp_path):
 def test_bare_command_prints_help(tmp_path):
     res = _run_cli([], tmp_path)
     assert res.returncode == 0 and "translate" in res.stdout and "eval" in res.stdout
+
+
+PLUGIN_MODULE = '''
+from torch import nn
+
+from i2i import hookimpl
+
+
+class PlugNet(nn.Module):
+    size_multiple = 1
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(width, out_channels, 1))
+
+    def forward(self, x):
+        return self.net(x).tanh()
+
+
+@hookimpl
+def register_generators(register):
+    register("plug_net", PlugNet, "a two-layer test generator")
+'''
+
+
+@pytest.fixture()
+def plug_site(tmp_path, monkeypatch) -> Path:
+    """An installed distribution 'i2i-plugtest' 0.4 whose entry point 'plugtest' registers generator 'plug_net'."""
+    site = tmp_path / "site"
+    (site / "i2i_plugtest-0.4.dist-info").mkdir(parents=True)
+    (site / "i2i_plugtest-0.4.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: i2i-plugtest\n"
+                                                                   "Version: 0.4\n")
+    (site / "i2i_plugtest-0.4.dist-info" / "entry_points.txt").write_text("[i2i]\nplugtest = i2i_plugtest_mod\n")
+    (site / "i2i_plugtest_mod.py").write_text(PLUGIN_MODULE)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "i2i_plugtest_mod", raising=False)
+    monkeypatch.delenv(BLOCK_ENV, raising=False)
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    return site
+
+
+def _uninstall(site: Path) -> None:
+    sys.path.remove(str(site))
+    sys.modules.pop("i2i_plugtest_mod", None)
+
+
+def test_blocked_plugin_is_named_by_unknown_component_errors(plug_site, monkeypatch):
+    monkeypatch.setenv(BLOCK_ENV, "plugtest")
+    with pytest.raises(I2IError, match=r"unknown generator 'plug_net'.*plugin 'plugtest' is blocked by "
+                                       r"I2I_BLOCK_PLUGINS=plugtest; unset I2I_BLOCK_PLUGINS to unblock it"):
+        load_plugins().registry.get("generator", "plug_net")
+    monkeypatch.setenv(BLOCK_ENV, "other, plugtest")
+    with pytest.raises(I2IError, match=r"set I2I_BLOCK_PLUGINS=other to unblock it"):
+        load_plugins().registry.get("generator", "plug_net")
+    monkeypatch.delenv(BLOCK_ENV)
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    with pytest.raises(I2IError, match=r"plugins .*'plugtest'.* are not loaded: I2I_DISABLE_PLUGIN_AUTOLOAD is set; "
+                                       r"unset it"):
+        load_plugins().registry.get("generator", "plug_net")
+
+
+def test_checkpoints_name_the_plugin_and_distribution_they_need(plug_site, cli, small_data, tmp_path, monkeypatch):
+    """A run (and an exported generator) whose plugin is blocked or gone says which plugin, and what to install or
+    unset; training checkpoints from before these records were kept still resume."""
+    import torch
+
+    from conftest import one_line_error
+    from i2i import load_generator
+    from i2i.checkpoint import atomic_save
+
+    out = tmp_path / "run"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", "generator=plug_net",
+              "discriminator.ndf=8", "--size", "32", "--load-size", "36", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    last = out / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    assert state["providers"]["generator"] == {"kind": "generator", "name": "plug_net", "plugin": "plugtest",
+                                               "distribution": "i2i-plugtest", "version": "0.4"}
+    assert state["providers"]["method"]["plugin"] == "cyclegan"
+    prov = torch.load(out / "G_AB.pt", weights_only=True)["provenance"]
+    assert prov["generator_distribution"] == "i2i-plugtest"
+
+    monkeypatch.setenv(BLOCK_ENV, "plugtest")
+    one_line_error(cli("train", "--out", out, "--resume", "--max-steps", "2"),
+                   f"{last} needs generator 'plug_net' from plugin 'plugtest', which is blocked by "
+                   f"I2I_BLOCK_PLUGINS=plugtest; unset I2I_BLOCK_PLUGINS to unblock it")
+    monkeypatch.delenv(BLOCK_ENV)
+    _uninstall(plug_site)
+    one_line_error(cli("train", "--out", out, "--resume", "--max-steps", "2"),
+                   f"{last} needs generator 'plug_net' from plugin 'plugtest', which is not installed",
+                   "pip install i2i-plugtest", "version 0.4")
+    with pytest.raises(I2IError, match=r"needs generator 'plug_net' from plugin 'plugtest', which is not installed "
+                                       r".*pip install i2i-plugtest"):
+        load_generator(out / "G_AB.pt")
+    assert torch.load(last, weights_only=True)["step"] == 1  # nothing was written
+
+    monkeypatch.syspath_prepend(str(plug_site))
+    del state["providers"]  # as written before providers were recorded
+    atomic_save(state, last)
+    res = cli("train", "--out", out, "--resume", "--max-steps", "2")
+    assert res.exit_code == 0, res.stderr
+    assert torch.load(last, weights_only=True)["providers"]["generator"]["plugin"] == "plugtest"

@@ -121,7 +121,9 @@ def test_bad_input_one_line_nothing_written(cli, small_data, tmp_path, setup, ex
     elif setup == "junk":
         (data / "trainA" / "notes.txt").write_text("not an image")
     out = tmp_path / "run"
-    args = ["train", "--data", data, "--out", out, "--max-steps", "1", *TINY, *extra]
+    keys = {e.split("=")[0] for e in extra if "=" in e}  # a key given twice is an error of its own
+    tiny = [a for a in TINY if a.split("=")[0] not in keys]
+    args = ["train", "--data", data, "--out", out, "--max-steps", "1", *tiny, *extra]
     if "--method" not in extra:
         args[1:1] = ["--method", "cyclegan"]
     one_line_error(cli(*args), *fragments)
@@ -348,3 +350,97 @@ def test_resume_channels_last_with_fused_adam_matches_foreach(cli, small_data, t
         nets[fused] = safe_load(out / "checkpoints" / "last.pt")["nets"]["G_AB"]
     for k, v in nets["true"].items():
         torch.testing.assert_close(v, nets["false"][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_resume_names_hand_edits_to_config_yaml_it_does_not_apply(cli, small_data, tmp_path):
+    """config.yaml is a record: resuming keeps the checkpoint's settings, and says which edits it left out, the
+    arguments that apply those that may change, and that the others need a new run."""
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    path = out / "config.yaml"
+    text = path.read_text()
+    assert "ngf: 8" in text and "log_every: 1" in text and "every: 0" in text
+    path.write_text(text.replace("ngf: 8", "ngf: 16").replace("log_every: 1", "log_every: 5")
+                    .replace("max_steps: 1", "max_steps: 7"))
+    res = cli("train", "--out", out, "--resume", "--max-steps", "2")
+    assert res.exit_code == 0, res.stderr
+    warnings = [li for li in res.stderr.splitlines() if li.startswith("warning: ")]
+    assert len(warnings) == 1, res.stderr
+    line = warnings[0]
+    assert f"{path} was edited (generator.params.ngf, train.log_every)" in line, line  # max_steps: set by --max-steps
+    assert "continues with the settings saved in the checkpoint" in line
+    assert "pass train.log_every=5" in line and "generator.params.ngf cannot change on resume" in line
+    state = safe_load(out / "checkpoints" / "last.pt")
+    assert state["step"] == 2 and state["config"]["train"]["log_every"] == 1
+    assert state["config"]["generator"]["params"]["ngf"] == 8
+    assert "ngf: 8" in path.read_text()  # rewritten with what the run uses
+    res = cli("train", "--out", out, "--resume", "--max-steps", "3", "train.log_every=5")
+    assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr
+    path.write_text(path.read_text() + "train:\n  seed: 9\n")  # a broken file is not read, and said so
+    res = cli("train", "--out", out, "--resume", "--max-steps", "4")
+    assert res.exit_code == 0, res.stderr
+    assert f"warning: {path} is not read when resuming (config file {path} sets 'train' twice" in res.stderr
+
+
+def test_a_run_that_never_saved_a_checkpoint_points_at_overwrite(cli, small_data, tmp_path):
+    """Neither `--resume` nor a plain start sends the user to the other: both say --overwrite."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("method: {name: cyclegan}\n")  # as a run that failed before its first save
+    (out / "log.jsonl").write_text("")
+    args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY]
+    res = cli("train", "--out", out, "--resume")
+    one_line_error(res, "nothing to resume", "never saved a checkpoint", "--overwrite")
+    res = cli(*args)
+    one_line_error(res, "never saved a checkpoint", "--overwrite")
+    assert "--resume" not in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "log.jsonl"]
+    assert cli(*args, "--overwrite").exit_code == 0
+    assert (out / "checkpoints" / "last.pt").is_file()
+    one_line_error(cli("train", "--out", tmp_path / "none", "--resume"), "nothing to resume", "holds no training run",
+                   "without --resume")
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("how", ["config file", "override"])
+def test_data_root_from_config_file_or_override_is_trained_on_not_the_demo(cli, small_data, tmp_path, how):
+    """Without --data, a data.root set in the --config file or as an override chooses the data (not the demo)."""
+    out = tmp_path / "run"
+    if how == "config file":
+        cfg = tmp_path / "mine.yaml"
+        cfg.write_text(f"method: {{name: cyclegan}}\ndata: {{root: '{small_data}'}}\n")
+        args = ["--config", cfg]
+    else:
+        args = ["-m", "cyclegan", f"data.root={small_data}"]
+    res = cli("train", *args, "--out", out, "--max-steps", "1", *TINY)
+    assert res.exit_code == 0, res.stderr
+    assert "demo" not in res.stderr
+    assert f"root: {small_data}" in (out / "config.yaml").read_text()
+    assert "6 images/epoch" in res.stderr  # small_data's count, not the demo's
+
+
+def test_resume_with_overwrite_is_refused(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    one_line_error(cli("train", "--out", out, "--resume", "--overwrite"), "--resume continues", "--overwrite replaces",
+                   "pass one of them")
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        ([], "need paired ground truth: pass validation.truth=DIR (relative to the data folder)"),
+        (["validation.metrics=[fid]"], "need a target set: pass validation.target=DIR (relative to the data folder)"),
+    ],
+)
+def test_validation_advice_names_config_keys_not_eval_options(cli, small_data, tmp_path, extra, fragment):
+    """Training's validation errors advise config keys, not `i2i eval`'s --truth/--target options."""
+    shutil.copytree(small_data / "trainA", small_data / "testA")
+    out = tmp_path / "run"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY,
+              "validation.every=1", *extra)
+    one_line_error(res, "validation: ", fragment, "or set validation.every=0")
+    assert "--truth" not in res.stderr and "--target" not in res.stderr
+    assert not out.exists()

@@ -271,3 +271,38 @@ def test_cli_warns_about_skipped_files_and_checks_formats_first(cli, photos, mak
     one_line_error(cli("translate", gray, "--ckpt", make_ckpt(), "-o", tmp_path / "g"),
                    "b.pgm would be written as .pgm")
     assert not (tmp_path / "g").exists()  # a.png, before it, was not written either
+
+
+def test_one_image_file_is_written_to_the_file_out_names(cli, photos, make_ckpt, tmp_path):
+    """`-o out.jpg` with one input file writes that file (format from its suffix, atomically), not a folder."""
+    ckpt, dest = make_ckpt(), tmp_path / "dest"
+    res = cli("translate", photos / "odd.png", "--ckpt", ckpt, "-o", dest / "out.jpg", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert (dest / "out.jpg").is_file() and (dest / "out.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    assert cv2.imread(str(dest / "out.jpg")).shape == (61, 97, 3)
+    assert sorted(p.name for p in dest.iterdir()) == ["out.jpg"]  # no temporary file left
+    # a 16-bit input written as 8-bit JPEG is scaled to 8 bits, not clipped to white
+    res = cli("translate", photos / "deep.png", "--ckpt", ckpt, "-o", dest / "deep.jpg", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    res = cli("translate", photos / "deep.png", "--ckpt", ckpt, "-o", dest / "deep16", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    as8 = (cv2.imread(str(dest / "deep16" / "deep.png"), cv2.IMREAD_UNCHANGED) / 257.0).round()
+    jpeg = cv2.imread(str(dest / "deep.jpg"))
+    assert np.abs(jpeg.mean((0, 1)) - as8.mean((0, 1))).max() < 3  # JPEG keeps the colors (not its noise)
+    # a format that cannot hold the result is refused before anything is written, with a fix for -o
+    one_line_error(cli("translate", photos / "odd.png", "--ckpt", ckpt, "-o", dest / "x.pgm"),
+                   "x.pgm would be written as .pgm", "name the output e.g. x.png")
+    assert not (dest / "x.pgm").exists()
+    # an existing folder keeps meaning a folder, whatever its name
+    (tmp_path / "old.jpg").mkdir()
+    res = cli("translate", photos / "odd.png", "--ckpt", ckpt, "-o", tmp_path / "old.jpg", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "old.jpg" / "odd.png").is_file()
+
+
+def test_an_image_file_name_for_several_images_is_refused(cli, photos, make_ckpt, tmp_path):
+    ckpt, out = make_ckpt(), tmp_path / "out.jpg"
+    for inputs in ([photos / "sub"], [photos / "odd.png", photos / "wide.jpg"], [str(photos / "*.png")]):
+        one_line_error(cli("translate", *inputs, "--ckpt", ckpt, "-o", out),
+                       f"-o {out} names an image file, but -o must be a folder when several images are translated")
+        assert not out.exists()

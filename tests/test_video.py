@@ -43,6 +43,26 @@ def ffmpeg(*args: str | Path) -> None:
     subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *map(str, args)], check=True)
 
 
+def sparse_avi(tmp_path: Path) -> tuple[Path, list[int]]:
+    """An AVI of 30 frame slots at 10 fps holding pictures in the slots listed (the others are empty chunks:
+    "repeat the last one"), like Debian's tree.avi; OpenCV cannot seek in it."""
+    raw, src = tmp_path / "noise.rgb", tmp_path / "sparse.avi"
+    raw.write_bytes(np.random.default_rng(0).integers(0, 256, (30, 24, 32, 3), dtype=np.uint8).tobytes())
+    shown = [0, 1, 7, 8, 20, 29]
+    pick = "+".join(f"eq(n\\,{i})" for i in shown)
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x24", "-r", "10", "-i", raw, "-vf", f"select='{pick}'",
+           "-fps_mode", "passthrough", "-c:v", "mjpeg", src)
+    assert frames_of(src)[0] == len(shown)
+    return src, shown
+
+
+def audio_seconds(path: Path) -> float:
+    """How long the first audio track of ``path`` plays, to the sample (as decoded, container trims applied)."""
+    res = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "48000", "-f",
+                          "s16le", "-"], capture_output=True, check=True)
+    return len(res.stdout) / 2 / 48000
+
+
 def frames_of(path: Path) -> tuple[int, float, tuple[int, int]]:
     cap = cv2.VideoCapture(str(path))
     n = 0
@@ -169,6 +189,7 @@ def test_real_mp4_with_aac_audio(cli, make_ckpt, tmp_path):
     n, fps, size = frames_of(dst)
     assert n == round(fps) and size[0] == 48
     assert "aac" in streams(dst)["audio"]
+    assert abs(audio_seconds(dst) - n / fps) < 0.005
 
 
 def test_zero_frame_video_is_refused(cli, make_ckpt, tmp_path):
@@ -238,13 +259,7 @@ def test_truncated_video_warns(cli, make_ckpt, tmp_path):
 def test_sparse_frames_keep_their_timing(cli, make_ckpt, tmp_path):
     # an AVI of 30 frame slots at 10 fps holding 6 pictures (the others are empty chunks: "repeat the last one"),
     # like Debian's tree.avi
-    raw, src = tmp_path / "noise.rgb", tmp_path / "sparse.avi"
-    raw.write_bytes(np.random.default_rng(0).integers(0, 256, (30, 24, 32, 3), dtype=np.uint8).tobytes())
-    shown = [0, 1, 7, 8, 20, 29]
-    pick = "+".join(f"eq(n\\,{i})" for i in shown)
-    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x24", "-r", "10", "-i", raw, "-vf", f"select='{pick}'",
-           "-fps_mode", "passthrough", "-c:v", "mjpeg", src)
-    assert frames_of(src)[0] == len(shown)
+    src, shown = sparse_avi(tmp_path)
     dst = tmp_path / "sparse.mp4"
     res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
     assert res.exit_code == 0, res.stderr
@@ -270,3 +285,85 @@ def test_an_ffmpeg_failure_is_one_line_with_its_message(cli, clip, make_ckpt, tm
     one_line_error(cli("video", clip, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu"), "Encoder not found",
                    alone=False)
     assert list(dst.parent.iterdir()) == []
+
+
+@needs_ffmpeg
+def test_audio_ends_with_the_video(cli, make_ckpt, tmp_path):
+    # 2 s of video and 3 s of audio: the output's audio played on for a second after the last frame (and with
+    # --duration it ran to the duration asked, past the last whole frame)
+    src = tmp_path / "long_audio.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10:duration=2", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=3:sample_rate=32000", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a",
+           "aac", src)
+    assert abs(audio_seconds(src) - 3) < 0.01
+    for args, frames in (((), 20), (("--start", "0.5", "--duration", "1.23"), 12)):
+        dst = tmp_path / "out.mp4"
+        res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu", *args)
+        assert res.exit_code == 0 and "with the input's audio" in res.stdout, res.stderr
+        assert "warning" not in res.stderr, res.stderr
+        n, fps, _ = frames_of(dst)
+        assert (n, round(fps)) == (frames, 10)
+        assert abs(audio_seconds(dst) - n / fps) < 0.005, (args, audio_seconds(dst))  # to the sample, not a packet
+    assert list(tmp_path.glob(".*")) == []
+
+
+@needs_ffmpeg
+def test_unseekable_start_decodes_each_picture_once(cli, make_ckpt, tmp_path, monkeypatch):
+    # --start in a file OpenCV cannot seek in decodes from the beginning: once, not once to count and once more
+    src, shown = sparse_avi(tmp_path)
+    decoded: list[bool] = []
+
+    class CountingCapture:
+        def __init__(self, *args, real=cv2.VideoCapture) -> None:
+            self.cap = real(*args)
+
+        def read(self):
+            got = self.cap.read()
+            decoded.append(got[0])
+            return got
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", CountingCapture)
+    dst = tmp_path / "late.mp4"
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu", "--start", "1")
+    monkeypatch.undo()
+    assert res.exit_code == 0, res.stderr
+    assert frames_of(dst)[0] == 20
+    assert sum(decoded) == len(shown)
+
+
+def test_second_ctrl_c_stops_at_once_and_says_so(cli, clip, make_ckpt, tmp_path, monkeypatch):
+    from i2i.translate import Translator
+
+    def forward(self, x, real=Translator.forward):
+        signal.raise_signal(signal.SIGINT)  # the first asks to stop at the next frame
+        signal.raise_signal(signal.SIGINT)  # the second stops at once, here
+        return real(self, x)
+
+    monkeypatch.setattr(Translator, "forward", forward)
+    dst = tmp_path / "out" / "o.mp4"
+    handler = signal.getsignal(signal.SIGINT)
+    res = cli("video", clip, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
+    assert res.exit_code == 130, (res.stdout, res.stderr)
+    assert res.stderr.strip() == (f"interrupted again: stopped at once and removed the partial output; {dst} was "
+                                  f"not written"), res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    assert list(dst.parent.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_second_ctrl_c_in_any_job_is_one_clear_interruption():
+    from i2i.interrupts import Interrupted, stop_requests
+
+    handler = signal.getsignal(signal.SIGINT)
+    # BaseException: were the second Ctrl-C a bare KeyboardInterrupt, it would end the test session
+    with pytest.raises(BaseException) as stopped, stop_requests() as flag:
+        signal.raise_signal(signal.SIGINT)
+        assert flag["stop"]
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("a second Ctrl-C did not stop the job")
+    assert stopped.type is Interrupted, stopped.value
+    assert str(stopped.value).startswith("interrupted again: stopped at once, without saving")
+    assert signal.getsignal(signal.SIGINT) is handler
