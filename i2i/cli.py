@@ -477,15 +477,16 @@ def import_official(
 @cli_errors
 def export_cmd(
     ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G.pt)"),
-    fmt: str = typer.Option(..., "--format", "-f", help="onnx or torchscript"),
+    fmt: str = typer.Option(None, "--format", "-f", help="onnx or torchscript (default: from the file's suffix, "
+                                                          ".onnx or .pt)"),
     out_path: Path = typer.Option(..., "--out", "-o", help="file to write"),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset"),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset (default 17)"),
 ) -> None:
     """Export a generator to ONNX or TorchScript (dynamic batch, height and width)."""
     from .checkpoint import load_generator
     from .export import check_export, export
 
-    check_export(fmt, opset)
+    fmt, opset = check_export(fmt, opset, out_path)
     if out_path.resolve() == ckpt.resolve():
         raise I2IError(f"-o {out_path} is the input checkpoint; choose another output path")
     net = load_generator(ckpt)

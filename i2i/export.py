@@ -31,14 +31,32 @@ def supported_opsets() -> range:
     return range(low, high + 1)
 
 
-def check_export(fmt: str, opset: int = 17) -> None:
-    """Fail before any work on an unknown format or an ONNX opset this PyTorch cannot export."""
+#: the format an output file's suffix implies when --format is not given
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pts": "torchscript", ".ts": "torchscript",
+            ".torchscript": "torchscript"}
+DEFAULT_OPSET = 17
+
+
+def check_export(fmt: str | None, opset: int | None, out: Path) -> tuple[str, int | None]:
+    """The format and opset to export ``out`` with, checked before any work: ``fmt`` (else implied by ``out``'s
+    suffix) must be known, and ``opset`` (ONNX only; default 17) one this PyTorch's exporter supports."""
+    if fmt is None:
+        fmt = SUFFIXES.get(out.suffix.lower())
+        if fmt is None:
+            raise I2IError(f"cannot tell the export format from {out.name}; pass --format onnx or --format torchscript "
+                           f"(or name the file .onnx or .pt)")
     if fmt not in FORMATS:
         raise I2IError(f"unknown export format '{fmt}'; use {' or '.join(FORMATS)}")
+    if fmt != "onnx":
+        if opset is not None:
+            raise I2IError(f"--opset applies to ONNX only; drop it for {fmt}")
+        return fmt, None
+    opset = DEFAULT_OPSET if opset is None else opset
     opsets = supported_opsets()
-    if fmt == "onnx" and opset not in opsets:
+    if opset not in opsets:
         raise I2IError(f"ONNX opset {opset} is not supported by this PyTorch's exporter; pass --opset "
-                       f"{opsets[0]} to {opsets[-1]} (default 17)")
+                       f"{opsets[0]} to {opsets[-1]} (default {DEFAULT_OPSET})")
+    return fmt, opset
 
 
 @contextlib.contextmanager
@@ -69,9 +87,9 @@ def example_input(net: nn.Module, batch: int = 1, scale: int = 1) -> torch.Tenso
     return torch.rand(batch, int(io.get("in_channels", 3)), side, side + m) * 2 - 1
 
 
-def export(net: nn.Module, path: Path, fmt: str, opset: int = 17) -> Path:
+def export(net: nn.Module, path: Path, fmt: str, opset: int | None = DEFAULT_OPSET) -> Path:
     """Write ``net`` (eval mode, CPU) as ``fmt`` to ``path`` atomically (ONNX: at ``opset``)."""
-    check_export(fmt, opset)
+    check_export(fmt, opset if fmt == "onnx" else None, path)
     net = net.eval().cpu()
     x = example_input(net)
 

@@ -89,6 +89,21 @@ def test_export_dynamic_shapes_match_pytorch(cli, make_ckpt, tmp_path, fmt, monk
         assert np.abs((got - ref).numpy()).max() < 1e-4
 
 
+def test_export_format_from_the_suffix_and_opset_for_onnx_only(cli, make_ckpt, tmp_path):
+    ckpt = make_ckpt()
+    res = cli("export", "--ckpt", ckpt, "-o", tmp_path / "G.onnx")
+    assert res.exit_code == 0 and "(onnx;" in res.stdout, res.stderr
+    assert (tmp_path / "G.onnx").read_bytes()[:2] != b"PK"  # a protobuf, not a TorchScript zip
+    res = cli("export", "--ckpt", ckpt, "-o", tmp_path / "G_script.pt")
+    assert res.exit_code == 0 and "(torchscript;" in res.stdout, res.stderr
+    assert torch.jit.load(str(tmp_path / "G_script.pt"))(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+    for args, fragments in ((["-o", tmp_path / "G.bin"], ["cannot tell the export format from G.bin", "--format"]),
+                            (["-o", tmp_path / "G.pt", "--opset", "13"], ["--opset applies to ONNX only"])):
+        res = cli("export", "--ckpt", ckpt, *args)
+        assert res.exit_code == 2 and all(f in res.stderr for f in fragments), res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["G.onnx", "G_script.pt"]
+
+
 def test_export_unknown_format_and_inspect(cli, make_ckpt, tmp_path):
     ckpt = make_ckpt()
     res = cli("export", "--ckpt", ckpt, "--format", "tflite", "-o", tmp_path / "x")
