@@ -50,10 +50,18 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
         raise I2IError(f"{what} {path} is not a file")
     if path.stat().st_size == 0:
         raise I2IError(f"{what} {path} is empty (an interrupted download or copy?): use a complete file")
+    with path.open("rb") as f:
+        head = f.read(8)
     zipped = zipfile.is_zipfile(path)  # PyTorch >= 1.6 format; older files are a bare pickle stream
     if zipped and _is_torchscript(path):
         raise I2IError(f"{what} {path} is a TorchScript export, which i2i does not read back: pass the .pt "
                        f"checkpoint it was exported from (TorchScript files load with torch.jit.load)")
+    if not zipped and _is_onnx(path, head):
+        raise I2IError(f"{what} {path} is an ONNX export, which i2i does not read back: pass the G.pt checkpoint "
+                       f"it was exported from (ONNX files run with onnxruntime)")
+    if not zipped and head.startswith(b"PK\x03\x04"):  # a zip archive without its end (the central directory)
+        raise I2IError(f"{what} {path} is truncated: the end of its archive is missing (an interrupted download or "
+                       f"copy?); use a complete file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.load's own advice about the file's format
@@ -66,7 +74,9 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
             f"(only plain tensors and values are accepted)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
-        raise I2IError(f"{what} {path} is truncated or not a PyTorch file ({first_line(exc)})") from exc
+        # a bare pickle stream's errors (a KeyError(101), "Ran out of input") say nothing a user can act on
+        detail = f" ({first_line(exc)})" if zipped else ""
+        raise I2IError(f"{what} {path} is truncated or not a PyTorch file{detail}") from exc
 
 
 def state_dict_mismatch(exc: RuntimeError) -> str:
@@ -74,6 +84,19 @@ def state_dict_mismatch(exc: RuntimeError) -> str:
     lines = [li.strip() for li in str(exc).splitlines() if li.strip()] or [type(exc).__name__]
     detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
     return detail if len(detail) <= 200 else detail[:199] + "…"
+
+
+#: the protocol-buffer tags an ONNX ModelProto may start with after its ir_version (field 1): producer name and
+#: version, domain, model version, doc string, graph, opset imports
+_ONNX_NEXT_TAGS = frozenset(b"\x12\x1a\x22\x28\x32\x3a\x42")
+
+
+def _is_onnx(path: Path, head: bytes) -> bool:
+    """An ONNX model: named .onnx, or starting like one (a protocol buffer whose first field is a small ir_version;
+    PyTorch files start with a zip or pickle header, never with that byte)."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    return len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] in _ONNX_NEXT_TAGS
 
 
 def _is_torchscript(path: Path) -> bool:

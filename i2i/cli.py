@@ -22,9 +22,58 @@ from .errors import I2IError, first_line
 from .plugins import load_plugins
 from .registry import KINDS
 
-app = typer.Typer(
+
+class _Command(typer.core.TyperCommand):
+    """A command whose usage line and argument rows name arguments as users write them (``INPUTS...``, ``SRC``,
+    ``[KIND]``), not in Typer's notation (``{inputs}...``, ``inputs... <list[str]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # also what click's errors name ("Missing argument 'INPUTS...'")
+            if param.param_type_name == "argument":
+                param.metavar = self._name(param)
+
+    @staticmethod
+    def _name(param: Any) -> str:
+        name = param.metavar or param.name.upper()
+        return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = self._name(param)
+                base = name.removesuffix("...")
+                pieces.append(name if param.required else f"[{base}]{name[len(base):]}")
+            else:
+                pieces += param.get_usage_pieces(ctx)
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        rows: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in rows:
+                name = self._name(param) if param.param_type_name == "argument" else record[0]
+                rows[param.param_type_name].append((name, record[1]))
+        for title, kind in (("Arguments", "argument"), ("Options", "option")):
+            if rows[kind]:
+                with formatter.section(title):
+                    formatter.write_dl(rows[kind])
+
+
+class _App(typer.Typer):
+    """Every command a :class:`_Command`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["cls"] = kwargs.get("cls") or _Command
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     help="i2i: image-to-image translation (CycleGAN and plugins).",
+    context_settings={"help_option_names": ["-h", "--help"]},  # -h on `i2i` and on every command
 )
 out = Console()
 err = Console(stderr=True)
@@ -118,15 +167,18 @@ def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list
     return changed_keys(old, new, prefix)
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 @cli_errors
 def train(
-    overrides: list[str] = typer.Argument(None, help="config overrides, e.g. generator.ngf=32 train.seed=1"),
+    overrides: list[str] = typer.Argument(None, metavar="KEY=VALUE...",
+                                          help="config overrides, e.g. generator.ngf=32 train.seed=1"),
     method: str = typer.Option(None, "--method", "-m", help="training method (see `i2i list method`)"),
-    data: Path = typer.Option(None, "--data",
-                              help="dataset folder (DIR/trainA, DIR/trainB); omit for data.root or the demo"),
-    out_dir: Path = typer.Option(None, "--out", "-o", help="run folder (default runs/METHOD-TIME)"),
-    config: str = typer.Option(None, "--config", "-c", help="YAML config file or preset name"),
+    data: str = typer.Option(None, "--data", metavar="DIR",
+                             help="dataset folder (DIR/trainA, DIR/trainB); omit for data.root or the demo"),
+    out_dir: str = typer.Option(None, "--out", "-o", metavar="DIR", help="run folder (default runs/METHOD-TIME)"),
+    config: str = typer.Option(None, "--config", "-c", metavar="FILE",
+                               help="YAML config file or preset name (a relative data.root in it is relative to "
+                                    "the file's folder; --data and data.root=DIR are relative to the current one)"),
     epochs: int = typer.Option(None, "--epochs", help="epochs at the initial learning rate"),
     decay_epochs: int = typer.Option(None, "--decay-epochs", help="epochs of linear decay to zero"),
     max_steps: int = typer.Option(None, "--max-steps", help="stop after this many iterations"),
@@ -148,8 +200,26 @@ def train(
 ) -> None:
     """Train a method on unpaired folders (or on the built-in demo data)."""
     options = dict(locals())
+    from .config import FLAG_KEYS, flag_conflict
+    from .device import resolve_device
     from .distributed import launch, setup, teardown
 
+    for flag, value in (("--out", out_dir), ("--data", data)):
+        if value is not None and not value.strip():
+            raise I2IError(f"{flag} is empty; pass a folder, or leave the option out")
+    if nproc is not None and nproc < 1:
+        raise I2IError(f"--nproc must be at least 1 (the processes to start on this machine), got {nproc}")
+    given = {"method": method, "data": data, "epochs": epochs, "decay_epochs": decay_epochs, "max_steps": max_steps,
+             "device": device, "seed": seed, "precision": precision, "compile": compile_nets,
+             "channels_last": channels_last, "batch_size": batch_size, "workers": workers, "size": size,
+             "load_size": load_size, "strict": strict or None}
+    names = {"compile": "--compile" if compile_nets else "--no-compile",
+             "channels_last": "--channels-last" if channels_last else "--no-channels-last", "strict": "--strict"}
+    flag_conflict({FLAG_KEYS[k]: names.get(k) or f"--{k.replace('_', '-')} {v}" for k, v in given.items()
+                   if v is not None}, overrides or [])
+    if device is not None:
+        resolve_device(device)  # a device this machine lacks: one line here, before any process starts
+    options.update(out_dir=None if out_dir is None else Path(out_dir), data=None if data is None else Path(data))
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
         args, skip = [], False
         for arg in sys.argv[1:]:
@@ -181,7 +251,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
            channels_last: bool | None, nproc: int | None) -> None:
     """`i2i train` in one process (of a torchrun job, possibly)."""
     from . import demo
-    from .config import ignored_edits
+    from .config import absolute_root, ignored_edits
     from .trainer import Trainer, check_providers, prepare_run_dir
 
     main = distributed.main
@@ -202,7 +272,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
             options["data"]["params"][key] = value
     if strict:
         options["data"]["params"]["strict"] = True
-    cli_layers = [options, parse_overrides(overrides or [])]
+    cli_layers = [options, absolute_root(parse_overrides(overrides or []))]  # data.root: from the current folder
 
     if resume:
         if out_dir is None:
@@ -215,7 +285,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
         state = prepare_run_dir(out_dir, resume=True, overwrite=False)
         check_providers(state, registry, out_dir / "checkpoints" / "last.pt")
         if data is not None:
-            options["data"]["root"] = str(data)
+            options["data"]["root"] = os.path.abspath(data)
         base = state["config"]
         if method is not None and method != base["method"]["name"]:
             raise I2IError(f"this run trains method '{base['method']['name']}', not '{method}'; drop --method")
@@ -228,12 +298,18 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
         bad = [k for k in _changed(saved, cfg.to_dict()) if not resumable(k)]
         if bad:
             raise I2IError(f"cannot change {', '.join(bad)} when resuming; start a new run with another --out")
+        root = cfg.data.root
+        if data is None and _data_root(cli_layers[1]) is None and root and not Path(root).is_dir():
+            where = "" if Path(root).is_absolute() else f" (relative to the current folder, {Path.cwd()})"
+            raise I2IError(f"this run's data folder {root}{where} does not exist; pass --data DIR to resume on the "
+                           f"same images where they are now")
         note = ignored_edits(out_dir / "config.yaml", registry, base, saved, cfg.to_dict(), resumable) if main else None
         if note:
             warn(note)
     else:
         layers: list[dict[str, Any]] = []
-        config_layer = load_yaml(find_preset(config)) if config else {}
+        config_path = find_preset(config) if config else None
+        config_layer = absolute_root(load_yaml(config_path), config_path.parent) if config_path else {}
         demo_data = data is None and not any(_data_root(layer) for layer in (config_layer, *cli_layers))
         name = method or config_layer.get("method")
         name = name.get("name") if isinstance(name, dict) else name
@@ -261,7 +337,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
                     f"{demo.DESCRIPTION}; held-out pairs in testA/testB)", highlight=False, soft_wrap=True,
                 )
         elif data is not None:
-            cfg.data.root = str(data)
+            cfg.data.root = os.path.abspath(data)
 
     trainer = Trainer(cfg, registry, out_dir, state=state, overwrite=overwrite, console=err if main else None,
                       distributed=distributed, device=rank_device)
@@ -343,10 +419,12 @@ def translate_cmd(
 ) -> None:
     """Translate images with a trained generator; each keeps its resolution, names mirror the inputs (one image
     file may be written to the file -o names, its format from the suffix)."""
+    from collections import deque
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .device import resolve_device
-    from .images import read_image, readable, write_image
+    from .images import first_names, read_image, readable, unreadable_reason, write_image
     from .translate import Translator, collect_inputs, output_paths
     from .translate import side_by_side as compare
 
@@ -355,37 +433,60 @@ def translate_cmd(
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    files = collect_inputs(inputs, recursive, warn=warn)
+    skipped: list[Path] = []  # as the user knows them: relative to their input folder
+    files = collect_inputs(inputs, recursive, warn=warn, skipped=skipped)
     targets = output_paths(inputs, files, out_path)
     sources = {src.resolve() for src, _ in files}
     for (src, _), target in zip(files, targets, strict=True):
         if target.resolve() in sources:
             raise I2IError(f"writing {target} would overwrite the input {src}; choose another --out")
-        if not readable(src):
-            raise I2IError(f"{src} is not an image OpenCV can read")
+        if not readable(src):  # named on the command line (a folder's unreadable files were skipped)
+            raise I2IError(unreadable_reason(src))
     translator.check_outputs(targets, named=targets == [out_path])
     loaded: dict[Path, np.ndarray] = {}
+    queued: deque[tuple[Path, Path]] = deque()  # (input, output) of the images read and not yet written
+    undecodable: list[Path] = []  # a header that looked fine, then a failed decoding (e.g. a truncated file)
+    held: list[str] = []  # their warnings until an image is read: when none can be, one error says it all
 
     def read_all():
-        for src, _ in files:
+        for (src, rel), target in zip(files, targets, strict=True):
             img = read_image(src)
             if img is None:
-                raise I2IError(f"{src} is corrupt or unreadable; remove it and run again")
+                undecodable.append(src)
+                skipped.append(rel)
+                note = f"skipped {src}: it is corrupt or truncated (it could not be decoded)"
+                if queued or written:  # an image was read, so the run goes on: say it now
+                    warn(note, progress.console)
+                else:
+                    held.append(note)
+                progress.advance(task)
+                continue
+            while held:
+                warn(held.pop(0), progress.console)
             if side_by_side:
                 loaded[src] = img
+            queued.append((src, target))
             yield img
 
+    written = 0
     with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=not err.is_terminal) as progress:
         task = progress.add_task("translate", total=len(files))
-        results = translator.translate_arrays(read_all(), batch_size)
-        for (src, _), target, result in zip(files, targets, results, strict=True):
+        for result in translator.translate_arrays(read_all(), batch_size):
+            src, target = queued.popleft()
             if side_by_side:
                 result = compare(loaded.pop(src), result)
             write_image(target, result)
+            written += 1
             progress.advance(task)
-    out.print(f"[green]translated[/] {escape(f'{len(files)} image(s) with {ckpt} → {out_path}')}", highlight=False,
-              soft_wrap=True)
+    if not written:  # every image failed to decode: nothing was written
+        if len(undecodable) == 1:
+            raise I2IError(f"{undecodable[0]} is corrupt or truncated (it could not be decoded); use a complete file")
+        raise I2IError(f"none of the {len(undecodable)} images could be decoded, they are corrupt or truncated "
+                       f"({first_names([str(p) for p in undecodable])}); use complete files")
+    note = f"; skipped {len(skipped)} file(s): {first_names([str(p) for p in skipped])}" if skipped else ""
+    out.print(f"[green]translated[/] {escape(f'{written} image(s) with {ckpt} → {out_path}{note}')}",
+              highlight=False, soft_wrap=True)
 
 
 @app.command("video")
@@ -408,13 +509,14 @@ def video_cmd(
 
     from .device import resolve_device
     from .translate import Translator
-    from .video import ffmpeg_path, probe, translate_video
+    from .video import ffmpeg_path, output_path, probe, quiet_native_logs, translate_video
 
+    quiet_native_logs()  # before the first capture opens
     if batch_size < 1 or (size is not None and size < 1):
         raise I2IError("--batch-size and --size must be >= 1")
     info = probe(src)
+    dst = output_path(src, dst or src.with_name(f"{src.stem}_i2i.mp4"))  # checked before the model loads
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    dst = dst or src.with_name(f"{src.stem}_i2i.mp4")
     if not no_audio and ffmpeg_path() is None:
         warn("ffmpeg not found (pip install imageio-ffmpeg): the output will be silent")
     total = info.frames - round(start * info.fps) if info.frames else None
@@ -434,7 +536,10 @@ def video_cmd(
                                  audio=not no_audio, on_frames=on_frames,
                                  on_warning=lambda m: warn(m, progress.console))
     sound = "with the input's audio" if result.audio else "silent"
-    out.print(f"[green]wrote[/] {escape(str(result.output))}: {result.frames} frames in {result.seconds:.1f}s "
+    held = result.written - result.frames  # repeats of pictures the input holds for several frame times
+    count = f"{max(result.written, result.frames)} frames" + (
+        f" ({result.frames} translated, {held} repeated where the input holds a picture)" if held > 0 else "")
+    out.print(f"[green]wrote[/] {escape(str(result.output))}: {count} in {result.seconds:.1f}s "
               f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {sound}", highlight=False, soft_wrap=True)
 
 
@@ -450,13 +555,27 @@ def import_official(
     importer: str = typer.Option("official_cyclegan", "--from", help="importer (see `i2i list importer`)"),
 ) -> None:
     """Convert another project's generator weights into a self-describing i2i checkpoint."""
-    from .checkpoint import atomic_save, generator_record, safe_load, state_dict_mismatch
+    from .checkpoint import (
+        GENERATOR_FORMAT,
+        TRAIN_FORMAT,
+        atomic_save,
+        generator_record,
+        safe_load,
+        state_dict_mismatch,
+    )
 
     if out_path.resolve() == src.resolve():
         raise I2IError(f"-o {out_path} is the input file; choose another output path")
     registry = load_plugins().registry
     entry = registry.get("importer", importer)
     state = safe_load(src, "weights file")
+    kind = state.get("format") if isinstance(state, dict) else None
+    if kind == GENERATOR_FORMAT:
+        raise I2IError(f"{src} is already an i2i generator checkpoint: use it directly with --ckpt {src} "
+                       f"(import-official converts other projects' weights)")
+    if kind == TRAIN_FORMAT:
+        raise I2IError(f"{src} is an i2i training checkpoint: use the generator exported beside it (RUN_DIR/G_AB.pt "
+                       f"or G_BA.pt) directly with --ckpt")
     stated = {"netG": net_g, "ngf": ngf, "norm": norm, "dropout": dropout}
     name, params, cin, cout, sd = entry.build(state, **{k: v for k, v in stated.items() if v is not None})
     gen = registry.get("generator", name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,8 +126,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise I2IError(f"config file not found: {path} (pass an existing YAML file to --config)")
+    text = ""
     try:
-        loader = yaml.SafeLoader(path.read_text())
+        text = path.read_text()
+        loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
             duplicate = _duplicate_key(node) if node is not None else None
@@ -137,12 +141,63 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         finally:
             loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise I2IError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise I2IError(f"config file {path} is not valid YAML: {_yaml_problem(exc, text)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise I2IError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: Exception, text: str) -> str:
+    """What a YAML parser found wrong in ``text``, and where: "found character '\\t' that cannot start any token
+    (line 2, column 1)" rather than its first line, often only the context ("while scanning for the next token")."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, a control character)
+        start = text.rfind("\n", 0, exc.position) + 1
+        return (f"unacceptable character #x{exc.character:04x}: {exc.reason} (line "
+                f"{text.count(chr(10), 0, exc.position) + 1}, column {exc.position - start + 1})")
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
+def absolute_root(layer: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """``layer`` with its ``data.root`` made absolute: relative to ``base`` (the folder of the config file that
+    wrote it) or, without one, to the current directory (as ``--data`` and ``data.root=DIR`` are), so that the run's
+    config.yaml and checkpoint name the same folder from wherever they are used."""
+    section = layer.get("data")
+    root = section.get("root") if isinstance(section, dict) else None
+    if not isinstance(root, str) or not root:
+        return layer
+    path = Path(root).expanduser()
+    layer = {**layer, "data": {**section, "root": os.path.abspath(path if base is None else base / path)}}
+    return layer
+
+
+#: the ``i2i train`` options that set a config key, by that key
+FLAG_KEYS = {"method": "method.name", "data": "data.root", "epochs": "train.epochs",
+             "decay_epochs": "train.decay_epochs", "max_steps": "train.max_steps", "device": "train.device",
+             "seed": "train.seed", "precision": "train.precision", "compile": "train.compile",
+             "channels_last": "train.channels_last", "batch_size": "data.batch_size", "workers": "data.workers",
+             "size": "data.params.crop_size", "load_size": "data.params.load_size", "strict": "data.params.strict"}
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of a nested dict's leaves (an empty mapping counts as a leaf)."""
+    keys = []
+    for k, v in tree.items():
+        keys += _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return keys
+
+
+def flag_conflict(flags: dict[str, str], overrides: list[str]) -> None:
+    """Refuse a ``key=value`` override that sets what an option given beside it sets (``flags``: config key ->
+    the option as written, e.g. ``{"train.max_steps": "--max-steps 1"}``): the two would not agree on a winner."""
+    for item in overrides:
+        for key in _dotted(parse_overrides([item])):
+            for flagged, option in flags.items():
+                if key == flagged or flagged.startswith(key + ".") or key.startswith(flagged + "."):
+                    raise I2IError(f"{option} and {item} both set {flagged}; keep one of them")
 
 
 def _component_shorthand(section: str, value: Any) -> Any:
@@ -285,6 +340,7 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     for role, comp in cfg.losses.items():
         comp.params = registry.validate("loss", comp.name, comp.params, f"losses.{role} '{comp.name}'")
     cfg.data.params = registry.validate("dataset", cfg.data.name, cfg.data.params, f"data '{cfg.data.name}'")
+    _finite(cfg.to_dict())  # before range checks, which NaN passes (every comparison with it is false)
     t = cfg.train
     for key in ("epochs", "decay_epochs"):
         if getattr(t, key) < 0:
@@ -318,6 +374,19 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     return cfg
 
 
+def _finite(tree: Any, key: str = "") -> None:
+    """Refuse NaN and infinity anywhere in a config (a plugin's parameters too): no setting means them, and a run
+    would fail only once training has started, far from the cause."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            _finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            _finite(v, f"{key}[{i}]")
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        raise I2IError(f"{key} must be a finite number, got {tree}; set it to a real value")
+
+
 def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     """The dotted keys whose values differ between two config dicts (nested mappings compared key by key)."""
     keys = []
@@ -337,34 +406,52 @@ def _at(tree: Any, key: str) -> Any:
     return tree
 
 
+#: where resuming keeps a hand-edited config.yaml before rewriting it (beside it)
+EDITED_NAME = "config.edited.yaml"
+
+
 def ignored_edits(path: Path, registry: Registry, checkpoint: dict[str, Any], saved: dict[str, Any],
                   used: dict[str, Any], may_change: Callable[[str], bool]) -> str | None:
     """One warning line when a resumed run's config file ``path`` was edited by hand, or None.
 
     Resuming takes its settings from the checkpoint (``checkpoint``; resolved, ``saved``) and the command line
-    (together, ``used``), never from the file, which it rewrites with ``used``. The line names the edited keys that
-    the command line left as saved, the ``key=value`` arguments that apply those that may change on resume
-    (``may_change``), and a new run for the others."""
+    (together, ``used``), never from the file, which it rewrites with ``used``; the edited file is first copied to
+    :data:`EDITED_NAME` beside it, so that the edits are not lost. The line names the edited keys that the command
+    line left as saved, the ``key=value`` arguments that apply those that may change on resume (``may_change``),
+    and a new run from the kept copy for the others."""
     if not path.is_file():
         return None
+    kept = path.with_name(EDITED_NAME)
     try:
         edited = resolve(registry, None, [checkpoint, load_yaml(path)]).to_dict()
     except I2IError as exc:
+        _keep(path, kept)
         return (f"{path} is not read when resuming ({exc}); the run continues with the settings saved in its "
-                f"checkpoint and rewrites the file")
+                f"checkpoint and rewrites the file (your version is kept as {kept})")
     keys = [k for k in changed_keys(saved, edited) if _at(used, k) == _at(saved, k)]  # not set on the command line
     if not keys:
         return None
+    _keep(path, kept)
     args = [shlex.quote(f"{k}={_flow(_at(edited, k))}") for k in keys if may_change(k)]
     fixed = [k for k in keys if not may_change(k)]
     text = (f"{path} was edited ({', '.join(keys)}), but resuming continues with the settings saved in the "
-            f"checkpoint and rewrites the file")
+            f"checkpoint and rewrites the file (your version is kept as {kept})")
     if args:
         text += f"; to apply {'that edit' if len(args) == 1 else 'those edits'} pass {' '.join(args)}"
     if fixed:
-        text += (f"; {', '.join(fixed)} cannot change on resume: start a new run from the file (--config {path} "
-                 f"--data DIR --out NEW_DIR)")
+        root = _at(edited, "data.root")
+        data = "" if isinstance(root, str) and Path(root).is_absolute() else " --data DIR"
+        text += (f"; {', '.join(fixed)} cannot change on resume: start a new run from the kept file (--config "
+                 f"{shlex.quote(str(kept))}{data} --out NEW_DIR)")
     return text
+
+
+def _keep(path: Path, kept: Path) -> None:
+    """Copy the hand-edited ``path`` to ``kept`` (replacing an older copy) before resuming rewrites it."""
+    from .files import atomic_write
+
+    data = path.read_bytes()
+    atomic_write(kept, lambda tmp: tmp.write_bytes(data))
 
 
 def _flow(value: Any) -> str:

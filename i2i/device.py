@@ -24,4 +24,25 @@ def resolve_device(name: str) -> torch.device:
         raise I2IError(f"device '{name}' requested but CUDA is not available; use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise I2IError(f"device '{name}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    if device.type not in ("cpu", "cuda") and not _available(device.type):
+        raise I2IError(f"device '{name}' is not available here; use {usable_devices()}")
     return device
+
+
+def _available(kind: str) -> bool:
+    """Whether this torch can run on device type ``kind`` here (mps, xpu, ...: ``torch.<kind>.is_available()``)."""
+    backend = getattr(torch.backends, kind, None) if kind == "mps" else getattr(torch, kind, None)
+    check = getattr(backend, "is_available", None)
+    try:
+        return bool(check()) if callable(check) else False
+    except Exception:  # a backend that cannot even say
+        return False
+
+
+def usable_devices() -> str:
+    """The --device values that work on this machine, for error messages."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", "cuda:N"]
+    names += [kind for kind in ("mps", "xpu") if _available(kind)]
+    return ", ".join(names[:-1]) + f" or {names[-1]}"

@@ -116,6 +116,10 @@ def setup(device: str | None) -> tuple[Distributed, str | None]:
     if world <= 1:
         return Distributed(), device
     device = device or "auto"
+    if device != "auto":
+        from .device import resolve_device
+
+        resolve_device(device)  # e.g. cuda where CUDA is not available: said so, not "local rank 0 has no GPU"
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
     if use_cuda:
@@ -140,17 +144,32 @@ def teardown(d: Distributed) -> None:
 
 def launch(nproc: int, args: list[str]) -> int:
     """``torchrun --standalone --nproc_per_node nproc -m i2i ARGS`` in this process; the exit code of the first
-    failed rank (whose rank 0 has already said why in one line) instead of torchrun's failure report."""
+    failed rank (whose rank 0 has already said why in one line) instead of torchrun's failure report, and 128 + the
+    signal's number (130 for Ctrl-C) when this process is stopped by a signal (rank 0 says what it saved)."""
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    _quiet_launcher(logging)
     # each rank its share of the cores (torchrun would set 1, with a warning, where this is unset)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
     except ChildFailedError as exc:
         return exc.get_first_failure()[1].exitcode or 1
+    except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has passed it on to the ranks and waited for them
+        return 128 + int(exc.sigval)
     return 0
+
+
+def _quiet_launcher(logging: Any) -> None:
+    """Keep torchrun's own log lines (its failure reports, "Received 2 death signal, shutting down workers") off
+    the terminal: the ranks word what happened. Its module loggers set their own levels, so a level on their parent
+    is not enough; their records stop at the parent instead."""
+    parent = logging.getLogger("torch.distributed.elastic")
+    parent.setLevel(logging.CRITICAL)
+    parent.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in parent.handlers):
+        parent.addHandler(logging.NullHandler())  # not Python's last-resort handler either

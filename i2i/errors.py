@@ -11,9 +11,17 @@ class I2IError(Exception):
 
 
 def first_line(exc: BaseException, limit: int = 120) -> str:
-    """An exception's first non-blank message line (its type's name when it has none), cut to ``limit``."""
+    """An exception's first non-blank message line (its type's name when it has none); a longer one is cut to at
+    most ``limit`` characters at a word boundary, ending in "…"."""
     lines = [li.strip() for li in str(exc).splitlines() if li.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:limit]
+    line = lines[0] if lines else type(exc).__name__
+    if len(line) <= limit:
+        return line
+    head = line[: limit - 1]  # room for the "…"
+    if line[limit - 1] != " ":  # the cut falls inside a word: drop the word, unless it is a long one (a path)
+        space = head.rfind(" ")
+        head = head[:space] if space > limit // 2 else head
+    return head.rstrip(" ,;:(") + "…"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -4,8 +4,6 @@ truth (PSNR, SSIM, MAE), each beside the identity baseline (the same metric on t
 from __future__ import annotations
 
 import inspect
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ import torch
 
 from .errors import I2IError
 from .features import EVAL_OPTIONS, FeatureExtractor
-from .files import file_in_the_way
+from .files import cannot_create, file_in_the_way
 from .images import read_image, scan_folder, skipped_note
 from .registry import Registry
 from .translate import Translator
@@ -50,18 +48,19 @@ def check_report_path(path: Path) -> None:
     blocker = file_in_the_way(path)
     if blocker is not None:
         raise I2IError(f"--json {path}: {blocker} is a file, not a folder; choose another path")
-    folder = next((p for p in path.absolute().parents if p.is_dir()), Path.cwd())  # the report's folder is made here
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise I2IError(f"--json {path}: cannot create files in {folder} ({exc.strerror or exc}); choose a writable "
-                       f"location") from None
-    os.close(fd)
-    Path(name).unlink(missing_ok=True)
+    refused = cannot_create(path)  # the report's folder is made in the nearest existing one
+    if refused is not None:
+        raise I2IError(f"--json {path}: cannot create files in {refused[0]} ({refused[1]}); choose a writable "
+                       f"location")
 
 
-def _images(folder: Path, what: str, notes: list[str], limit: int | None = None) -> list[Path]:
-    """The images of ``folder``; skipped files are reported in ``notes``."""
+def _images(folder: Path, what: str, notes: list[str], limit: int | None = None,
+            options: dict[str, str] = EVAL_OPTIONS) -> list[Path]:
+    """The images of ``folder``; skipped files are reported in ``notes``. ``options`` name the setting of the
+    ``what`` folder in errors (source, which they lack, is named like target)."""
+    if folder.is_file():
+        setting = options.get(what, options["target"].replace("target", what)).split("{}")[0].rstrip(" =")
+        raise I2IError(f"{setting} must be a folder of images, not a file: {folder}")
     if not folder.is_dir():
         raise I2IError(f"{what} folder not found: {folder}")
     files, rejected = scan_folder(folder)
@@ -128,16 +127,16 @@ def plan(
         raise I2IError(f"nothing to compute: give {target_dir} (for FID/KID) and/or {truth_dir} (for PSNR/SSIM/MAE)")
     entries = {name: registry.get("metric", name) for name in metrics}
     notes: list[str] = []
-    sources = _images(source, "source", notes, limit)
+    sources = _images(source, "source", notes, limit, options)
     truth_files: dict[Path, Path] = {}
     if truth is not None:
-        by_stem = {p.relative_to(truth).with_suffix(""): p for p in _images(truth, "truth", notes)}
+        by_stem = {p.relative_to(truth).with_suffix(""): p for p in _images(truth, "truth", notes, options=options)}
         missing = [p for p in sources if p.relative_to(source).with_suffix("") not in by_stem]
         if missing:
             raise I2IError(f"{len(missing)} source image(s) have no truth image of the same name in {truth} "
                            f"(e.g. {missing[0].relative_to(source)}); truth is matched by file name")
         truth_files = {p: by_stem[p.relative_to(source).with_suffix("")] for p in sources}
-    targets = _images(target, "target", notes) if target is not None else []
+    targets = _images(target, "target", notes, options=options) if target is not None else []
 
     wants_features = [n for n, e in entries.items() if needs_features(e.factory)]
     if wants_features and target is None:

@@ -43,6 +43,19 @@ def file_in_the_way(path: Path) -> Path | None:
     return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
 
 
+def cannot_create(path: Path) -> tuple[Path, str] | None:
+    """(the folder, the OS's reason) when no file can be created in the nearest existing folder above ``path`` (where
+    its folders would be made; tried with a temporary file, removed at once), else None."""
+    folder = next((p for p in Path(path).absolute().parents if p.is_dir()), Path.cwd())
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{Path(path).stem}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        return folder, str(exc.strerror or exc)
+    os.close(fd)
+    Path(name).unlink(missing_ok=True)
+    return None
+
+
 @functools.cache
 def _umask() -> int:
     """The process's file-creation mask (read once: reading it means setting it)."""

@@ -21,6 +21,14 @@ IMAGE_EXTENSIONS = frozenset(
      ".pnm", ".sr", ".ras", ".tif", ".tiff", ".exr", ".hdr", ".pic"]
 )
 
+#: the formats named in advice (i2i reads and writes every suffix of IMAGE_EXTENSIONS this OpenCV has a codec for)
+COMMON_SUFFIXES = ".png, .jpg, .tif, .webp, .bmp"
+#: image formats people have that OpenCV, and so i2i, does not read: suffix -> name
+UNSUPPORTED_FORMATS = {".gif": "GIF", ".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL", ".svg": "SVG",
+                       ".ico": "ICO", ".psd": "PSD", ".tga": "TGA", ".dng": "camera raw (DNG)", ".cr2": "camera raw",
+                       ".cr3": "camera raw", ".nef": "camera raw", ".arw": "camera raw", ".raf": "camera raw",
+                       ".orf": "camera raw", ".rw2": "camera raw"}
+
 
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
@@ -29,6 +37,20 @@ def is_image_name(path: Path) -> bool:
 def readable(path: Path) -> bool:
     """Whether ``path`` has an image extension and a header OpenCV can decode (the file is not decoded)."""
     return is_image_name(path) and cv2.haveImageReader(str(path))
+
+
+def unreadable_reason(path: Path) -> str:
+    """Why a file that ``readable`` refused cannot be used, in one line with the fix: its format is not one i2i
+    takes (named when it is a known image format), or it is not a valid image of its suffix's format."""
+    suffix = path.suffix.lower()
+    if suffix in UNSUPPORTED_FORMATS:
+        return (f"{path}: {UNSUPPORTED_FORMATS[suffix]} is not supported; convert it to .png (i2i reads "
+                f"{COMMON_SUFFIXES}, ...)")
+    if suffix not in IMAGE_EXTENSIONS:
+        return (f"{path}: {suffix or 'a file without a suffix'} is not an image format i2i reads; give a "
+                f"{COMMON_SUFFIXES}, ... image")
+    return (f"{path} is not an image OpenCV can read (empty, corrupt, or not really {suffix}); check the file or "
+            f"convert it to .png")
 
 
 def scan_folder(folder: Path, recursive: bool = True) -> tuple[list[Path], list[Path]]:
@@ -49,8 +71,13 @@ def scan_folder(folder: Path, recursive: bool = True) -> tuple[list[Path], list[
 
 def skipped_note(folder: Path, rejected: list[Path]) -> str:
     """The warning for files of ``folder`` that ``scan_folder`` rejected (naming the first few)."""
-    names = ", ".join(str(p.relative_to(folder)) for p in rejected[:3]) + (", ..." if len(rejected) > 3 else "")
-    return f"skipped {len(rejected)} file(s) in {folder} that are not readable images ({names})"
+    return (f"skipped {len(rejected)} file(s) in {folder} that are not readable images "
+            f"({first_names([str(p.relative_to(folder)) for p in rejected])})")
+
+
+def first_names(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names``, comma-separated, with ", ..." when there are more."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def exif_orientation(path: Path) -> int:
@@ -158,9 +185,12 @@ def write_image(path: Path, img: np.ndarray) -> None:
     suffix = path.suffix or ".png"
     buf = encode_image(suffix, img)
     if buf is None:
-        other = ".tiff" if suffix.lower() == ".png" else ".png"
+        other = path.with_suffix(".tiff" if suffix.lower() == ".png" else ".png").name
+        if encode_image(suffix, np.zeros((64, 64, *img.shape[2:]), img.dtype)) is not None:  # e.g. JPEG 2000
+            raise I2IError(f"{suffix} cannot hold an image as small as {img.shape[1]}×{img.shape[0]} px ({path}); "
+                           f"write it in another format, e.g. {other}")
         raise I2IError(f"{suffix} cannot hold a {img.dtype} image with {img.shape[2] if img.ndim == 3 else 1} "
-                       f"channel(s) ({path}); write it in another format, e.g. {path.with_suffix(other).name}")
+                       f"channel(s) ({path}); write it in another format, e.g. {other}")
     atomic_write(path, lambda tmp: buf.tofile(str(tmp)))
 
 

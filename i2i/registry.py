@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +41,37 @@ class Param:
 
     def __str__(self) -> str:
         default = "required" if self.default is REQUIRED else f"default {self.default!r}"
-        return f"{self.name}: {describe(self.annotation)} ({default})"
+        return f"{self.name}: {describe_full(self.annotation)} ({default})"
+
+
+def describe_full(annotation: Any) -> str:
+    """A type annotation with its arguments, as a user reads it: ``tuple[int, int]``, ``list[str] | null``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(describe_full(a) for a in args)
+    if origin is typing.Literal or not args:
+        return describe(annotation)
+    inner = ", ".join("..." if a is Ellipsis else describe_full(a) for a in args)
+    return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+
+
+def _fixed_lengths(annotation: Any) -> set[int] | None:
+    """The item counts that the sequence types ``annotation`` allows must have, when all of them are fixed-length
+    tuples (``tuple[int, int]``: {2}); None where any count goes (``list[int]``, ``tuple[int, ...]``, not a
+    sequence)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        counts: set[int] = set()
+        for option in args:
+            if typing.get_origin(option) in (list, tuple) or option in (list, tuple):
+                fixed = _fixed_lengths(option)
+                if fixed is None:
+                    return None
+                counts |= fixed
+        return counts or None
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        return {0} if args == ((),) else {len(args)}
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,11 +142,17 @@ class Entry:
                 raise I2IError(
                     f"{where} has no parameter '{key}'{did_you_mean(key, known)}; valid parameters: {valid}"
                 )
-            out[key] = coerce(f"{where}: {key}", value, known[key].annotation)
+            annotation = known[key].annotation
+            counts = _fixed_lengths(annotation)
+            if counts and isinstance(value, (list, tuple)) and len(value) not in counts:
+                want = " or ".join(map(str, sorted(counts)))
+                raise I2IError(f"{where}: {key}: expected {describe_full(annotation)} ({want} items), got "
+                               f"{len(value)}: {value!r}")
+            out[key] = coerce(f"{where}: {key}", value, annotation)
         for key, p in known.items():
             if key not in out:
                 if p.default is REQUIRED:
-                    raise I2IError(f"{where} needs parameter '{key}' ({describe(p.annotation)})")
+                    raise I2IError(f"{where} needs parameter '{key}' ({describe_full(p.annotation)})")
                 out[key] = p.default
         return out
 
@@ -135,6 +173,27 @@ class Entry:
             ) from exc
 
 
+@functools.cache
+def builtin_packages() -> frozenset[str]:
+    """The top-level packages of the plugins shipped with i2i (its own ``i2i`` entry points), and i2i itself."""
+    import importlib.metadata
+
+    try:
+        points = importlib.metadata.distribution("i2i").entry_points
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        points = ()
+    return frozenset({"i2i", *(ep.value.split(":")[0].split(".")[0] for ep in points if ep.group == "i2i")})
+
+
+def is_builtin(entry: Entry) -> bool:
+    """Whether ``entry`` comes from a plugin shipped with i2i: by its distribution, or (for a plugin passed in
+    directly) by the package its factory is defined in."""
+    if entry.distribution:
+        return entry.distribution == "i2i"
+    module = getattr(entry.factory, "__module__", None) or getattr(type(entry.factory), "__module__", "")
+    return str(module).split(".")[0] in builtin_packages()
+
+
 @dataclass
 class Registry:
     """All components by kind and name, plus the plugins that failed or were blocked (so their components can
@@ -142,6 +201,7 @@ class Registry:
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    builtin: set[str] = field(default_factory=set)  # the plugins (of those added) shipped with i2i
     failed: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
 
@@ -153,6 +213,8 @@ class Registry:
             raise I2IError(f"{entry.kind} names must be non-empty strings, got {entry.name!r}")
         if not callable(entry.factory):
             raise I2IError(f"{entry.kind} '{entry.name}': factory {entry.factory!r} is not callable")
+        if is_builtin(entry):
+            self.builtin.add(entry.plugin)
         existing = self.entries[entry.kind].get(entry.name)
         if existing is not None or (entry.kind, entry.name) in self.clashes:
             owners = self.clashes.setdefault((entry.kind, entry.name), [existing.plugin] if existing else [])
@@ -167,10 +229,14 @@ class Registry:
             raise I2IError(f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)}; kinds: {', '.join(KINDS)}")
         if (kind, name) in self.clashes:
             owners = self.clashes[(kind, name)]
-            raise I2IError(
-                f"{kind} '{name}' is registered by more than one plugin ({' and '.join(owners)}); "
-                f"uninstall one or block it with I2I_BLOCK_PLUGINS={owners[-1]}"
-            )
+            # never advise blocking a plugin shipped with i2i (its other components would go too); of third-party
+            # plugins alone, the first keeps the name
+            third = [o for o in owners if o not in self.builtin]
+            block = list(dict.fromkeys(third if len(third) < len(owners) else third[1:]))
+            how = (f"uninstall one or block it with I2I_BLOCK_PLUGINS={block[0]}" if len(block) == 1 else
+                   f"uninstall or block all but one: I2I_BLOCK_PLUGINS={','.join(block)}" if block else
+                   "reinstall i2i")
+            raise I2IError(f"{kind} '{name}' is registered by more than one plugin ({' and '.join(owners)}); {how}")
         entry = self.entries[kind].get(name)
         if entry is not None:
             return entry

@@ -12,6 +12,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+def write_settings(path: Path, step: int, settings: dict[str, Any]) -> None:
+    """Append the record of the performance options in force (``{"step", "settings"}``) to the log at ``path``:
+    the first line of a new run's log, by which i2i knows the folder for a run."""
+    with path.open("a") as f:
+        f.write(json.dumps({"step": step, "settings": settings}) + "\n")
+
+
 class RunLog:
     """Progress bar plus a JSON-lines log (one record per logging interval) and optional TensorBoard scalars."""
 
@@ -60,10 +67,14 @@ class RunLog:
         self.file.flush()
 
     def validation(self, step: int, result: dict[str, Any]) -> None:
-        """A validation record: {"step", "validation": {metric: value}, "identity": {metric: value}}."""
-        self.file.write(json.dumps({"step": step, "validation": result["scores"],
-                                    "identity": result["identity"]}) + "\n")
+        """A validation record: {"step", "validation": {metric: value}, "identity": {metric: value}}, with
+        ``"warnings"``: what evaluation noted (each a ``warning:`` line too), where ``result`` has any."""
+        notes = result.get("warnings") or []
+        self.file.write(json.dumps({"step": step, "validation": result["scores"], "identity": result["identity"],
+                                    **({"warnings": notes} if notes else {})}) + "\n")
         self.file.flush()
+        for note in notes:
+            self.console.print(f"warning: {note}", highlight=False, soft_wrap=True, markup=False)
         shown = "  ".join(f"{k} {v:.4f} (identity {result['identity'][k]:.4f})" for k, v in result["scores"].items())
         self.console.print(f"validation at step {step}: {shown}", highlight=False, soft_wrap=True, markup=False)
         if self.tb is not None:

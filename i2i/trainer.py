@@ -5,10 +5,15 @@ A method supplies networks, optimizers and one ``train_step``; everything here i
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import fnmatch
+import json
 import math
 import os
 import random
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +38,17 @@ from .interrupts import Interrupted, stop_requests
 from .method import Components, Method
 from .precision import Precision
 from .registry import Registry
-from .runlog import RunLog
+from .runlog import RunLog, write_settings
 from .sampling import EpochSampler, SeededDataset, sample_seed
 from .schedule import linear_decay
 from .translate import Translator
 
 RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml")
+#: what i2i writes into a run folder and each of its folders, as name patterns (``atomic_write``'s temporary files,
+#: left by a killed process, included): ``--overwrite`` deletes these and nothing else
+RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "G_*.pt", ".config.*.tmp.yaml", ".G_*.tmp.pt"),
+                "checkpoints": ("last.pt", ".last.*.tmp.pt"), "samples": ("step_*.png", ".step_*.tmp.png"),
+                "tensorboard": ("events.out.tfevents.*",)}
 #: the config keys that set validation's feature extractor and folders, for the advice in its errors
 VALIDATION_OPTIONS = {"features": "validation.features={}", "weights": "validation.feature_weights={}",
                       "inception": "validation.feature_weights={}",
@@ -56,17 +66,63 @@ class TrainResult:
 
 
 def run_exists(out_dir: Path) -> bool:
-    return any((out_dir / name).exists() for name in RUN_FILES) or any(out_dir.glob("G_*.pt"))
+    """Whether ``out_dir`` holds anything a run writes (its own or not: see :func:`is_run`)."""
+    return bool(run_names(out_dir))
+
+
+def run_names(out_dir: Path) -> list[str]:
+    """The names in ``out_dir`` that a run writes (``RUN_FILES`` and exported ``G_*.pt``) and that are there."""
+    return [n for n in RUN_FILES if (out_dir / n).exists()] + sorted(p.name for p in out_dir.glob("G_*.pt"))
+
+
+def is_run(out_dir: Path) -> bool:
+    """Whether ``out_dir`` is an i2i training run: its ``log.jsonl`` opens with the settings record a run writes
+    before anything else, or its ``checkpoints/last.pt`` is an i2i training checkpoint. (A folder that merely holds
+    a ``config.yaml``, ``samples/`` or ``checkpoints/`` of its own is not one.)"""
+    try:
+        with (out_dir / "log.jsonl").open() as f:
+            first = json.loads(f.readline())
+        if isinstance(first, dict) and "settings" in first:
+            return True
+    except (OSError, ValueError):
+        pass
+    last = out_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return False
+    try:
+        state = safe_load(last, "training checkpoint")
+    except Exception:  # not a checkpoint at all
+        return False
+    return isinstance(state, dict) and state.get("format") == TRAIN_FORMAT
+
+
+def run_contents(out_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(i2i's, others): the files of the run in ``out_dir`` that i2i wrote (``RUN_PATTERNS``), and what else its
+    folders (``checkpoints/``, ``samples/``, ``tensorboard/``) hold; other files beside the run are neither."""
+    ours, others = [], []
+    for folder, patterns in RUN_PATTERNS.items():
+        d = out_dir / folder
+        if folder == ".":
+            ours += sorted(p for pat in patterns for p in d.glob(pat) if p.is_file())
+        elif d.is_dir():
+            for p in sorted(d.iterdir()):
+                mine = p.is_file() and not p.is_symlink() and any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)
+                (ours if mine else others).append(p)
+        elif d.exists():
+            others.append(d)
+    return ours, others
 
 
 def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """Check ``out_dir`` against the flags; return the saved training state when resuming.
 
     A run that never saved a checkpoint (it failed or was killed before its first one) cannot be resumed: both
-    refusals then point at ``--overwrite``, the one way forward."""
+    refusals then point at ``--overwrite``, the one way forward. A folder that holds what a run writes but is no
+    i2i run (see :func:`is_run`) is refused, as is ``--overwrite`` of a run whose folders hold files i2i did not
+    write: nothing of the user's is written over or deleted."""
     last = out_dir / "checkpoints" / "last.pt"
     if resume:
-        if not last.exists() and run_exists(out_dir):
+        if not last.exists() and is_run(out_dir):
             raise I2IError(f"nothing to resume: the run in {out_dir} never saved a checkpoint ({last} does not "
                            f"exist); start it again with --overwrite instead of --resume, or choose another --out")
         if not last.exists():
@@ -78,7 +134,15 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, A
         return state
     if out_dir.exists() and not out_dir.is_dir():
         raise I2IError(f"--out {out_dir} is a file; pass a folder for the run")
-    if run_exists(out_dir) and not overwrite:
+    names = run_names(out_dir)
+    if not names:
+        return None
+    if not is_run(out_dir):
+        only = "; --overwrite replaces only i2i runs" if overwrite else ""
+        raise I2IError(f"--out {out_dir} holds {', '.join(names[:3])} but is not an i2i training run (no log.jsonl "
+                       f"or checkpoint of one), and training would write over them{only}; choose another --out "
+                       f"(e.g. a new folder)")
+    if not overwrite:
         if not last.exists():
             raise I2IError(f"{out_dir} holds a training run that never saved a checkpoint, so it cannot be resumed; "
                            f"pass --overwrite to start it again, or choose another --out")
@@ -86,6 +150,10 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, A
             f"{out_dir} already holds a training run; pass --resume to continue it, --overwrite to replace it, "
             f"or choose another --out"
         )
+    others = run_contents(out_dir)[1]
+    if others:
+        raise I2IError(f"--overwrite deletes only what i2i wrote, but {others[0]} is not a file of the run; move it "
+                       f"out of {others[0].parent}, or choose another --out")
     return None
 
 
@@ -145,6 +213,14 @@ def _to(batch: dict[str, Any], device: torch.device,
         memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True, memory_format=memory_format) if torch.is_tensor(v) and v.dim() == 4
             else v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _padded(images: list[torch.Tensor]) -> torch.Tensor:
+    """CHW images in [-1, 1] as one batch, each padded at its right and bottom with black (-1) to the largest height
+    and width among them (domains differ in size with ``data.preprocess=none`` or ``scale_width``)."""
+    h, w = max(t.shape[-2] for t in images), max(t.shape[-1] for t in images)
+    return torch.stack([torch.nn.functional.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]), value=-1.0)
+                        for t in images])
 
 
 def _shapes(sample: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -238,12 +314,14 @@ class Trainer:
             raise I2IError(f"the networks cannot take the training images ({first_line(exc, 160)}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
         self.settings["method"] = self.method.settings()
+        self._check_image_sizes()
 
         v = cfg.validation
         self.val_network = v.network or next(iter(self.method.exports), None)
         if v.every and self.val_network is None:
             raise I2IError(f"method '{cfg.method.name}' exports no generator to validate")
         self._extractor: FeatureExtractor | None = None
+        self._noted: set[str] = set()
         if v.every:
             for key in ("source", "target", "truth"):
                 folder = getattr(v, key)
@@ -261,7 +339,22 @@ class Trainer:
             if self.step > self.total_steps:
                 raise I2IError(f"this run is already at step {self.step}, past the {self.total_steps} steps asked for; "
                                f"resume with a larger --max-steps (or none, for the whole schedule)")
+            if t.max_steps and t.max_steps > full:
+                note = (f"the schedule of this run ends at step {full} ({t.epochs} epochs + {t.decay_epochs} decay "
+                        f"epochs of {self.steps_per_epoch} steps), before --max-steps {t.max_steps}; it cannot be "
+                        f"extended on resume (train.epochs and train.decay_epochs are fixed): start a new run with "
+                        f"more --epochs or --decay-epochs to train longer")
+                self.console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
         self.dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
+
+    def _size_advice(self, m: int) -> str:
+        """How to give generators that need sides in multiples of ``m`` such images, for this preprocess."""
+        preprocess = str(self.cfg.data.params.get("preprocess", ""))
+        if preprocess in ("none", "scale_width"):
+            return (f"data.preprocess={preprocess} keeps the images' own sizes (--size has no effect): resize the "
+                    f"images to multiples of {m}, or use a cropping preprocess (e.g. data.preprocess=resize_and_crop "
+                    f"with --size a multiple of {m})")
+        return f"set --size (crop) to a multiple of {m}"
 
     def _check_sizes(self) -> None:
         shape = next(v for v in self.sample_batch.values() if torch.is_tensor(v)).shape[-2:]
@@ -270,8 +363,71 @@ class Trainer:
             if shape[0] % m or shape[1] % m:
                 raise I2IError(
                     f"training images are {shape[1]}×{shape[0]} but generator '{self.cfg.generator.name}' needs "
-                    f"sides that are multiples of {m}; set --size (crop) to a multiple of {m}"
+                    f"sides that are multiples of {m}; {self._size_advice(m)}"
                 )
+
+    def _check_image_sizes(self) -> None:
+        """Every training image fits the networks, when the preprocess keeps their sizes (``image_sizes``: each
+        domain's sizes after preprocessing, from the files' headers): sides in the generators' multiples, and the
+        smallest sizes run through the method's probe, on the meta device (no memory, no arithmetic) and, where
+        that fails, on the training device to confirm. An image the start-up probe did not sample is thus refused
+        here, by name, rather than failing the run when it comes up."""
+        image_sizes = getattr(self.dataset, "image_sizes", None)
+        sizes = image_sizes() if callable(image_sizes) else None
+        if not sizes:
+            return
+        for name, (src, _) in self.method.exports.items():
+            m = int(getattr(self.method.nets[name], "size_multiple", 1))
+            for (h, w), path in sizes.get(src, {}).items():
+                if h % m or w % m:
+                    raise I2IError(f"training image {path} is {w}×{h} after preprocessing but generator "
+                                   f"'{self.cfg.generator.name}' needs sides that are multiples of {m}; "
+                                   f"{self._size_advice(m)}")
+        base = {k: v[:1] for k, v in self.sample_batch.items() if torch.is_tensor(v)}
+        for domain, found in sizes.items():
+            if domain not in base:
+                continue
+            # the smallest sizes: no other size is at most as tall and as wide (networks that take a size take
+            # every larger one); by height, each narrower than all before it
+            smallest, narrowest = [], math.inf
+            for h, w in sorted(found):
+                if w < narrowest:
+                    smallest.append((h, w))
+                    narrowest = w
+            for h, w in sorted(smallest, key=lambda s: s[0] * s[1]):
+                if self._probe_size(base, domain, h, w, torch.device("meta")) is None:
+                    continue
+                error = self._probe_size(base, domain, h, w, self.device)
+                if error is not None:
+                    raise I2IError(f"training image {found[(h, w)]} is too small for the networks ({w}×{h} after "
+                                   f"preprocessing: {first_line(error, 120)}); remove or enlarge it, or use a cropping "
+                                   f"preprocess (e.g. data.preprocess=resize_and_crop)")
+
+    def _probe_size(self, base: dict[str, torch.Tensor], domain: str, h: int, w: int,
+                    device: torch.device) -> Exception | None:
+        """The error the method's probe raises for one ``domain`` image of ``h`` × ``w`` (the other domains as in
+        the sample batch) on ``device``, or None; on the meta device it runs meta copies of the networks."""
+        batch = {k: torch.zeros(v.shape, dtype=v.dtype, device=device) for k, v in base.items()}
+        batch[domain] = torch.zeros(*base[domain].shape[:2], h, w, dtype=base[domain].dtype, device=device)
+        nets = self.method.nets
+        winograd = getattr(self.method, "winograd_layers", None)
+        try:
+            if device.type == "meta":
+                self.method.nets = copy.deepcopy(nets).to("meta")
+                for m in self.method.nets.modules():  # eager on meta tensors, not torch.compile (train.compile)
+                    if getattr(m, "_compiled_call_impl", None) is not None:
+                        m._compiled_call_impl = None
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self.method.probe(batch)
+        except (RuntimeError, ValueError, NotImplementedError) as exc:
+            if "out of memory" in str(exc):
+                raise
+            return exc
+        finally:
+            self.method.nets = nets
+            if winograd is not None:
+                self.method.winograd_layers = winograd
+        return None
 
     # -- state -------------------------------------------------------------------------------------------------
     def _rank_state(self) -> dict[str, Any]:
@@ -403,20 +559,24 @@ class Trainer:
                               limit=v.max_images, options=VALIDATION_OPTIONS)
         net.to(memory_format=self.memory_format).train()
         scores = {k: row["translated"] for k, row in report.scores.items()}
+        # what evaluation noted (e.g. truth images resized to the output), said once per run as `i2i eval` says it
+        notes = [w for w in getattr(report, "warnings", []) if w not in self._noted]
+        self._noted.update(notes)
         if v.best is not None:
             value, higher = scores[v.best], report.scores[v.best]["higher_is_better"]
             old = self.best.get("value")
             if old is None or (value > old if higher else value < old):
                 self.best = {"metric": v.best, "value": value, "step": self.step}
                 self.export_generators(only=self.val_network, suffix="_best")
-        return {"scores": scores, "identity": {k: row["identity"] for k, row in report.scores.items()}}
+        return {"scores": scores, "identity": {k: row["identity"] for k, row in report.scores.items()},
+                "warnings": notes}
 
     def save_samples(self) -> Path:
         rows = self.method.samples(self.sample_batch)  # e.g. [[real A, fake B, rec A], [real B, fake A, rec B]]
         images = [t[i] for i in range(rows[0][0].shape[0]) for row in rows for t in row]
         images = [t.expand(3, *t.shape[1:]) if t.shape[0] == 1 else t[:3] for t in images]
         cols = sum(len(row) for row in rows)
-        grid = make_grid(torch.stack(images).float().cpu(), nrow=cols, normalize=True, value_range=(-1, 1))
+        grid = make_grid(_padded(images).float().cpu(), nrow=cols, normalize=True, value_range=(-1, 1))
         return atomic_write(self.out / "samples" / f"step_{self.step:07d}.png", lambda tmp: save_image(grid, tmp))
 
     # -- loop --------------------------------------------------------------------------------------------------
@@ -424,16 +584,63 @@ class Trainer:
         return {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
 
     def _start_files(self) -> None:
+        """Make the run folder and write the first records: the settings line of ``log.jsonl`` (by which
+        :func:`is_run` knows an i2i run) and ``config.yaml``. With ``--overwrite`` the old run's files are first
+        moved aside, and deleted only once the new run's first files are written: a run folder that turns out not
+        to be writable keeps its old run."""
         if not self.dist.main:
             return
-        if self.overwrite and self.state is None:
-            for name in RUN_FILES:
-                p = self.out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            for p in self.out.glob("G_*.pt"):
-                p.unlink()
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_yaml(self.cfg, self.out / "config.yaml")
+        replaced = self._move_aside() if self.overwrite and self.state is None else None
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.state is None:  # a resumed run records its settings as it opens the log
+                write_settings(self.out / "log.jsonl", self.step, self.settings)
+            atomic_write(self.out / "config.yaml", lambda tmp: save_yaml(self.cfg, tmp))
+        except (OSError, I2IError) as exc:
+            if replaced is not None:
+                self._put_back(*replaced, written=("log.jsonl", "config.yaml"))
+            if isinstance(exc, I2IError):
+                raise
+            raise I2IError(f"cannot write the run into {self.out} ({exc.strerror or exc}); choose a writable --out"
+                           f"{' (the old run was left as it was)' if replaced is not None else ''}") from exc
+        if replaced is not None:
+            shutil.rmtree(replaced[0], ignore_errors=True)
+
+    def _move_aside(self) -> tuple[Path, list[tuple[Path, Path]]] | None:
+        """Move the files i2i wrote of the run being replaced into a hidden folder of the run folder; a failure
+        (an unwritable folder) puts back what was moved and is one error."""
+        ours = run_contents(self.out)[0]
+        if not ours:
+            return None
+        moved: list[tuple[Path, Path]] = []
+        aside = None
+        try:
+            aside = Path(tempfile.mkdtemp(prefix=".i2i-replaced-", dir=self.out))
+            for p in ours:
+                dst = aside / p.relative_to(self.out)
+                dst.parent.mkdir(exist_ok=True)
+                os.replace(p, dst)
+                moved.append((p, dst))
+        except OSError as exc:
+            if aside is not None:
+                self._put_back(aside, moved)
+            raise I2IError(f"--overwrite cannot replace the run in {self.out} ({exc.strerror or exc}: "
+                           f"{exc.filename or self.out}); nothing was deleted; make the folder writable or choose "
+                           f"another --out") from exc
+        return aside, moved
+
+    def _put_back(self, aside: Path, moved: list[tuple[Path, Path]], written: tuple[str, ...] = ()) -> None:
+        """Undo :meth:`_move_aside`: the new run's first files (``written``) are removed and the old run's moved
+        back."""
+        for name in written:
+            if all(p != self.out / name for p, _ in moved):
+                with contextlib.suppress(OSError):
+                    (self.out / name).unlink(missing_ok=True)
+        for p, dst in moved:
+            with contextlib.suppress(OSError):
+                os.replace(dst, p)
+        if not any(dst.exists() for _, dst in moved):
+            shutil.rmtree(aside, ignore_errors=True)
 
     def run(self) -> TrainResult:
         """Train to ``train.max_steps`` (or the schedule's end) with cudnn.benchmark as the settings say, restoring
@@ -455,7 +662,8 @@ class Trainer:
         for net in self.method.nets.values():
             net.train()
         with stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step, main) as log:
-            log.settings(self.step, self.settings)
+            if self.state is not None:
+                log.settings(self.step, self.settings)
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
@@ -466,6 +674,8 @@ class Trainer:
                         sums[k] = sums[k] + v if k in sums else v.clone()
                     count += 1
                     self.step += 1
+                    # the epoch and learning rates this step was trained with (the schedule steps after an epoch)
+                    trained = ((self.step - 1) // self.steps_per_epoch, self._lrs())
                     if self.step % self.steps_per_epoch == 0:
                         for s in self.schedulers.values():
                             s.step()
@@ -484,7 +694,7 @@ class Trainer:
                                     "no checkpoint had been saved yet")
                             raise I2IError(f"loss {bad[0]} became {means[bad[0]]} by step {self.step}; training "
                                            f"stopped and {kept} (lower method.params.lr, or check the data)")
-                        log.record(self.step, self.step // self.steps_per_epoch, means, self._lrs())
+                        log.record(self.step, *trained[:1], means, trained[1])
                         sums, count = {}, 0
                     else:
                         log.advance(self.step)
@@ -507,4 +717,6 @@ class Trainer:
                     if done:
                         break
         exports = self.export_generators()
+        if last_sample.is_dir():  # no sample written by this call (a finished run resumed): the run's last one
+            last_sample = max(last_sample.glob("step_*.png"), default=last_sample)
         return TrainResult(self.out, self.step, self.total_steps, exports, last_sample)

@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import load_generator
 from .device import out_of_memory_error
 from .errors import I2IError, first_line
-from .images import encode_image, is_image_name, scan_folder, skipped_note, to_image, to_tensor
+from .images import COMMON_SUFFIXES, encode_image, is_image_name, scan_folder, skipped_note, to_image, to_tensor
 
 #: a generator that fails on a small input is retried on larger padding, up to this many times its size multiple
 MAX_GROWTH = 4
@@ -143,7 +143,8 @@ class Translator:
         for path in outputs:
             first.setdefault(path.suffix.lower(), path)
         for suffix, path in first.items():
-            if encode_image(suffix, np.zeros((2, 2, self.out_channels), np.uint8)) is None:
+            # a 64×64 probe: JPEG 2000 refuses tiny images, not the format
+            if encode_image(suffix, np.zeros((64, 64, self.out_channels), np.uint8)) is None:
                 fix = (f"name the output e.g. {path.with_suffix('.png').name}" if named
                        else f"convert the {suffix} inputs to .png first")
                 raise I2IError(f"{path.name} would be written as {suffix}, which cannot hold this generator's "
@@ -216,12 +217,13 @@ def translate(generator: nn.Module | str | Path, images: Any, *, device: str | t
     return list(tr.translate_arrays(list(images), batch_size))
 
 
-def collect_inputs(inputs: list[str], recursive: bool = False,
-                   warn: Callable[[str], None] | None = None) -> list[tuple[Path, Path]]:
+def collect_inputs(inputs: list[str], recursive: bool = False, warn: Callable[[str], None] | None = None,
+                   skipped: list[Path] | None = None) -> list[tuple[Path, Path]]:
     """Resolve files, folders and glob patterns to ``(image path, output path relative to OUT_DIR)``.
 
     A folder's images keep their path below that folder (sub-folders only with ``recursive``); its other files
-    are skipped with a message to ``warn`` (default: ``warnings.warn``).
+    are skipped with a message to ``warn`` (default: ``warnings.warn``) and added to ``skipped`` (relative to the
+    folder) when it is given.
     """
     found: list[tuple[Path, Path]] = []
     for spec in inputs:
@@ -230,6 +232,8 @@ def collect_inputs(inputs: list[str], recursive: bool = False,
             good, rejected = scan_folder(path, recursive=recursive)
             if rejected:
                 (warn or partial(warnings.warn, stacklevel=2))(skipped_note(path, rejected))
+                if skipped is not None:
+                    skipped += [p.relative_to(path) for p in rejected]
             found += [(p, p.relative_to(path)) for p in good]
             if not good:
                 raise I2IError(f"folder {path} holds no images OpenCV can read"
@@ -258,11 +262,16 @@ def output_paths(inputs: list[str], files: list[tuple[Path, Path]], out: Path) -
 
     ``out`` names the output image itself when it has an image suffix, is not an existing folder and ``inputs``
     is one image file; otherwise it is the folder below which the outputs mirror the inputs. An image name for
-    a folder, a pattern or several inputs is refused.
+    a folder, a pattern or several inputs is refused, and so is a new ``out`` with another file suffix (``.gif``,
+    ``.pdf``) for one image file: it would be taken for a folder.
     """
+    one_file = len(inputs) == 1 and len(files) == 1 and Path(inputs[0]).is_file()
+    if one_file and not out.is_dir() and any(c.isalpha() for c in out.suffix) and not is_image_name(out):
+        raise I2IError(f"-o {out}: {out.suffix} is not an image format i2i writes; name a {COMMON_SUFFIXES}, ... "
+                       f"file, or create the folder first to write into it")
     if not is_image_name(out) or out.is_dir():
         return [out / rel for _, rel in files]
-    if len(inputs) == 1 and len(files) == 1 and Path(inputs[0]).is_file():
+    if one_file:
         return [out]
     raise I2IError(f"-o {out} names an image file, but -o must be a folder when several images are translated "
                    f"(a folder, a pattern or several inputs); pass e.g. -o {out.with_suffix('')}/")

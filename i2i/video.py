@@ -6,13 +6,18 @@ With ffmpeg available (on PATH or from the ``imageio-ffmpeg`` package) frames ar
 audio track is muxed in, for as long as the output lasts; otherwise OpenCV writes a silent video and a warning says
 so. A picture the input holds for several frame times (empty frames in an AVI) is repeated, so timing is kept. The
 output is written to a temporary file and renamed once complete; Ctrl-C / SIGTERM remove it.
+
+H.264 (.mp4, .mov, .mkv) stores even sizes only: odd-sized frames get their last column / row repeated (and a warning
+says so); .avi (MPEG-4 Part 2) keeps any size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
+import re
 import shutil
 import subprocess
 import tempfile
@@ -27,19 +32,51 @@ import numpy as np
 import torch
 
 from .errors import I2IError
+from .files import cannot_create, file_in_the_way
 from .interrupts import Interrupted, stop_requests
 from .translate import Prepared, Translator
 from .translate import side_by_side as compare
 
 _END = object()
 
-#: output extension -> (ffmpeg video codec args, ffmpeg audio codec, OpenCV fourcc)
+#: output extension -> (ffmpeg video codec args, ffmpeg audio codec, OpenCV fourcc). AVI gets PCM audio: it cannot
+#: signal an encoder's delay, so MP3 started late, ran past the last frame and had a negative first timestamp, for
+#: which ffmpeg shifted the copied video (time base: one frame) by a whole frame (frame 0 shown twice)
 CONTAINERS = {
     ".mp4": (["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"], "aac", "mp4v"),
     ".mov": (["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"], "aac", "mp4v"),
     ".mkv": (["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"], "aac", "XVID"),
-    ".avi": (["-c:v", "mpeg4", "-q:v", "2"], "libmp3lame", "MJPG"),
+    ".avi": (["-c:v", "mpeg4", "-q:v", "2"], "pcm_s16le", "MJPG"),
 }
+
+
+def quiet_native_logs() -> None:
+    """Silence FFmpeg's own log lines (``[mov,mp4,... @ 0x..] moov atom not found``) that OpenCV's decoder prints
+    for a broken input, which is then reported in one line instead. OpenCV reads ``OPENCV_FFMPEG_LOGLEVEL`` once,
+    when the process opens its first capture: call this before that. A value the user set is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
+def output_path(src: Path, dst: Path) -> Path:
+    """The file to write for ``-o dst``: in a folder (one that exists, or a name without extension), ``<input
+    stem>.mp4``. Checked before any work: not the input, a known format, a place where files can be created (tried
+    with a temporary file, removed at once; missing folders are made later)."""
+    src, dst = Path(src), Path(dst)
+    if dst.is_dir() or not (dst.suffix or dst.exists()):
+        name = f"{src.stem}.mp4"
+        dst = dst / (name if (dst / name).resolve() != src.resolve() else f"{src.stem}_i2i.mp4")
+    if src.resolve() == dst.resolve():
+        raise I2IError(f"the output {dst} is the input video; choose another -o")
+    if dst.suffix.lower() not in CONTAINERS:
+        raise I2IError(f"unsupported output format '{dst.suffix}'; use one of {', '.join(CONTAINERS)}")
+    blocker = file_in_the_way(dst)
+    if blocker is not None:
+        raise I2IError(f"cannot write {dst}: {blocker} is a file, not a folder; choose another -o")
+    refused = cannot_create(dst)
+    if refused is not None:
+        raise I2IError(f"cannot write {dst}: no files can be created in {refused[0]} ({refused[1]}); choose "
+                       f"another -o")
+    return dst
 
 
 def ffmpeg_path() -> str | None:
@@ -79,6 +116,10 @@ def probe(path: Path) -> VideoInfo:
     try:
         if not cap.isOpened():
             raise I2IError(f"cannot open {path} as a video (unreadable or unsupported format)")
+        # FFmpeg opens a picture (whatever its extension) as a one-frame video; a video in a picture format (an
+        # animated GIF, a raw MJPEG stream) has a second frame
+        if cv2.haveImageReader(str(path)) and not (cap.grab() and cap.grab()):
+            raise I2IError(f"{path} is a still image, not a video; use i2i translate")
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
         info = VideoInfo(fps if 0 < fps < 1000 else 25.0, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                          int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))))
@@ -117,18 +158,20 @@ class _Encoder:
 
     def __init__(self, tmp: Path, src: Path, size: tuple[int, int], fps: float, start: float, audio: bool,
                  stopping: Callable[[], bool]) -> None:
-        w, h = size
         video_args, self.audio_codec, fourcc = CONTAINERS.get(tmp.suffix.lower(), CONTAINERS[".mp4"])
         self.tmp, self.src, self.fps, self.start, self.stopping, self.frames = tmp, src, fps, start, stopping, 0
         self.ffmpeg = ffmpeg_path()
+        # H.264 in 4:2:0 stores even sizes only, and OpenCV's writer crops odd ones: such frames get their last
+        # column / row repeated (not black bars)
+        even = self.ffmpeg is None or "libx264" in video_args
+        self.pad = (size[1] % 2, size[0] % 2) if even else (0, 0)  # rows, columns added
+        self.size = w, h = size[0] + self.pad[1], size[1] + self.pad[0]
         self.audio = audio and self.ffmpeg is not None and has_audio(self.ffmpeg, src)
         # the frames alone, while the audio waits for their count
         self.video = tmp.with_name(f"{tmp.stem}.video{tmp.suffix}") if self.audio else tmp
         if self.ffmpeg is not None:
             cmd = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                    "-s", f"{w}x{h}", "-r", f"{fps:.6f}", "-i", "pipe:0"]
-            if w % 2 or h % 2:
-                cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
             cmd += [*video_args, str(self.video)]
             # ffmpeg's messages go to a file, not a pipe: a flood of decoder errors must not stall it
             self.log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the encoder; closed in close())
@@ -145,6 +188,8 @@ class _Encoder:
         if frame.shape[2] == 1:
             frame = np.repeat(frame, 3, axis=2)
         frame = np.ascontiguousarray(frame[:, :, :3])
+        if any(self.pad):
+            frame = np.pad(frame, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
         if self.proc is not None:
             try:
                 self.proc.stdin.write(frame.tobytes())
@@ -220,12 +265,34 @@ def _last_line(log: Any) -> str:
     return text[-1] if text else "no message"
 
 
+def _stated_frames(src: Path, fps: float) -> int | None:
+    """The video stream's frame count as ``src``'s own tags state it (``NUMBER_OF_FRAMES``, else ``DURATION``, as
+    mkvmerge and ffmpeg write them into Matroska files), or None where it states none (or ffmpeg is missing)."""
+    ffmpeg = ffmpeg_path()
+    if ffmpeg is None:
+        return None
+    try:
+        res = subprocess.run([ffmpeg, "-hide_banner", "-i", str(src)], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    # the first video stream's lines, up to the next stream
+    video = re.search(r"Stream #[^\n]*: Video:.*?(?=\n\s*Stream #|\Z)", res.stderr.decode(errors="replace"), re.S)
+    if video is None:
+        return None
+    if m := re.search(r"^\s*NUMBER_OF_FRAMES(?:-\w+)?\s*:\s*(\d+)\s*$", video.group(0), re.M):
+        return int(m.group(1))
+    if m := re.search(r"^\s*DURATION(?:-\w+)?\s*:\s*(\d+):(\d+):([\d.]+)\s*$", video.group(0), re.M):
+        return round((int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))) * fps)
+    return None
+
+
 @dataclass
 class VideoResult:
-    frames: int  # translated (the output may repeat some, where the input holds a picture for several frame times)
+    frames: int  # translated
     seconds: float
     audio: bool
     output: Path
+    written: int = 0  # in the output: more than translated where the input holds a picture for several frame times
 
 
 def _warn(message: str) -> None:
@@ -298,10 +365,7 @@ def translate_video(
     import time
 
     info = probe(src)
-    if src.resolve() == dst.resolve():
-        raise I2IError(f"the output {dst} is the input video; choose another -o")
-    if dst.suffix.lower() not in CONTAINERS:
-        raise I2IError(f"unsupported output format '{dst.suffix}'; use one of {', '.join(CONTAINERS)}")
+    dst = output_path(src, dst)
     if start < 0 or (duration is not None and duration <= 0):
         raise I2IError("--start must be >= 0 and --duration > 0")
     limit = round(duration * info.fps) if duration else None
@@ -392,6 +456,11 @@ def translate_video(
         except BaseException:
             source.release()
             raise
+        if any(encoder.pad):
+            why = (f"H.264 ({dst.suffix}) needs even sizes; .avi keeps the size" if encoder.proc is not None
+                   else "OpenCV's video writer needs even sizes; with ffmpeg, .avi keeps the size")
+            on_warning(f"the output is {encoder.size[0]}×{encoder.size[1]}, 1 px more than the {out_w}×"
+                       f"{first_prep.height} frames (the edge pixels repeated): {why}")
         reader, writer = _Thread(read, stop.set), _Thread(write, stop.set)
         t0 = time.perf_counter()
         reader.start()
@@ -437,6 +506,13 @@ def translate_video(
             tmp.unlink(missing_ok=True)
             raise I2IError(f"no frames of {src} were translated (is --duration shorter than one frame?)")
         tmp.replace(dst)
-    if counts["ended"] and counts["slots"] < expected - max(2, expected // 50):
-        on_warning(f"{src} ended after {counts['slots']} of {expected} frames (truncated or corrupt?)")
-    return VideoResult(frames, time.perf_counter() - t0, encoder.audio, dst)
+    written = encoder.frames
+    if counts["ended"] and written < expected - max(2, expected // 50):
+        # a stream duration the file states (Matroska tags) outranks OpenCV's count, estimated from the longest
+        # stream's: a video shorter than its audio is not truncated
+        stated = _stated_frames(src, info.fps)
+        if stated is not None:
+            expected = min(expected, max(0, stated - round(start * info.fps)))
+        if written < expected - max(2, expected // 50):
+            on_warning(f"{src} ended after {written} of {expected} frames (truncated or corrupt?)")
+    return VideoResult(frames, time.perf_counter() - t0, encoder.audio, dst, written)

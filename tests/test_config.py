@@ -135,17 +135,55 @@ def test_equal_keys_in_separate_mappings_and_merge_keys_are_fine(tmp_path):
     assert load_yaml(path)["generator"]["params"] == {"ngf": 8, "norm": "batch"}
 
 
-def test_train_refuses_a_config_file_with_a_duplicate_key(cli, tmp_path):
+@pytest.mark.parametrize("text, fragment", [
+    ("method: cyclegan\ntrain:\n  seed: 1\n  epochs: 2\n  seed: 3\n", "sets 'train.seed' twice (lines 3 and 5)"),
+    ("method: {name: cyclegan, params: {lambda_A: .nan}}\n", "method.params.lambda_A must be a finite number, got nan"),
+])
+def test_train_refuses_a_bad_config_file_before_training(cli, tmp_path, text, fragment):
+    """A key written twice, a value that is not a finite number: one line, no run folder."""
     from conftest import one_line_error
 
     path = tmp_path / "c.yaml"
-    path.write_text("method: cyclegan\ntrain:\n  seed: 1\n  epochs: 2\n  seed: 3\n")
+    path.write_text(text)
     out = tmp_path / "run"
-    one_line_error(cli("train", "--config", path, "--data", tmp_path, "--out", out),
-                   "sets 'train.seed' twice (lines 3 and 5)")
+    one_line_error(cli("train", "--config", path, "--data", tmp_path, "--out", out), fragment)
     assert not out.exists()
 
 
 def test_validation_without_metrics_is_refused(registry):
     with pytest.raises(I2IError, match=r"validation.metrics is empty; .*or set validation.every=0"):
         resolve(registry, "cyclegan", [parse_overrides(["validation.every=5", "validation.metrics=[]"])])
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("train:\n\tseed: 1\n", "found character '\\t' that cannot start any token (line 2, column 1)"),
+        ("train: {seed: 1\n", "expected ',' or '}', but got '<stream end>' (line 2, column 1)"),
+        ("train:\n  seed: \x01\n", "unacceptable character #x0001: special characters are not allowed (line 2, "
+                                   "column 9)"),
+    ],
+)
+def test_a_yaml_error_names_the_problem_and_its_line(tmp_path, text, problem):
+    """Not only yaml's context ("while scanning for the next token"): what it found, and where."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(I2IError) as info:
+        load_yaml(path)
+    assert str(info.value) == f"config file {path} is not valid YAML: {problem}"
+
+
+@pytest.mark.parametrize(
+    "layer, key",
+    [
+        (["method.lambda_A=nan"], "method.params.lambda_A"),
+        (["method.lr=inf"], "method.params.lr"),
+        (["method.lambda_identity=-inf"], "method.params.lambda_identity"),
+        (["method.lambda_B=.nan"], "method.params.lambda_B"),
+        ({"method": {"params": {"beta1": float("inf")}}}, "method.params.beta1"),
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_key(registry, layer, key):
+    layer = parse_overrides(layer) if isinstance(layer, list) else layer
+    with pytest.raises(I2IError, match=rf"^{re.escape(key)} must be a finite number, got -?(nan|inf)"):
+        resolve(registry, "cyclegan", [layer])

@@ -176,3 +176,35 @@ def test_an_error_on_a_rank_other_than_0_is_reported_with_its_rank(cli, tmp_path
         lines = [li for li in res.stderr.splitlines() if li.strip()]
         assert len(lines) == 1 and lines[0].startswith(prefix) and "(rank" not in lines[0][len(prefix):], lines
         assert waits == slept
+
+
+def test_ctrl_c_under_nproc_saves_and_exits_130_without_a_traceback(small_data, tmp_path):
+    """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it) under --nproc: rank 0 says what it
+    saved, in one line; the launcher adds no log line or traceback of its own and exits 130."""
+    import signal
+
+    out = tmp_path / "run"
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "i2i", "train", "-m", "cyclegan", "--data", str(small_data), *TINY,
+                             "--max-steps", "400", "--out", str(out), "--nproc", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        seen = []
+        while not seen or not seen[-1].startswith("step "):  # training has started: the first step's log line
+            line = proc.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [li for li in stderr.splitlines() if li.strip()]
+    assert proc.returncode == 130, (proc.returncode, stderr[-3000:])
+    assert "Traceback" not in stderr + stdout and "SignalException" not in stderr, stderr[-3000:]
+    assert not [li for li in lines if "death signal" in li or "api.py" in li], lines
+    interrupted = [li for li in lines if li.startswith("interrupted")]
+    assert len(interrupted) == 1 and "saved" in interrupted[0] and "--resume" in interrupted[0], lines
+    assert [li for li in lines if not li.startswith("step ")] == interrupted, lines  # after the log, that line alone
+    step = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert f"interrupted at step {step}: saved" in interrupted[0]

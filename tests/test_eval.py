@@ -90,6 +90,16 @@ def test_eval_bad_input(cli, demo_data, make_ckpt, tmp_path):
                "--features", "timm:resnet18"), "needs --feature-weights")
 
 
+def test_eval_folders_given_as_files_are_named_as_such(cli, demo_data, make_ckpt):
+    """An image file where a folder belongs exists: it is not "not found", it is the wrong kind of path."""
+    ckpt, folder = make_ckpt(), demo_data / "testA"
+    image = sorted(folder.iterdir())[0]
+    for option, args in (("--source", ["--source", image, "--truth", folder]),
+                         ("--truth", ["--source", folder, "--truth", image]),
+                         ("--target", ["--source", folder, "--target", image, "--metrics", "fid"])):
+        one_line_error(cli("eval", "--ckpt", ckpt, *args), f"{option} must be a folder of images, not a file: {image}")
+
+
 def test_truth_of_another_size_is_resized_with_warning_or_refused(cli, demo_data, make_ckpt, tmp_path):
     truth = tmp_path / "truth"
     truth.mkdir()

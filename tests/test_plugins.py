@@ -172,7 +172,7 @@ def test_plugin_module_never_imported_by_engine_directly():
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
     (["trian"], "No such command 'trian'"),
-    (["translate"], "Missing argument 'inputs'"),
+    (["translate"], "Missing argument 'INPUTS...'"),
 ])
 def test_usage_errors_are_one_line(args, fragment, tmp_path):
     res = _run_cli(args, tmp_path)
@@ -209,19 +209,25 @@ def register_generators(register):
 '''
 
 
+def install_plugin(site: Path, monkeypatch, dist: str, version: str, entry: str, module: str, source: str) -> None:
+    """Make ``site`` hold an installed distribution ``dist`` whose entry point ``entry`` is ``module`` (``source``),
+    importable for this test, with no plugin blocked or autoloading disabled."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[i2i]\n{entry} = {module}\n")
+    (site / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.delenv(BLOCK_ENV, raising=False)
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+
+
 @pytest.fixture()
 def plug_site(tmp_path, monkeypatch) -> Path:
     """An installed distribution 'i2i-plugtest' 0.4 whose entry point 'plugtest' registers generator 'plug_net'."""
     site = tmp_path / "site"
-    (site / "i2i_plugtest-0.4.dist-info").mkdir(parents=True)
-    (site / "i2i_plugtest-0.4.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: i2i-plugtest\n"
-                                                                   "Version: 0.4\n")
-    (site / "i2i_plugtest-0.4.dist-info" / "entry_points.txt").write_text("[i2i]\nplugtest = i2i_plugtest_mod\n")
-    (site / "i2i_plugtest_mod.py").write_text(PLUGIN_MODULE)
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.delitem(sys.modules, "i2i_plugtest_mod", raising=False)
-    monkeypatch.delenv(BLOCK_ENV, raising=False)
-    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    install_plugin(site, monkeypatch, "i2i-plugtest", "0.4", "plugtest", "i2i_plugtest_mod", PLUGIN_MODULE)
     return site
 
 
@@ -286,3 +292,66 @@ def test_checkpoints_name_the_plugin_and_distribution_they_need(plug_site, cli, 
     res = cli("train", "--out", out, "--resume", "--max-steps", "2")
     assert res.exit_code == 0, res.stderr
     assert torch.load(last, weights_only=True)["providers"]["generator"]["plugin"] == "plugtest"
+
+
+CLASH_MODULE = '''
+from torch import nn
+
+from i2i import hookimpl
+
+
+@hookimpl
+def register_generators(register):
+    register("resnet_9blocks", nn.Identity, "the built-in's name, again")
+'''
+
+
+def test_a_clash_with_a_built_in_advises_blocking_the_third_party_plugin(tmp_path, monkeypatch):
+    """An installed plugin 'clash' (loaded before 'cyclegan': entry points load by name) that takes a built-in name:
+    the advice blocks 'clash', never the built-in plugin, whose other components would go with it; a built-in
+    passed in directly is known by its package."""
+    import i2i_cyclegan
+
+    site = tmp_path / "site"
+    install_plugin(site, monkeypatch, "i2i-clash", "1.0", "clash", "i2i_clash_mod", CLASH_MODULE)
+    expected = ("generator 'resnet_9blocks' is registered by more than one plugin (clash and cyclegan); uninstall one "
+                "or block it with I2I_BLOCK_PLUGINS=clash")
+    for plugins in (load_plugins(), load_plugins([("clash", ClashPlugin()), ("cyclegan", i2i_cyclegan)],
+                                                 autoload=False)):
+        with pytest.raises(I2IError) as info:
+            plugins.registry.get("generator", "resnet_9blocks")
+        assert str(info.value) == expected
+    monkeypatch.setenv(BLOCK_ENV, "clash")  # the advice works: the built-in name is back
+    assert load_plugins().registry.get("generator", "resnet_9blocks").plugin == "cyclegan"
+
+
+def test_two_third_party_plugins_and_a_built_in_on_one_name_advise_blocking_both():
+    plugins = load_plugins([("zeta", ClashPlugin()), ("alpha", ClashPlugin())])
+    with pytest.raises(I2IError, match=r"\(cyclegan and zeta and alpha\); uninstall or block all but one: "
+                                       r"I2I_BLOCK_PLUGINS=zeta,alpha$"):
+        plugins.registry.get("generator", "resnet_9blocks")
+
+
+class TuplePlugin:
+    @hookimpl
+    def register_generators(self, register):
+        def tup_net(in_channels: int, out_channels: int, pair: tuple[int, int] = (1, 2),
+                    many: tuple[int, ...] = (), maybe: tuple[float, float] | None = None):
+            return Tiny(in_channels, out_channels)
+
+        register("tup_net", tup_net, "takes tuples")
+
+
+def test_fixed_length_tuple_parameters_check_their_length_and_show_their_type():
+    entry = load_plugins([("tup", TuplePlugin())]).registry.get("generator", "tup_net")
+    assert entry.validate({"pair": [3, 4], "many": [1, 2, 3], "maybe": [1, 2]}) == {
+        "pair": (3, 4), "many": (1, 2, 3), "maybe": (1.0, 2.0)}
+    assert entry.validate({"many": []})["many"] == ()
+    with pytest.raises(I2IError, match=r"^generator 'tup_net': pair: expected tuple\[int, int\] \(2 items\), got 3: "
+                                       r"\[1, 2, 3\]$"):
+        entry.validate({"pair": [1, 2, 3]})
+    with pytest.raises(I2IError, match=r"maybe: expected tuple\[float, float\] \| null \(2 items\), got 1"):
+        entry.validate({"maybe": [1]})
+    params = {name: str(p) for name, p in entry.parameters().items()}
+    assert params == {"pair": "pair: tuple[int, int] (default (1, 2))", "many": "many: tuple[int, ...] (default ())",
+                      "maybe": "maybe: tuple[float, float] | null (default None)"}

@@ -144,9 +144,23 @@ def test_an_image_found_corrupt_while_training_is_a_one_line_warning(cli, small_
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "2", *TINY)
     assert res.exit_code == 0, res.stderr
     lines = [li for li in res.stderr.splitlines() if "is corrupt" in li]
-    assert lines and all(li.startswith(f"warning: {first} is corrupt") for li in lines), res.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {first} is corrupt"), res.stderr  # once per run
     assert "UserWarning" not in res.stderr and "datasets.py" not in res.stderr
     assert "WARN" not in capfd.readouterr().err  # OpenCV's own log line, written by C++ to the process's stderr
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_is_warned_about_once_per_run(small_data, tmp_path, workers):
+    """Once, whichever process meets the file first (the start-up sampling, the loop, a loader worker) and however
+    often it comes up: a real process, as the user runs it."""
+    first = sorted((small_data / "trainA").iterdir())[0]
+    first.write_bytes(first.read_bytes()[:300])
+    cmd = [sys.executable, "-m", "i2i", "train", "-m", "cyclegan", "--data", str(small_data), "--out",
+           str(tmp_path / "r"), *TINY, "--max-steps", "12", f"data.workers={workers}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    lines = [li for li in res.stderr.splitlines() if "is corrupt" in li]
+    assert lines == [f"warning: {first} is corrupt and cannot be decoded; using another image"], res.stderr
 
 
 @pytest.mark.parametrize("bad_step", [3, 1])
@@ -387,7 +401,7 @@ def test_a_run_that_never_saved_a_checkpoint_points_at_overwrite(cli, small_data
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text("method: {name: cyclegan}\n")  # as a run that failed before its first save
-    (out / "log.jsonl").write_text("")
+    (out / "log.jsonl").write_text('{"step": 0, "settings": {"device": "cpu"}}\n')
     args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY]
     res = cli("train", "--out", out, "--resume")
     one_line_error(res, "nothing to resume", "never saved a checkpoint", "--overwrite")
@@ -444,3 +458,114 @@ def test_validation_advice_names_config_keys_not_eval_options(cli, small_data, t
     one_line_error(res, "validation: ", fragment, "or set validation.every=0")
     assert "--truth" not in res.stderr and "--target" not in res.stderr
     assert not out.exists()
+
+
+def _resized_copy(folder, name: str, size: tuple[int, int]) -> None:
+    """Write ``name`` into ``folder``: its first image resized to ``size`` (width, height)."""
+    import cv2
+
+    img = cv2.imread(str(sorted(folder.iterdir())[0]))
+    cv2.imwrite(str(folder / name), cv2.resize(img, size))
+
+
+@pytest.mark.parametrize("extra", [["method.batched=true"], ["method.batched=false"],
+                                   ["losses.gan=wgangp", "method.pool_size=0"]])
+def test_domains_of_different_sizes_train_without_crop(cli, small_data, tmp_path, extra):
+    """data.preprocess=none keeps each image's size: A (72×72) and B (96×64) differ, so they are not batched
+    together, the discriminators see reals and pooled fakes of other sizes, and the sample grid pads them."""
+    import cv2
+    from PIL import Image
+
+    for f in (small_data / "trainB").iterdir():
+        cv2.imwrite(str(f), cv2.resize(cv2.imread(str(f)), (96, 64)))
+    out = tmp_path / "r"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "3", *TINY,
+              "data.preprocess=none", "train.sample_every=1", *extra)
+    assert res.exit_code == 0, res.stderr
+    samples = sorted((out / "samples").glob("step_*.png"))
+    assert len(samples) == 3
+    w, h = Image.open(samples[-1]).size
+    assert w > 3 * 96 and h > 72  # one row of A (72×72, padded) and one of B (96×64), each real | fake | recovered
+
+
+def test_mixed_aspect_photos_train_with_scale_width(cli, small_data, tmp_path):
+    _resized_copy(small_data / "trainA", "zz_wide.png", (144, 72))
+    _resized_copy(small_data / "trainB", "zz_tall.png", (72, 108))
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "7", *TINY,
+              "data.preprocess=scale_width", "--load-size", "40", "method.batched=true")
+    assert res.exit_code == 0, res.stderr
+
+
+def test_an_image_too_small_for_the_networks_is_named_up_front(cli, small_data, tmp_path):
+    """A 6×6 image among 72×72 ones (that the start-up probe does not sample) is refused before training, by name,
+    from the files' headers, instead of failing the run when it comes up."""
+    _resized_copy(small_data / "trainB", "zz_tiny.png", (6, 6))
+    out = tmp_path / "r"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *TINY,
+              "data.preprocess=none")
+    one_line_error(res, f"training image {small_data / 'trainB' / 'zz_tiny.png'} is too small for the networks",
+                   "8×8 after preprocessing", "data.preprocess=resize_and_crop")
+    assert not out.exists()
+
+
+def test_size_advice_under_preprocess_none_does_not_name_size(cli, small_data, tmp_path):
+    out = tmp_path / "r"
+    args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY]
+    args[args.index("generator=resnet_6blocks")] = "generator=unet_128"
+    res = cli(*args, "data.preprocess=none")
+    one_line_error(res, "needs sides that are multiples of 128", "data.preprocess=none keeps the images' own sizes",
+                   "resize the images to multiples of 128")
+    assert "set --size" not in res.stderr
+    one_line_error(cli(*args), "set --size (crop) to a multiple of 128")
+    assert not out.exists()
+
+
+def test_log_records_the_epoch_and_lr_a_step_was_trained_with(cli, small_data, tmp_path):
+    """The last step of an epoch (step 6: 6 images) belongs to that epoch and its learning rate, not the next's."""
+    out = tmp_path / "r"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "7", *TINY,
+              "train.epochs=1", "train.decay_epochs=2")
+    assert res.exit_code == 0, res.stderr
+    records = {r["step"]: r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "losses" in r}
+    assert [records[s]["epoch"] for s in (5, 6, 7)] == [0, 0, 1]
+    assert records[6]["lr"]["G"] == 2e-4 and records[7]["lr"]["G"] == pytest.approx(2e-4 * (1 - 1 / 3))
+
+
+def test_resuming_a_finished_run_past_its_schedule_says_so(cli, small_data, tmp_path):
+    out = tmp_path / "r"
+    args = ["--data", small_data, *TINY, "train.epochs=1", "train.decay_epochs=0"]
+    assert cli("train", "-m", "cyclegan", "--out", out, "--max-steps", "6", *args).exit_code == 0
+    res = cli("train", "--out", out, "--resume", "--max-steps", "20", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    warnings = [li for li in res.stderr.splitlines() if li.startswith("warning: ")]
+    assert len(warnings) == 1, res.stderr
+    assert "schedule of this run ends at step 6" in warnings[0] and "cannot be extended on resume" in warnings[0]
+    samples = [li.split("samples:")[1].strip() for li in res.stdout.splitlines() if "samples:" in li]
+    assert samples == [str(out / "samples" / "step_0000006.png")], res.stdout
+
+
+def test_data_that_is_a_file_is_named_a_file(cli, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    one_line_error(cli("train", "-m", "cyclegan", "--data", afile, "--out", tmp_path / "r", "--max-steps", "1",
+                       *TINY), f"data folder {afile} is a file, not a folder")
+    assert not (tmp_path / "r").exists()
+
+
+def test_validation_says_once_that_truth_images_were_resized(cli, small_data, tmp_path):
+    """As `i2i eval` notes it, training's validation says that it resized truth images: once, and in the log."""
+    import cv2
+
+    for domain in ("A", "B"):
+        (small_data / f"test{domain}").mkdir()
+    for f in sorted((small_data / "trainA").iterdir())[:2]:
+        (small_data / "testA" / f.name).write_bytes(f.read_bytes())
+        cv2.imwrite(str(small_data / "testB" / f.name), cv2.resize(cv2.imread(str(f)), (40, 40)))
+    out = tmp_path / "r"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *TINY,
+              "validation.every=1", "validation.truth=testB")
+    assert res.exit_code == 0, res.stderr
+    notes = [li for li in res.stderr.splitlines() if "differed in size from the output and were resized" in li]
+    assert len(notes) == 1 and notes[0].startswith("warning: 2 truth image(s)"), res.stderr
+    val = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "validation" in r]
+    assert len(val) == 2 and "resized" in val[0]["warnings"][0] and "warnings" not in val[1]

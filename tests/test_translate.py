@@ -91,15 +91,25 @@ class Evil:
         return (print, ("pwned",))
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "not_torch", "bare_state_dict", "training_ckpt",
-                                  "pickle_code", "missing_plugin"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "half", "not_torch", "text", "onnx", "onnx_as_pt",
+                                  "bare_state_dict", "training_ckpt", "pickle_code", "missing_plugin"])
 def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
     good = make_ckpt()
     bad = tmp_path / "bad.pt"
     if case == "truncated":
         bad.write_bytes(good.read_bytes()[:2000])
+    elif case == "half":
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     elif case == "not_torch":
         bad = photos / "odd.png"
+    elif case == "text":
+        bad.write_text("hello world\n")
+    elif case.startswith("onnx"):
+        pytest.importorskip("onnx")
+        from i2i.export import export
+
+        bad = tmp_path / ("G.onnx" if case == "onnx" else "G.pt")
+        export(load_generator(good), bad, "onnx", 17)
     elif case == "bare_state_dict":
         torch.save(torch.load(good, weights_only=True)["state_dict"], bad)
     elif case == "training_ckpt":
@@ -111,12 +121,42 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
         record["component"]["name"] = "fancy_unet"
         record["provenance"]["generator_plugin"] = "i2i_fancy"
         torch.save(record, bad)
-    expected = {"missing": "not found", "truncated": "truncated or not a PyTorch file",
-                "not_torch": "truncated or not a PyTorch file", "bare_state_dict": "i2i import-official",
+    onnx = f"{bad} is an ONNX export, which i2i does not read back: pass the G.pt checkpoint it was exported from"
+    truncated = f"{bad} is truncated: the end of its archive is missing (an interrupted download or copy?)"
+    expected = {"missing": "not found", "truncated": truncated, "half": truncated,
+                "not_torch": "truncated or not a PyTorch file", "text": "truncated or not a PyTorch file",
+                "onnx": onnx, "onnx_as_pt": onnx, "bare_state_dict": "i2i import-official",
                 "training_ckpt": "training checkpoint", "pickle_code": "could run code",
                 "missing_plugin": "plugin 'i2i_fancy', which is not installed"}[case]
     out = tmp_path / "out"
-    one_line_error(cli("translate", photos / "odd.png", "--ckpt", bad, "-o", out), expected)
+    res = cli("translate", photos / "odd.png", "--ckpt", bad, "-o", out)
+    one_line_error(res, expected)
+    assert not out.exists()
+    if case in ("not_torch", "text"):  # no detail such as "(101)": a non-PyTorch file's parse errors mean nothing
+        assert res.stderr.strip().endswith("is truncated or not a PyTorch file"), res.stderr
+
+
+def test_cut_error_details_end_at_a_word():
+    from i2i.errors import first_line
+
+    exc = RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory. This is "
+                       "an internal miniz error. If you are seeing this error, please file an issue\nmore")
+    assert first_line(exc, 200) == exc.args[0].splitlines()[0]  # short enough: whole
+    cut = first_line(exc, 100)
+    assert cut == "PytorchStreamReader failed reading zip archive: failed finding central directory. This is an…"
+    assert len(cut) <= 100
+    assert first_line(exc, 48) == "PytorchStreamReader failed reading zip archive…"
+    assert first_line(RuntimeError("/" + "a" * 200), 20) == "/" + "a" * 18 + "…"  # one long word: cut inside it
+
+
+def test_import_official_refuses_i2i_checkpoints(cli, make_ckpt, tmp_path):
+    """A generator or training checkpoint of i2i itself needs no import: say so, and what to pass instead."""
+    good, out = make_ckpt(), tmp_path / "G_imported.pt"
+    one_line_error(cli("import-official", good, "-o", out),
+                   f"{good} is already an i2i generator checkpoint: use it directly with --ckpt {good}")
+    torch.save({"format": "i2i.train/1"}, tmp_path / "last.pt")
+    one_line_error(cli("import-official", tmp_path / "last.pt", "-o", out), "is an i2i training checkpoint",
+                   "RUN_DIR/G_AB.pt")
     assert not out.exists()
 
 
@@ -126,9 +166,24 @@ def test_bad_inputs(cli, photos, make_ckpt, tmp_path):
     (tmp_path / "empty").mkdir()
     one_line_error(cli("translate", tmp_path / "empty", "--ckpt", ckpt, "-o", tmp_path / "o"), "holds no images")
     one_line_error(cli("translate", str(tmp_path / "*.webp"), "--ckpt", ckpt, "-o", tmp_path / "o"), "no file matches")
-    one_line_error(cli("translate", photos / "notes.txt", "--ckpt", ckpt, "-o", tmp_path / "o"), "not an image")
+    one_line_error(cli("translate", photos / "notes.txt", "--ckpt", ckpt, "-o", tmp_path / "o"),
+                   f"{photos / 'notes.txt'}: .txt is not an image format i2i reads; give a .png, .jpg")
     one_line_error(cli("translate", photos / "odd.png", "--ckpt", make_ckpt(2, 3), "-o", tmp_path / "o"),
            "has 3 channels but the generator expects 2")
+    assert not (tmp_path / "o").exists()
+
+
+def test_named_files_of_formats_i2i_does_not_take_say_so(cli, photos, make_ckpt, tmp_path):
+    """An image format i2i does not read is "not supported", with the fix; "unreadable" is for broken files."""
+    ckpt = make_ckpt()
+    Image.open(photos / "odd.png").save(tmp_path / "anim.gif")  # a real GIF
+    (tmp_path / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "garbage.jpg").write_bytes(b"not a jpeg at all")
+    for name, expected in (("anim.gif", "anim.gif: GIF is not supported; convert it to .png (i2i reads .png, .jpg"),
+                           ("phone.heic", "phone.heic: HEIC is not supported; convert it to .png"),
+                           ("garbage.jpg", "garbage.jpg is not an image OpenCV can read (empty, corrupt, or not "
+                                           "really .jpg)")):
+        one_line_error(cli("translate", tmp_path / name, "--ckpt", ckpt, "-o", tmp_path / "o"), expected)
     assert not (tmp_path / "o").exists()
 
 
@@ -139,10 +194,30 @@ def test_never_overwrites_an_input(cli, photos, make_ckpt):
     assert (photos / "odd.png").read_bytes() == before
 
 
-def test_corrupt_image_is_named(cli, photos, make_ckpt, tmp_path):
-    (photos / "zz_broken.png").write_bytes((photos / "odd.png").read_bytes()[:60])
-    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", tmp_path / "o"), "zz_broken.png is corrupt",
-                   alone=False)  # after the warning about notes.txt
+def test_an_image_that_does_not_decode_is_skipped_and_the_rest_translated(cli, photos, make_ckpt, tmp_path):
+    """A file whose header passes the cheap check but whose data is cut short is found only when it is read, in the
+    middle of the run (after earlier outputs were written): it is skipped with a warning like the folder's other
+    unreadable files, the rest is translated, and the summary counts and names what was skipped."""
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    (photos / "m_broken.png").write_bytes(big.read_bytes()[:5000])  # between deep.png and odd.png
+    out = tmp_path / "o"
+    res = cli("translate", photos, "--ckpt", make_ckpt(), "-o", out, "--batch-size", "1", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.splitlines()[1:] == [f"warning: skipped {photos / 'm_broken.png'}: it is corrupt or truncated "
+                                           f"(it could not be decoded)"]  # after the one about notes.txt
+    assert sorted(p.name for p in out.iterdir()) == ["deep.png", "odd.png", "wide.jpg"]
+    assert "translated 3 image(s)" in res.stdout and "skipped 2 file(s): notes.txt, m_broken.png" in res.stdout
+    # when no image decodes, one error line names them, and nothing is written
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.png", "b.png"):
+        (broken / name).write_bytes(big.read_bytes()[:5000])
+    one_line_error(cli("translate", broken, "--ckpt", make_ckpt(), "-o", tmp_path / "none"),
+                   "none of the 2 images could be decoded", f"({broken / 'a.png'}, {broken / 'b.png'})")
+    one_line_error(cli("translate", broken / "a.png", "--ckpt", make_ckpt(), "-o", tmp_path / "none"),
+                   f"{broken / 'a.png'} is corrupt or truncated (it could not be decoded)")
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -294,10 +369,39 @@ def test_one_image_file_is_written_to_the_file_out_names(cli, photos, make_ckpt,
                    "x.pgm would be written as .pgm", "name the output e.g. x.png")
     assert not (dest / "x.pgm").exists()
     # an existing folder keeps meaning a folder, whatever its name
-    (tmp_path / "old.jpg").mkdir()
-    res = cli("translate", photos / "odd.png", "--ckpt", ckpt, "-o", tmp_path / "old.jpg", "--device", "cpu")
+    for name in ("old.jpg", "frames.gif"):
+        (tmp_path / name).mkdir()
+        res = cli("translate", photos / "odd.png", "--ckpt", ckpt, "-o", tmp_path / name, "--device", "cpu")
+        assert res.exit_code == 0, res.stderr
+        assert (tmp_path / name / "odd.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["out.gif", "out.heic", "out.pdf", "out.xyz"])
+def test_a_new_out_with_a_suffix_i2i_does_not_write_is_refused(cli, photos, make_ckpt, tmp_path, name):
+    """For one image file, a new -o with another file suffix is a mistyped output file, not a folder to create."""
+    out = tmp_path / name
+    one_line_error(cli("translate", photos / "odd.png", "--ckpt", make_ckpt(), "-o", out),
+                   f"-o {out}: {out.suffix} is not an image format i2i writes; name a .png, .jpg, .tif",
+                   "or create the folder first to write into it")
+    assert not out.exists()
+
+
+def test_jpeg2000_output(cli, photos, make_ckpt, tmp_path):
+    """JPEG 2000 takes 3-channel images (only not tiny ones, which the probe before writing must not be)."""
+    if not cv2.haveImageWriter(".jp2"):
+        pytest.skip("this OpenCV has no JPEG 2000 encoder")
+    ckpt = make_ckpt()
+    from i2i.translate import Translator
+
+    Translator(load_generator(ckpt)).check_outputs([tmp_path / "a.jp2"])  # refused when probed with 2×2 pixels
+    res = cli("translate", photos / "odd.png", "--ckpt", ckpt, "-o", tmp_path / "out.jp2", "--device", "cpu")
     assert res.exit_code == 0, res.stderr
-    assert (tmp_path / "old.jpg" / "odd.png").is_file()
+    assert cv2.imread(str(tmp_path / "out.jp2")).shape == (61, 97, 3)
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((20, 30, 3), np.uint8))
+    one_line_error(cli("translate", tiny, "--ckpt", ckpt, "-o", tmp_path / "tiny.jp2", "--device", "cpu"),
+                   ".jp2 cannot hold an image as small as 30×20 px", "e.g. tiny.png")
+    assert not (tmp_path / "tiny.jp2").exists()
 
 
 def test_an_image_file_name_for_several_images_is_refused(cli, photos, make_ckpt, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -238,19 +239,26 @@ def test_sigterm_removes_the_partial_output(make_ckpt, tmp_path):
     assert list(out_dir.iterdir()) == []
 
 
+def translate_a_quarter(cli, make_ckpt, full, cut):
+    """Translate ``cut``, the first quarter of the bytes of ``full`` (100 frames): the result and its frame count,
+    after checking that it is a part of the video and the warning names that count."""
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 4])
+    dst = cut.with_suffix(".mp4")
+    res = cli("video", cut, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    n = frames_of(dst)[0]
+    assert 0 < n < 50
+    assert f"warning: {cut} ended after {n} of 100 frames (truncated or corrupt?)" in " ".join(res.stderr.split())
+    return res, n
+
+
 def test_truncated_video_warns(cli, make_ckpt, tmp_path):
     full, cut = tmp_path / "full.avi", tmp_path / "cut.avi"
     writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
     for i in range(100):
         writer.write(np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8))
     writer.release()
-    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 4])
-    dst = tmp_path / "cut.mp4"
-    res = cli("video", cut, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
-    assert res.exit_code == 0, res.stderr
-    n = frames_of(dst)[0]
-    assert 0 < n < 50
-    assert f"warning: {cut} ended after {n} of 100 frames (truncated or corrupt?)" in " ".join(res.stderr.split())
+    res, n = translate_a_quarter(cli, make_ckpt, full, cut)
     res = cli("video", full, "--ckpt", make_ckpt(), "-o", tmp_path / "full.mp4", "--device", "cpu")
     assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr
 
@@ -367,3 +375,134 @@ def test_a_second_ctrl_c_in_any_job_is_one_clear_interruption():
     assert stopped.type is Interrupted, stopped.value
     assert str(stopped.value).startswith("interrupted again: stopped at once, without saving")
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def frame_times(path: Path) -> tuple[list[int], int, list[float]]:
+    """Each frame's time in ms as OpenCV decodes them, the frame count the container announces to OpenCV, and each
+    frame's time in s as ffmpeg decodes them (container timestamps kept)."""
+    cap = cv2.VideoCapture(str(path))
+    times = []
+    while cap.read()[0]:
+        times.append(round(cap.get(cv2.CAP_PROP_POS_MSEC)))
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    res = subprocess.run([FFMPEG, "-hide_banner", "-copyts", "-i", str(path), "-map", "0:v:0", "-vf", "showinfo",
+                          "-f", "null", "-"], capture_output=True, text=True)
+    return times, count, [float(t) for t in re.findall(r"pts_time:(\S+)", res.stderr)]
+
+
+@needs_ffmpeg
+def test_every_container_is_frame_exact_with_audio(cli, make_ckpt, tmp_path):
+    # AVI with audio was a frame late: the MP3's negative first timestamp made ffmpeg shift the copied video, and
+    # frame 0 showed twice (times 0, 200, 300 ms...; OpenCV counted 21 frames for 20)
+    src = tmp_path / "src.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10:duration=2", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", src)
+    for ext in (".avi", ".mp4", ".mov", ".mkv"):
+        dst = tmp_path / f"out{ext}"
+        res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu")
+        assert res.exit_code == 0 and "with the input's audio" in res.stdout, res.stderr
+        assert frame_times(dst) == ([100 * i for i in range(20)], 20, [i / 10 for i in range(20)]), ext
+    assert abs(audio_seconds(tmp_path / "out.avi") - 2) < 0.005  # MP3 ran 31 ms past the last frame
+
+
+@needs_ffmpeg
+def test_odd_sizes_are_kept_or_padded_with_edge_pixels(cli, make_ckpt, tmp_path, monkeypatch):
+    # H.264 needs even sizes: 35×27 came out 36×28 with a black last column and row, and no word of it
+    src = tmp_path / "odd.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=35x27:rate=10:duration=0.3", "-c:v", "mpeg4", src)
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", tmp_path / "odd.avi.mp4", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert "warning: the output is 36×28, 1 px more than the 35×27 frames (the edge pixels repeated): H.264 (.mp4) " \
+           "needs even sizes; .avi keeps the size" in " ".join(res.stderr.split())
+    frame = cv2.VideoCapture(str(tmp_path / "odd.avi.mp4")).read()[1].astype(float)
+    assert frame.shape == (28, 36, 3)
+    assert np.abs(frame[:, -1] - frame[:, -2]).mean() < 8 and np.abs(frame[-1] - frame[-2]).mean() < 8
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", tmp_path / "same.avi", "--device", "cpu")
+    assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr
+    assert frames_of(tmp_path / "same.avi")[2] == (27, 35)
+    # OpenCV's writer (no ffmpeg) cropped odd sizes to 34×26
+    monkeypatch.setattr("i2i.video.ffmpeg_path", lambda: None)
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", tmp_path / "cv.avi", "--device", "cpu")
+    assert res.exit_code == 0 and "OpenCV's video writer needs even sizes" in res.stderr, res.stderr
+    assert frames_of(tmp_path / "cv.avi")[2] == (28, 36)
+
+
+def test_a_still_image_is_refused(cli, make_ckpt, tmp_path):
+    # a picture (whatever its extension) opened as a one-frame video, and exit 0
+    png = tmp_path / "still.png"
+    cv2.imwrite(str(png), np.full((24, 32, 3), 128, np.uint8))
+    renamed = tmp_path / "still.mp4"
+    renamed.write_bytes(png.read_bytes())
+    for path in (png, renamed):
+        one_line_error(cli("video", path, "--ckpt", make_ckpt(), "-o", tmp_path / "o.mp4"),
+                       f"{path} is a still image, not a video; use i2i translate")
+    assert not list(tmp_path.glob("*o.mp4"))
+
+
+@needs_ffmpeg
+def test_output_into_a_folder(cli, clip, make_ckpt, tmp_path):
+    # `-o folder/` gave "unsupported output format ''"
+    (tmp_path / "made").mkdir()
+    for out, folder in (("made", "made"), (f"new{Path('/')}", "new")):  # a path separator at the end is dropped
+        res = cli("video", clip, "--ckpt", make_ckpt(), "-o", tmp_path / out, "--duration", "0.3", "--device", "cpu")
+        assert res.exit_code == 0, res.stderr
+        assert f"wrote {tmp_path / folder / 'clip.mp4'}: 3 frames" in " ".join(res.stdout.split())
+        assert [p.name for p in (tmp_path / folder).iterdir()] == ["clip.mp4"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_unwritable_output_is_refused_before_decoding(cli, clip, make_ckpt, monkeypatch):
+    # ffmpeg failed after the decoding started: "Error opening output files: No such file or directory", no path
+    monkeypatch.setattr("i2i.video._open_at", lambda *a: pytest.fail("decoding started"))
+    one_line_error(cli("video", clip, "--ckpt", make_ckpt(), "-o", "/proc/x.mp4"),
+                   "cannot write /proc/x.mp4: no files can be created in /proc")
+
+
+@needs_ffmpeg
+def test_ffmpegs_own_log_lines_are_silenced(make_ckpt, tmp_path):
+    # `[mov,mp4,m4a,3gp,3g2,mj2 @ 0x...] moov atom not found` (and `... partial file`) came before i2i's own line;
+    # OpenCV reads its setting when the process opens its first video, so this runs in a new process
+    text, cut = tmp_path / "text.mp4", tmp_path / "cut.mp4"
+    text.write_text("not a video\n")
+    raw, full = tmp_path / "noise.rgb", tmp_path / "full.mp4"
+    raw.write_bytes(np.random.default_rng(0).integers(0, 256, (40, 24, 32, 3), dtype=np.uint8).tobytes())
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x24", "-r", "10", "-i", raw, "-c:v", "libx264", "-pix_fmt",
+           "yuv420p", "-movflags", "+faststart", full)
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    stderr = []
+    for src in (text, cut):
+        res = subprocess.run([sys.executable, "-m", "i2i", "video", str(src), "--ckpt", str(make_ckpt()), "-o",
+                              str(tmp_path / "o.mp4"), "--device", "cpu"], capture_output=True, text=True, env=env)
+        stderr.append([li for li in res.stderr.splitlines() if li.strip()])
+    assert len(stderr[0]) == 1 and stderr[0][0].startswith(f"error: cannot open {text} as a video"), stderr
+    assert len(stderr[1]) == 1 and stderr[1][0].startswith(f"warning: {cut} ended after "), stderr
+
+
+@needs_ffmpeg
+def test_a_truncated_video_warns_with_the_frames_written(cli, make_ckpt, tmp_path):
+    # an AVI that holds its first picture for two frame times: "ended after 30 of 100 frames" while the last line
+    # said 29 frames
+    raw, full, cut = tmp_path / "noise.rgb", tmp_path / "full.avi", tmp_path / "cut.avi"
+    raw.write_bytes(np.random.default_rng(0).integers(0, 256, (100, 24, 32, 3), dtype=np.uint8).tobytes())
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x24", "-r", "10", "-i", raw, "-vf",
+           "select='not(eq(n\\,1))'", "-fps_mode", "passthrough", "-c:v", "mjpeg", full)
+    res, n = translate_a_quarter(cli, make_ckpt, full, cut)
+    assert f"{n} frames ({n - 1} translated, 1 repeated where the input holds a picture)" in res.stdout
+
+
+@needs_ffmpeg
+def test_a_video_shorter_than_its_audio_is_not_called_truncated(cli, make_ckpt, tmp_path):
+    # OpenCV estimates a Matroska file's frame count from its longest stream: 2 s of video and 3 s of audio at 10 fps
+    # gave "ended after 20 of 30 frames (truncated or corrupt?)"
+    src = tmp_path / "short.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10:duration=4", "-f", "lavfi", "-i", "sine=duration=6",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", src)
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", tmp_path / "o.mp4", "--device", "cpu")
+    assert res.exit_code == 0 and "40 frames" in res.stdout and "warning" not in res.stderr, res.stderr
+    cut = tmp_path / "cut.mkv"  # the stream's stated duration still tells a truncated file
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
+    res = cli("video", cut, "--ckpt", make_ckpt(), "-o", tmp_path / "o.mp4", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert re.search(r"ended after \d+ of 40 frames", res.stderr), res.stderr

@@ -9,14 +9,30 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from i2i import I2IError
-from i2i.images import read_image, scan_folder, to_tensor
+from i2i.images import exif_orientation, read_image, scan_folder, to_tensor
 
 from .transforms import Preprocess, Transform
 
 LAYOUT = "expected DIR/trainA/ and DIR/trainB/ holding the images of domain A and domain B"
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of the image at ``path`` as ``read_image`` gives it (EXIF orientation applied), read from
+    the file's header where Pillow knows the format (decoded otherwise); None when it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's warning about very large images: only the header is read
+            with Image.open(path) as im:
+                w, h = im.size
+                exif = im.format in ("JPEG", "MPO", "PNG", "WEBP") and "exif" in im.info
+        return (w, h) if exif and exif_orientation(path) >= 5 else (h, w)  # 5-8 swap the sides
+    except Exception:  # a format Pillow does not read (EXR, HDR, ...): decode it
+        img = read_image(path)
+        return None if img is None else img.shape[:2]
 
 
 def check_sizes(load_size: int, crop_size: int, preprocess: str) -> None:
@@ -24,6 +40,18 @@ def check_sizes(load_size: int, crop_size: int, preprocess: str) -> None:
         raise I2IError(f"load_size and crop_size must be >= 1 (got {load_size} and {crop_size})")
     if preprocess == "resize_and_crop" and crop_size > load_size:
         raise I2IError(f"crop_size {crop_size} is larger than load_size {load_size}; raise --load-size or lower --size")
+
+
+def image_sizes(transform: Transform, folders: dict[str, ImageFolder]) -> dict[str, dict[tuple[int, int], Path]] | None:
+    """The sizes after ``transform`` of each domain's images (see :meth:`UnalignedDataset.image_sizes`)."""
+    if transform.fixed_size:
+        return None
+    out: dict[str, dict[tuple[int, int], Path]] = {}
+    for domain, folder in folders.items():
+        out[domain] = {}
+        for (h, w), path in folder.sizes().items():
+            out[domain].setdefault(transform.output_size(h, w), path)
+    return out
 
 
 class ImageFolder:
@@ -44,20 +72,34 @@ class ImageFolder:
             )
         if not self.files:
             raise I2IError(f"{folder} holds no readable images; put the {what} images there")
+        # which corrupt files were warned about: shared with the loader's worker processes, so once per file per run
+        self.warned = torch.zeros(len(self.files), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def sizes(self) -> dict[tuple[int, int], Path]:
+        """Each (height, width) among the images, with the first image of that size (headers only, mostly)."""
+        found: dict[tuple[int, int], Path] = {}
+        for path in self.files:
+            size = header_size(path)
+            if size is not None:
+                found.setdefault(tuple(size), path)
+        return found
+
     def load(self, index: int) -> tuple[np.ndarray, Path]:
         """Decode image ``index``; a file that fails to decode is replaced by the next readable one."""
         for k in range(len(self.files)):
-            path = self.files[(index + k) % len(self.files)]
+            i = (index + k) % len(self.files)
+            path = self.files[i]
             img = read_image(path, self.channels)
             if img is not None:
                 return img, path
             if self.strict:
                 raise I2IError(f"{path} is corrupt and cannot be decoded (--strict); remove or replace it")
-            warnings.warn(f"{path} is corrupt and cannot be decoded; using another image", stacklevel=2)
+            if not self.warned[i]:
+                self.warned[i] = True
+                warnings.warn(f"{path} is corrupt and cannot be decoded; using another image", stacklevel=2)
         raise I2IError(f"no image under {self.files[0].parent} can be decoded")
 
 
@@ -79,6 +121,9 @@ class UnalignedDataset(Dataset):
     ) -> None:
         root = Path(root)
         check_sizes(load_size, crop_size, preprocess)
+        if root.is_file():
+            raise I2IError(f"data folder {root} is a file, not a folder; pass the folder that holds {phase}A/ and "
+                           f"{phase}B/ ({LAYOUT})")
         if not root.is_dir():
             raise I2IError(f"data folder {root} does not exist; {LAYOUT}")
         for d in ("A", "B"):
@@ -93,6 +138,11 @@ class UnalignedDataset(Dataset):
 
     def __len__(self) -> int:
         return max(len(self.A), len(self.B))
+
+    def image_sizes(self) -> dict[str, dict[tuple[int, int], Path]] | None:
+        """Domain -> each (height, width) its images have after preprocessing -> an image of that size; None when a
+        cropping preprocess gives every image one size."""
+        return image_sizes(self.transform, {"A": self.A, "B": self.B})
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         a, a_path = self.A.load(index % len(self.A))
@@ -117,6 +167,8 @@ class SingleDataset(Dataset):
     ) -> None:
         root = Path(root)
         check_sizes(load_size, crop_size, preprocess)
+        if root.is_file():
+            raise I2IError(f"data folder {root} is a file, not a folder; pass the folder of the input images")
         folder = root / f"{phase}A" if (root / f"{phase}A").is_dir() else root
         self.A = ImageFolder(folder, channels, strict, "input")
         self.warnings = self.A.warnings
@@ -125,6 +177,10 @@ class SingleDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.A)
+
+    def image_sizes(self) -> dict[str, dict[tuple[int, int], Path]] | None:
+        """As :meth:`UnalignedDataset.image_sizes`."""
+        return image_sizes(self.transform, {"A": self.A})
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         a, path = self.A.load(index)

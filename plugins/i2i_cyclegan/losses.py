@@ -20,8 +20,9 @@ class AdversarialLoss:
 
     def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, batched: bool = False
                       ) -> torch.Tensor:
-        """Real and fake terms; ``batched`` runs D once on both (exact when D has no batch statistics)."""
-        if batched:
+        """Real and fake terms; ``batched`` runs D once on both (exact when D has no batch statistics) where their
+        shapes match."""
+        if batched and real.shape == fake.shape:
             pred = D(torch.cat([real, fake]))
             pred_real, pred_fake = pred[: real.shape[0]], pred[real.shape[0] :]
         else:
@@ -63,7 +64,11 @@ class WGANGPLoss(AdversarialLoss):
     def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, batched: bool = False
                       ) -> torch.Tensor:
         alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-        mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        # images of differing sizes (data.preprocess=none, a pooled fake of another size): the penalty's
+        # interpolates are taken at the real image's size
+        other = fake if fake.shape == real.shape else F.interpolate(fake, size=real.shape[-2:], mode="bilinear",
+                                                                   align_corners=False)
+        mix = (alpha * real + (1 - alpha) * other).requires_grad_(True)
         (grad,) = torch.autograd.grad(D(mix).sum(), mix, create_graph=True)
         penalty = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
         return super().discriminator(D, real, fake, batched) + self.gp_weight * penalty

@@ -145,19 +145,25 @@ class CycleGAN(Method):
 
         # Discriminators: ½·(L(D(real), 1) + L(D(fake from the history pool), 0)) for each domain
         with amp.autocast():
-            loss["D_B"] = 0.5 * self.gan.discriminator(D_B, b, self.pool_B.query(fake_b.detach()), self.batched_D(b))
-            loss["D_A"] = 0.5 * self.gan.discriminator(D_A, a, self.pool_A.query(fake_a.detach()), self.batched_D(a))
+            loss["D_B"] = 0.5 * self.discriminate(D_B, b, self.pool_B.query(fake_b.detach()))
+            loss["D_A"] = 0.5 * self.discriminate(D_A, a, self.pool_A.query(fake_a.detach()))
         self.opt_D.zero_grad(set_to_none=True)
         amp.backward(loss["D_A"] + loss["D_B"])
         amp.step(self.opt_D)
         return {k: v.detach().float() for k, v in loss.items()}
 
+    def discriminate(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The adversarial loss's discriminator terms, real and fake in one batch where ``batched_D`` says so and
+        their shapes match (with ``data.preprocess=none`` or ``scale_width``, A, B and the pooled fakes differ)."""
+        return self.gan.discriminator(D, real, fake, self.batched_D(real) and real.shape == fake.shape)
+
     def pair(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None):
-        """``(net(x), net(y))``, in one batched call where that is exact and faster (batching.py); ``y=None`` gives
+        """``(net(x), net(y))``, in one batched call where that is exact and faster (batching.py) and the two have
+        one shape (images of differing sizes, as ``data.preprocess=none`` gives, run apart); ``y=None`` gives
         ``(net(x), None)``."""
         if y is None:
             return net(x), None
-        if not self.batched_G(x):
+        if x.shape != y.shape or not self.batched_G(x):
             return net(x), net(y)
         out = net(torch.cat([x, y]))
         return out[: x.shape[0]], out[x.shape[0] :]

@@ -17,12 +17,30 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
+def _multiple_of_4(h: int, w: int) -> tuple[int, int]:
+    """The size an uncropped image is resized to: each side rounded to a multiple of 4 (at least 4)."""
+    return max(4, round(h / 4) * 4), max(4, round(w / 4) * 4)
+
+
 class Transform:
     """Resize/crop/flip an HWC image; random choices use ``random`` (seeded per sample by the engine)."""
 
     def __init__(self, preprocess: str, load_size: int, crop_size: int, flip: bool, random_crop: bool) -> None:
         self.preprocess, self.load_size, self.crop_size = preprocess, load_size, crop_size
         self.flip, self.random_crop = flip, random_crop
+
+    @property
+    def fixed_size(self) -> bool:
+        """Whether every image comes out ``crop_size`` square (a cropping preprocess)."""
+        return self.preprocess.endswith("crop")
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """The (height, width) ``__call__`` gives an ``h`` × ``w`` image, computed without the pixels."""
+        if self.fixed_size:
+            return self.crop_size, self.crop_size
+        if self.preprocess.startswith("scale_width") and w != self.load_size:
+            h, w = max(self.crop_size, round(self.load_size * h / w)), self.load_size
+        return _multiple_of_4(h, w)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         h, w = img.shape[:2]
@@ -34,7 +52,7 @@ class Transform:
             img = self._crop(img)
         elif self.preprocess == "none" or self.preprocess == "scale_width":
             h, w = img.shape[:2]
-            nh, nw = max(4, round(h / 4) * 4), max(4, round(w / 4) * 4)
+            nh, nw = _multiple_of_4(h, w)
             if (nh, nw) != (h, w):
                 img = _resize(img, nw, nh)
         if self.flip and random.random() < 0.5:
