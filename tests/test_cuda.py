@@ -56,7 +56,8 @@ def test_cuda_resume_is_exact(cli, small_data, tmp_path):
     """Resuming on a GPU continues bit for bit (up to float noise) with deterministic kernels. The U-Net is used
     because ReflectionPad2d's CUDA backward accumulates with atomics, which no flag makes deterministic, and Adam's
     first steps turn gradient noise on the biases before instance norm into ±lr updates."""
-    common = ["--data", small_data, *GPU, "generator=unet_128", "--size", "128", "--load-size", "136",
+    gpu = [a for a in GPU if not a.startswith("generator=")]  # a second generator= would be refused
+    common = ["--data", small_data, *gpu, "generator=unet_128", "--size", "128", "--load-size", "136",
               "--precision", "fp32", "train.cudnn_benchmark=false"]
     a, b = tmp_path / "a", tmp_path / "b"
     flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
