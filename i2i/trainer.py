@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
+from torch import nn
 from torch.utils.data import DataLoader, default_collate
 from torchvision.utils import make_grid, save_image
 
@@ -46,7 +47,8 @@ from .translate import Translator
 RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml")
 #: what i2i writes into a run folder and each of its folders, as name patterns (``atomic_write``'s temporary files,
 #: left by a killed process, included): ``--overwrite`` deletes these and nothing else
-RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "G_*.pt", ".config.*.tmp.yaml", ".G_*.tmp.pt"),
+RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", "G_*.pt", ".config.*.tmp.yaml",
+                      ".G_*.tmp.pt"),
                 "checkpoints": ("last.pt", ".last.*.tmp.pt"), "samples": ("step_*.png", ".step_*.tmp.png"),
                 "tensorboard": ("events.out.tfevents.*",)}
 #: the config keys that set validation's feature extractor and folders, for the advice in its errors
@@ -73,6 +75,16 @@ def run_exists(out_dir: Path) -> bool:
 def run_names(out_dir: Path) -> list[str]:
     """The names in ``out_dir`` that a run writes (``RUN_FILES`` and exported ``G_*.pt``) and that are there."""
     return [n for n in RUN_FILES if (out_dir / n).exists()] + sorted(p.name for p in out_dir.glob("G_*.pt"))
+
+
+def _meta_copy(nets: nn.ModuleDict) -> nn.ModuleDict:
+    """A copy of ``nets`` whose parameters and buffers are on the meta device (shapes only): made without copying
+    a single weight, wherever the networks are."""
+    memo: dict[int, Any] = {}
+    for t in [*nets.parameters(), *nets.buffers()]:
+        on_meta = t.detach().to("meta")
+        memo[id(t)] = nn.Parameter(on_meta, t.requires_grad) if isinstance(t, nn.Parameter) else on_meta
+    return copy.deepcopy(nets, memo)
 
 
 def is_run(out_dir: Path) -> bool:
@@ -282,8 +294,6 @@ class Trainer:
         self.memory_format = torch.channels_last if self.settings["channels_last"] else torch.contiguous_format
         for net in self.method.nets.values():
             net.to(memory_format=self.memory_format)
-            if t.compile:
-                net.compile()
         self.optimizers = self.method.configure_optimizers()
         self.schedulers = {k: linear_decay(o, t.epochs, t.decay_epochs) for k, o in self.optimizers.items()}
 
@@ -315,6 +325,9 @@ class Trainer:
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
         self.settings["method"] = self.method.settings()
         self._check_image_sizes()
+        if t.compile:  # after the checks above, which run the networks eagerly at sizes training may never see
+            for net in self.method.nets.values():
+                net.compile()
 
         v = cfg.validation
         self.val_network = v.network or next(iter(self.method.exports), None)
@@ -384,6 +397,7 @@ class Trainer:
                                    f"'{self.cfg.generator.name}' needs sides that are multiples of {m}; "
                                    f"{self._size_advice(m)}")
         base = {k: v[:1] for k, v in self.sample_batch.items() if torch.is_tensor(v)}
+        meta = _meta_copy(self.method.nets)
         for domain, found in sizes.items():
             if domain not in base:
                 continue
@@ -395,32 +409,33 @@ class Trainer:
                     smallest.append((h, w))
                     narrowest = w
             for h, w in sorted(smallest, key=lambda s: s[0] * s[1]):
-                if self._probe_size(base, domain, h, w, torch.device("meta")) is None:
+                if self._probe_size(base, domain, h, w, meta) is None:
                     continue
-                error = self._probe_size(base, domain, h, w, self.device)
+                error = self._probe_size(base, domain, h, w)
                 if error is not None:
                     raise I2IError(f"training image {found[(h, w)]} is too small for the networks ({w}×{h} after "
                                    f"preprocessing: {first_line(error, 120)}); remove or enlarge it, or use a cropping "
                                    f"preprocess (e.g. data.preprocess=resize_and_crop)")
 
     def _probe_size(self, base: dict[str, torch.Tensor], domain: str, h: int, w: int,
-                    device: torch.device) -> Exception | None:
+                    meta: nn.ModuleDict | None = None) -> Exception | None:
         """The error the method's probe raises for one ``domain`` image of ``h`` × ``w`` (the other domains as in
-        the sample batch) on ``device``, or None; on the meta device it runs meta copies of the networks."""
+        the sample batch), or None: on the training device, or with ``meta`` (meta copies of the networks) on the
+        meta device, where any failure counts (an operation without a meta kernel, too) and is confirmed on the
+        training device by the caller."""
+        device = torch.device("meta") if meta is not None else self.device
         batch = {k: torch.zeros(v.shape, dtype=v.dtype, device=device) for k, v in base.items()}
         batch[domain] = torch.zeros(*base[domain].shape[:2], h, w, dtype=base[domain].dtype, device=device)
         nets = self.method.nets
         winograd = getattr(self.method, "winograd_layers", None)
         try:
-            if device.type == "meta":
-                self.method.nets = copy.deepcopy(nets).to("meta")
-                for m in self.method.nets.modules():  # eager on meta tensors, not torch.compile (train.compile)
-                    if getattr(m, "_compiled_call_impl", None) is not None:
-                        m._compiled_call_impl = None
+            if meta is not None:
+                self.method.nets = meta
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self.method.probe(batch)
-        except (RuntimeError, ValueError, NotImplementedError) as exc:
-            if "out of memory" in str(exc):
+        except Exception as exc:
+            if meta is None and ("out of memory" in str(exc) or not isinstance(exc, (RuntimeError, ValueError,
+                                                                                      NotImplementedError))):
                 raise
             return exc
         finally:

@@ -83,3 +83,22 @@ def test_half_precision_translation_preserves_output(make_ckpt, demo_data):
     assert auto.precision == "fp16" and auto.memory_format == torch.channels_last
     half = next(auto.translate_arrays([img]))
     assert psnr8(half, full) > 35
+
+
+def test_images_of_their_own_sizes_on_cuda(cli, small_data, tmp_path):
+    """data.preprocess=none on a GPU (channels_last, bf16): A and B of different sizes train, and an image too small
+    for the networks is refused up front by name (the size check runs meta copies of networks that live on the GPU)."""
+    import cv2
+
+    for f in (small_data / "trainB").iterdir():
+        cv2.imwrite(str(f), cv2.resize(cv2.imread(str(f)), (96, 64)))
+    out = tmp_path / "r"
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "3", *GPU,
+              "data.preprocess=none")
+    assert res.exit_code == 0, res.stderr
+    tiny = small_data / "trainB" / "zz_tiny.png"
+    cv2.imwrite(str(tiny), cv2.resize(cv2.imread(str(sorted((small_data / "trainB").iterdir())[0])), (6, 6)))
+    res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r2", "--max-steps", "2", *GPU,
+              "data.preprocess=none")
+    assert res.exit_code == 2 and f"training image {tiny} is too small for the networks" in res.stderr, res.stderr
+    assert not (tmp_path / "r2").exists()
