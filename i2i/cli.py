@@ -424,7 +424,7 @@ def translate_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .device import resolve_device
-    from .images import first_names, read_image, readable, unreadable_reason, write_image
+    from .images import first_names, holds_alpha, read_image, readable, unreadable_reason, write_image
     from .translate import Translator, collect_inputs, output_paths
     from .translate import side_by_side as compare
 
@@ -468,7 +468,7 @@ def translate_cmd(
             queued.append((src, target))
             yield img
 
-    written = 0
+    written, alpha_dropped = 0, False
     with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=not err.is_terminal) as progress:
         task = progress.add_task("translate", total=len(files))
@@ -476,6 +476,11 @@ def translate_cmd(
             src, target = queued.popleft()
             if side_by_side:
                 result = compare(loaded.pop(src), result)
+            if not alpha_dropped and result.ndim == 3 and result.shape[2] in (2, 4) and not holds_alpha(
+                    target.suffix.lower()):
+                alpha_dropped = True
+                warn(f"{target.suffix} has no transparency: {target.name} is written without the alpha channel of "
+                     f"{src.name} (name the output .png to keep it)", progress.console)
             write_image(target, result)
             written += 1
             progress.advance(task)

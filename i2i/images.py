@@ -151,16 +151,29 @@ def _opencv_silent() -> Iterator[None]:
 
 
 @functools.cache
+def _round_trip(suffix: str, channels: int, dtype: str) -> tuple[int, str] | None:
+    """(channels, dtype) of a 64×64 image of ``channels`` and ``dtype`` after OpenCV writes it in the format of
+    ``suffix`` and reads it back, or None when it cannot be written (JPEG 2000 refuses tiny images, hence 64)."""
+    try:
+        with _opencv_silent():
+            ok, buf = cv2.imencode(suffix, np.zeros((64, 64, channels), dtype))
+            back = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else None
+    except cv2.error:
+        return None
+    return None if back is None else (back.shape[2] if back.ndim == 3 else 1, str(back.dtype))
+
+
 def holds_16_bits(suffix: str, channels: int = 3) -> bool:
     """Whether OpenCV writes a 16-bit image of ``channels`` (1, 3 or 4, in its own order) in the format of
     ``suffix`` as 16 bits (PNG, TIFF, PPM/PGM, ...); the others (JPEG, WebP, BMP, ...) would clip it to 8 bits."""
-    try:
-        with _opencv_silent():
-            ok, buf = cv2.imencode(suffix, np.zeros((64, 64, channels), np.uint16))  # JPEG 2000 refuses tiny images
-            back = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else None
-    except cv2.error:
-        return False
-    return back is not None and back.dtype == np.uint16
+    back = _round_trip(suffix, channels, "uint16")
+    return back is not None and back[1] == "uint16"
+
+
+def holds_alpha(suffix: str) -> bool:
+    """Whether the format of ``suffix`` keeps an image's alpha channel (PNG, TIFF, WebP, ...; JPEG drops it)."""
+    back = _round_trip(suffix, 4, "uint8")
+    return back is not None and back[0] == 4
 
 
 def encode_image(suffix: str, img: np.ndarray) -> np.ndarray | None:

@@ -284,6 +284,19 @@ def test_gray_generator_keeps_alpha(cli, photos, make_ckpt, tmp_path):
     assert np.array_equal(img[:, :, 3], cv2.imread(str(photos / "sub" / "alpha.png"), cv2.IMREAD_UNCHANGED)[:, :, 3])
 
 
+def test_alpha_dropped_by_the_named_format_is_warned_about(cli, photos, make_ckpt, tmp_path):
+    """An RGBA input written to a .jpg (no transparency) says so once; a .png keeps alpha without a word."""
+    src = photos / "sub" / "alpha.png"
+    res = cli("translate", src, "--ckpt", make_ckpt(), "-o", tmp_path / "x.jpg", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    warning = [li for li in res.stderr.splitlines() if li.startswith("warning:")]
+    assert warning == ["warning: .jpg has no transparency: x.jpg is written without the alpha channel of alpha.png "
+                       "(name the output .png to keep it)"], res.stderr
+    assert cv2.imread(str(tmp_path / "x.jpg"), cv2.IMREAD_UNCHANGED).shape == (48, 64, 3)
+    res = cli("translate", src, "--ckpt", make_ckpt(), "-o", tmp_path / "x.png", "--device", "cpu")
+    assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr
+
+
 def test_output_formats_are_checked_before_anything_is_written(make_ckpt, tmp_path):
     from i2i.images import write_image
     from i2i.translate import Translator
