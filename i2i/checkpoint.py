@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import I2IError, first_line
+from .errors import I2IError, first_line, shorten
 from .files import atomic_write
 from .registry import Registry
 
@@ -83,7 +83,7 @@ def state_dict_mismatch(exc: RuntimeError) -> str:
     """What ``load_state_dict`` found wrong, in one line: the first detail under its "Error(s) in loading" header."""
     lines = [li.strip() for li in str(exc).splitlines() if li.strip()] or [type(exc).__name__]
     detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
-    return detail if len(detail) <= 200 else detail[:199] + "…"
+    return shorten(detail, 200)
 
 
 #: the protocol-buffer tags an ONNX ModelProto may start with after its ir_version (field 1): producer name and

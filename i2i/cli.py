@@ -18,7 +18,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import find_preset, load_yaml, parse_overrides, resolve
-from .errors import I2IError, first_line
+from .errors import I2IError, first_line, warn
 from .plugins import load_plugins
 from .registry import KINDS
 
@@ -141,11 +141,6 @@ def _error(text: str) -> NoReturn:
     raise typer.Exit(2) from None
 
 
-def warn(text: str, console: Console = err) -> None:
-    """One ``warning:`` line, ``text`` verbatim."""
-    console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
-
-
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` for the CLI: the message alone, without the source line."""
     warn(str(message))
@@ -158,13 +153,6 @@ def one_line(exc: BaseException) -> str:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split("I2IError: ", 1)[-1]
     return text
-
-
-def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two config dicts (see :func:`i2i.config.changed_keys`)."""
-    from .config import changed_keys
-
-    return changed_keys(old, new, prefix)
 
 
 @app.command()
@@ -237,12 +225,6 @@ def train(
         teardown(distributed)
 
 
-def _data_root(layer: dict[str, Any]) -> Any:
-    """The ``data.root`` a config layer sets (a config file's or the command line's), or None."""
-    section = layer.get("data")
-    return section.get("root") if isinstance(section, dict) else None
-
-
 def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | None, method: str | None,
            data: Path | None, out_dir: Path | None, config: str | None, epochs: int | None,
            decay_epochs: int | None, max_steps: int | None, batch_size: int | None, size: int | None,
@@ -251,7 +233,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
            channels_last: bool | None, nproc: int | None) -> None:
     """`i2i train` in one process (of a torchrun job, possibly)."""
     from . import demo
-    from .config import absolute_root, ignored_edits
+    from .config import absolute_root, changed_keys, data_root, ignored_edits
     from .trainer import Trainer, check_providers, prepare_run_dir
 
     main = distributed.main
@@ -295,11 +277,11 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
         def resumable(key: str) -> bool:
             return any(key == r or key.startswith(r + ".") for r in RESUMABLE)
 
-        bad = [k for k in _changed(saved, cfg.to_dict()) if not resumable(k)]
+        bad = [k for k in changed_keys(saved, cfg.to_dict()) if not resumable(k)]
         if bad:
             raise I2IError(f"cannot change {', '.join(bad)} when resuming; start a new run with another --out")
         root = cfg.data.root
-        if data is None and _data_root(cli_layers[1]) is None and root and not Path(root).is_dir():
+        if data is None and data_root(cli_layers[1]) is None and root and not Path(root).is_dir():
             where = "" if Path(root).is_absolute() else f" (relative to the current folder, {Path.cwd()})"
             raise I2IError(f"this run's data folder {root}{where} does not exist; pass --data DIR to resume on the "
                            f"same images where they are now")
@@ -310,7 +292,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
         layers: list[dict[str, Any]] = []
         config_path = find_preset(config) if config else None
         config_layer = absolute_root(load_yaml(config_path), config_path.parent) if config_path else {}
-        demo_data = data is None and not any(_data_root(layer) for layer in (config_layer, *cli_layers))
+        demo_data = data is None and not any(data_root(layer) for layer in (config_layer, *cli_layers))
         name = method or config_layer.get("method")
         name = name.get("name") if isinstance(name, dict) else name
         if name is not None and not isinstance(name, str):

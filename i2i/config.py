@@ -161,17 +161,21 @@ def _yaml_problem(exc: Exception, text: str) -> str:
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
+def data_root(layer: dict[str, Any]) -> Any:
+    """The ``data.root`` a config layer sets (a config file's or the command line's), or None."""
+    section = layer.get("data")
+    return section.get("root") if isinstance(section, dict) else None
+
+
 def absolute_root(layer: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
     """``layer`` with its ``data.root`` made absolute: relative to ``base`` (the folder of the config file that
     wrote it) or, without one, to the current directory (as ``--data`` and ``data.root=DIR`` are), so that the run's
     config.yaml and checkpoint name the same folder from wherever they are used."""
-    section = layer.get("data")
-    root = section.get("root") if isinstance(section, dict) else None
+    root = data_root(layer)
     if not isinstance(root, str) or not root:
         return layer
     path = Path(root).expanduser()
-    layer = {**layer, "data": {**section, "root": os.path.abspath(path if base is None else base / path)}}
-    return layer
+    return {**layer, "data": {**layer["data"], "root": os.path.abspath(path if base is None else base / path)}}
 
 
 #: the ``i2i train`` options that set a config key, by that key

@@ -11,12 +11,18 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .errors import warn
+
 
 def write_settings(path: Path, step: int, settings: dict[str, Any]) -> None:
     """Append the record of the performance options in force (``{"step", "settings"}``) to the log at ``path``:
     the first line of a new run's log, by which i2i knows the folder for a run."""
     with path.open("a") as f:
-        f.write(json.dumps({"step": step, "settings": settings}) + "\n")
+        f.write(_settings_line(step, settings))
+
+
+def _settings_line(step: int, settings: dict[str, Any]) -> str:
+    return json.dumps({"step": step, "settings": settings}) + "\n"
 
 
 class RunLog:
@@ -63,7 +69,7 @@ class RunLog:
 
     def settings(self, step: int, settings: dict[str, Any]) -> None:
         """The performance options in force, recorded when a run starts or resumes."""
-        self.file.write(json.dumps({"step": step, "settings": settings}) + "\n")
+        self.file.write(_settings_line(step, settings))
         self.file.flush()
 
     def validation(self, step: int, result: dict[str, Any]) -> None:
@@ -74,7 +80,7 @@ class RunLog:
                                     **({"warnings": notes} if notes else {})}) + "\n")
         self.file.flush()
         for note in notes:
-            self.console.print(f"warning: {note}", highlight=False, soft_wrap=True, markup=False)
+            warn(note, self.console)
         shown = "  ".join(f"{k} {v:.4f} (identity {result['identity'][k]:.4f})" for k, v in result["scores"].items())
         self.console.print(f"validation at step {step}: {shown}", highlight=False, soft_wrap=True, markup=False)
         if self.tb is not None:

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.markup import escape
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 from torchvision.utils import make_grid, save_image
@@ -31,7 +30,7 @@ from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load, 
 from .config import Config, save_yaml
 from .device import resolve_device
 from .distributed import Distributed
-from .errors import I2IError, first_line
+from .errors import I2IError, first_line, warn
 from .evaluate import evaluate, plan
 from .features import FeatureExtractor, build_extractor
 from .files import atomic_write
@@ -262,7 +261,7 @@ class Trainer:
             raise I2IError("no data folder given; pass --data DIR (or omit it to train on the demo data)")
         self.dataset = registry.build("dataset", cfg.data.name, cfg.data.params, cfg.data.root, "train")
         for w in getattr(self.dataset, "warnings", []):
-            self.console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+            warn(w, self.console)
         channels = getattr(self.dataset, "channels", None)
         if not isinstance(channels, dict):
             raise I2IError(f"dataset '{cfg.data.name}' does not declare its domains' channels (a 'channels' dict)")
@@ -357,7 +356,7 @@ class Trainer:
                         f"epochs of {self.steps_per_epoch} steps), before --max-steps {t.max_steps}; it cannot be "
                         f"extended on resume (train.epochs and train.decay_epochs are fixed): start a new run with "
                         f"more --epochs or --decay-epochs to train longer")
-                self.console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+                warn(note, self.console)
         self.dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
     def _size_advice(self, m: int) -> str:
@@ -552,14 +551,15 @@ class Trainer:
                                               VALIDATION_OPTIONS).to(self.device)
         return self._extractor
 
-    def _validation_paths(self) -> dict[str, Path | None]:
+    def _validation_settings(self) -> dict[str, Any]:
+        """What validation evaluates, as :func:`i2i.evaluate.plan` and :func:`i2i.evaluate.evaluate` take it."""
         v, root = self.cfg.validation, Path(self.cfg.data.root)
-        return {k: None if getattr(v, k) is None else root / getattr(v, k) for k in ("source", "target", "truth")}
+        paths = {k: None if getattr(v, k) is None else root / getattr(v, k) for k in ("source", "target", "truth")}
+        return {**paths, "metrics": v.metrics, "features": self._validation_extractor, "limit": v.max_images,
+                "options": VALIDATION_OPTIONS}
 
     def _validation_plan(self) -> None:
-        v = self.cfg.validation
-        plan(self.registry, **self._validation_paths(), metrics=v.metrics, features=self._validation_extractor,
-             limit=v.max_images, options=VALIDATION_OPTIONS)
+        plan(self.registry, **self._validation_settings())
 
     def validate(self) -> dict[str, Any]:
         """Score the validated network on held-out images; keep ``{network}_best.pt`` when ``best`` improves."""
@@ -570,8 +570,7 @@ class Trainer:
               "size_multiple": int(getattr(net, "size_multiple", 1))}
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             report = evaluate(Translator(net, self.device, io=io, precision=self.precision.name), self.registry,
-                              **self._validation_paths(), metrics=v.metrics, features=self._validation_extractor,
-                              limit=v.max_images, options=VALIDATION_OPTIONS)
+                              **self._validation_settings())
         net.to(memory_format=self.memory_format).train()
         scores = {k: row["translated"] for k, row in report.scores.items()}
         # what evaluation noted (e.g. truth images resized to the output), said once per run as `i2i eval` says it

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import I2IError
+from .errors import I2IError, warn
 from .files import cannot_create, file_in_the_way
 from .interrupts import Interrupted, stop_requests
 from .translate import Prepared, Translator
@@ -295,13 +295,6 @@ class VideoResult:
     written: int = 0  # in the output: more than translated where the input holds a picture for several frame times
 
 
-def _warn(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
-
 class _Frames:
     """A capture's decoded frames with their times in ms, after ``ahead``: frames already decoded from it."""
 
@@ -358,7 +351,7 @@ def translate_video(
     side_by_side: bool = False,
     audio: bool = True,
     on_frames: Callable[[int], None] | None = None,
-    on_warning: Callable[[str], None] = _warn,
+    on_warning: Callable[[str], None] = warn,
 ) -> VideoResult:
     """Translate ``src`` into ``dst`` (same frame rate, size and frame timing); ``on_frames(n)`` reports progress in
     output frames. Ctrl-C / SIGTERM stop it, remove the unfinished output and raise ``Interrupted``."""
