@@ -86,17 +86,41 @@ def exif_orientation(path: Path) -> int:
     These are the formats whose orientation OpenCV applies for every read mode but ``IMREAD_UNCHANGED``
     (TIFF readers apply it themselves; OpenCV ignores it in AVIF and JPEG 2000)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's warning about very large images: only the header is read
-            im = Image.open(path)
-        with im:
-            raw = im.info.get("exif") if im.format in ("JPEG", "MPO", "PNG", "WEBP") else None
-            if not raw:
-                return 1
-            exif = Image.Exif()
-            exif.load(raw)
-            orientation = int(exif.get(0x0112, 1))
-    except Exception:  # not a format Pillow knows, or a malformed EXIF block: OpenCV ignores it too
+        with _header(path) as im:
+            return _orientation(im)
+    except Exception:  # not a format Pillow knows: OpenCV ignores it too
+        return 1
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of the image at ``path`` as :func:`read_image` gives it (EXIF orientation applied), read
+    from the file's header where Pillow knows the format (decoded otherwise); None when it cannot be read."""
+    try:
+        with _header(path) as im:
+            w, h = im.size
+            return (w, h) if _orientation(im) >= 5 else (h, w)  # 5-8 swap the sides
+    except Exception:  # a format Pillow does not read (EXR, HDR, ...): decode it
+        img = read_image(path)
+        return None if img is None else img.shape[:2]
+
+
+def _header(path: Path) -> Image.Image:
+    """The image at ``path`` opened by Pillow, which reads its header only (until its pixels are asked for)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's warning about very large images: only the header is read
+        return Image.open(path)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened JPEG, PNG or WebP image; 1 for other formats or none."""
+    raw = im.info.get("exif") if im.format in ("JPEG", "MPO", "PNG", "WEBP") else None
+    if not raw:
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        orientation = int(exif.get(0x0112, 1))
+    except Exception:  # a malformed EXIF block: OpenCV ignores it too
         return 1
     return orientation if 1 <= orientation <= 8 else 1
 

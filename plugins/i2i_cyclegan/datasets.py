@@ -9,30 +9,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from i2i import I2IError
-from i2i.images import exif_orientation, read_image, scan_folder, to_tensor
+from i2i.images import image_size, read_image, scan_folder, to_tensor
 
 from .transforms import Preprocess, Transform
 
 LAYOUT = "expected DIR/trainA/ and DIR/trainB/ holding the images of domain A and domain B"
-
-
-def header_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) of the image at ``path`` as ``read_image`` gives it (EXIF orientation applied), read from
-    the file's header where Pillow knows the format (decoded otherwise); None when it cannot be read."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's warning about very large images: only the header is read
-            with Image.open(path) as im:
-                w, h = im.size
-                exif = im.format in ("JPEG", "MPO", "PNG", "WEBP") and "exif" in im.info
-        return (w, h) if exif and exif_orientation(path) >= 5 else (h, w)  # 5-8 swap the sides
-    except Exception:  # a format Pillow does not read (EXR, HDR, ...): decode it
-        img = read_image(path)
-        return None if img is None else img.shape[:2]
 
 
 def check_sizes(load_size: int, crop_size: int, preprocess: str) -> None:
@@ -82,7 +66,7 @@ class ImageFolder:
         """Each (height, width) among the images, with the first image of that size (headers only, mostly)."""
         found: dict[tuple[int, int], Path] = {}
         for path in self.files:
-            size = header_size(path)
+            size = image_size(path)
             if size is not None:
                 found.setdefault(tuple(size), path)
         return found
