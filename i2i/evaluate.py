@@ -17,7 +17,7 @@ import torch
 from .errors import I2IError
 from .features import EVAL_OPTIONS, FeatureExtractor
 from .files import cannot_create, file_in_the_way
-from .images import read_image, scan_folder, skipped_note
+from .images import first_names, read_image, scan_folder, skipped_note
 from .registry import Registry
 from .translate import Translator
 
@@ -182,24 +182,34 @@ def evaluate(
     paired, dist = p.paired, p.distribution
 
     resized = 0
-    identity_paired = {n: registry.get("metric", n).build(None) for n in paired}
-    for t in targets:
-        img = read_image(t)
+    undecodable: list[Path] = []  # passed the header check, failed to decode (truncated, corrupt): skipped
+
+    def decoded(path: Path) -> np.ndarray | None:
+        img = read_image(path)
         if img is None:
-            raise I2IError(f"{t} is corrupt or unreadable")
+            undecodable.append(path)
+        return img
+
+    identity_paired = {n: registry.get("metric", n).build(None) for n in paired}
+    used_targets = 0
+    for t in targets:
+        img = decoded(t)
+        if img is None:
+            continue
+        used_targets += 1
         for m in dist.values():
             m.update(_float_rgb(img), real=True)
     outputs: list[torch.Tensor] = []
     originals: list[torch.Tensor] = []
+    scored = pairs = 0
     for src in sources:
-        img = read_image(src)
+        img = decoded(src)
         if img is None:
-            raise I2IError(f"{src} is corrupt or unreadable")
+            continue
         out = next(translator.translate_arrays([img], 1))
-        if truth_files:
-            ref = read_image(truth_files[src])
-            if ref is None:
-                raise I2IError(f"{truth_files[src]} is corrupt or unreadable")
+        scored += 1
+        ref = decoded(truth_files[src]) if truth_files else None
+        if ref is not None:
             if ref.shape[:2] != out.shape[:2]:
                 if strict_sizes:
                     raise I2IError(f"{truth_files[src]} is {ref.shape[1]}×{ref.shape[0]} but its source image "
@@ -211,9 +221,18 @@ def evaluate(
             for n, m in paired.items():
                 m.update(_float_rgb(out), ref_t)
                 identity_paired[n].update(_float_rgb(src_img), ref_t)
+            pairs += 1
         if dist:
             outputs.append(_float_rgb(out))
             originals.append(_float_rgb(img))
+    if undecodable:
+        notes.append(f"skipped {len(undecodable)} image(s) that could not be decoded, corrupt or truncated "
+                     f"({first_names([str(p) for p in undecodable])})")
+    if dist and min(scored, used_targets) < 2:
+        raise I2IError(f"metric(s) {', '.join(dist)} need at least 2 decodable source and target images (got "
+                       f"{scored} and {used_targets}; {notes[-1]})")
+    if paired and not pairs:
+        raise I2IError(f"no source image and its truth could both be decoded ({notes[-1]}); replace the corrupt files")
     if resized:
         notes.append(f"{resized} truth image(s) differed in size from the output and were resized to it")
 
@@ -232,6 +251,6 @@ def evaluate(
                 m.update(o, real=False)
             identity = m.compute()
         scores[n] = {"translated": translated, "identity": identity, "higher_is_better": m.higher_is_better}
-    counts = {"source": len(sources), "target": len(targets), "truth": len(truth_files)}
+    counts = {"source": scored, "target": used_targets, "truth": pairs}
     folders = {k: None if v is None else str(v) for k, v in (("source", source), ("target", target), ("truth", truth))}
     return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes, folders)

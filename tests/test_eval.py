@@ -352,3 +352,44 @@ def test_eval_table_shows_bracketed_paths_as_they_are(cli, demo_data, make_ckpt,
               "--device", "cpu")
     assert res.exit_code == 0, res.stderr
     assert "G.pt on 2 image(s) of [v1]" in res.stdout
+
+
+def test_images_that_do_not_decode_are_skipped_and_counted(demo_data, registry, tmp_path):
+    """Files whose header passes the folder scan but whose data is cut short are found when read: eval skips them
+    with a note (the scores cover the rest, as the counts say) instead of stopping after translating most of a set;
+    KID's subsets shrink to the smaller set that remains."""
+
+    class Identity(torch.nn.Module):
+        size_multiple = 1
+
+        def forward(self, x):
+            return x
+
+    folders = {}
+    for name, originals in (("source", "testA"), ("target", "testB"), ("truth", "testA")):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for p in sorted((demo_data / originals).iterdir())[:4]:
+            img = cv2.imread(str(p))
+            cv2.imwrite(str(folders[name] / f"{p.stem}.png"), img)
+    cut = sorted(folders["target"].iterdir())[1]
+    cut.write_bytes(cut.read_bytes()[:3000])
+    bad_truth = sorted(folders["truth"].iterdir())[2]
+    bad_truth.write_bytes(bad_truth.read_bytes()[:3000])
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    features = FeatureExtractor(net, "tiny", 8, size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    tr = Translator(Identity(), io={"in_channels": 3, "out_channels": 3, "size_multiple": 1})
+    report = evaluate(tr, registry, folders["source"], folders["target"], folders["truth"],
+                      metrics=["kid", "mae"], features=lambda: features)
+    assert report.counts == {"source": 4, "target": 3, "truth": 3}
+    assert report.warnings == [f"skipped 2 image(s) that could not be decoded, corrupt or truncated ({cut}, "
+                               f"{bad_truth})"]
+    assert report.scores["mae"]["translated"] == pytest.approx(0, abs=2e-3)  # the 3 intact pairs are identical
+    assert report.scores["kid"]["translated"] == report.scores["kid"]["translated"]  # computed (4 > 3 targets)
+    for p in folders["target"].iterdir():
+        if p != cut:
+            p.write_bytes(p.read_bytes()[:3000])
+    with pytest.raises(I2IError, match=r"kid need at least 2 decodable source and target images \(got 4 and 0; "
+                                       r"skipped 4 image\(s\)"):
+        evaluate(tr, registry, folders["source"], folders["target"], metrics=["kid"], features=lambda: features)

@@ -60,6 +60,17 @@ class Distribution:
         return float(value[0] if isinstance(value, tuple) else value)
 
 
+class SubsetDistribution(Distribution):
+    """KID: its subsets are drawn from both sets, so they cannot exceed the smaller one (images that failed to decode
+    may have made a set smaller than planned)."""
+
+    def compute(self) -> float:
+        m = self.metric
+        smaller = min(sum(len(f) for f in m.real_features), sum(len(f) for f in m.fake_features))
+        m.subset_size = max(2, min(m.subset_size, smaller))
+        return super().compute()
+
+
 def psnr(features=None, data_range: float = 1.0) -> Paired:
     """Peak signal-to-noise ratio in dB (mean over images)."""
     _torchmetrics()
@@ -104,7 +115,7 @@ def kid(features, subset_size: int = 50, subsets: int = 100) -> Distribution:
         warnings.simplefilter("ignore")
         metric = KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=subsets,
                                             reset_real_features=False)
-    return Distribution(metric)
+    return SubsetDistribution(metric)
 
 
 @hookimpl
