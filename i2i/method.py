@@ -85,7 +85,9 @@ class Method(ABC):
     @torch.no_grad()
     def probe(self, batch: dict[str, torch.Tensor]) -> None:
         """Run every network once on ``batch`` (before training starts), so that sizes a network cannot take are
-        reported up front. The default runs :meth:`samples`."""
+        reported up front. The first call gets a batch like training's, where the method may make its speed choices
+        (:meth:`settings`); the engine may call it again with other sizes, even with the networks swapped for copies
+        on the meta device, and such calls must leave those choices as they are. The default runs :meth:`samples`."""
         self.samples(batch)
 
     def settings(self) -> dict[str, Any]:

@@ -426,7 +426,6 @@ class Trainer:
         batch = {k: torch.zeros(v.shape, dtype=v.dtype, device=device) for k, v in base.items()}
         batch[domain] = torch.zeros(*base[domain].shape[:2], h, w, dtype=base[domain].dtype, device=device)
         nets = self.method.nets
-        winograd = getattr(self.method, "winograd_layers", None)
         try:
             if meta is not None:
                 self.method.nets = meta
@@ -439,8 +438,6 @@ class Trainer:
             return exc
         finally:
             self.method.nets = nets
-            if winograd is not None:
-                self.method.winograd_layers = winograd
         return None
 
     # -- state -------------------------------------------------------------------------------------------------

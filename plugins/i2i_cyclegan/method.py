@@ -172,7 +172,8 @@ class CycleGAN(Method):
     def probe(self, batch: dict[str, torch.Tensor]) -> None:
         with self.amp.autocast(), winograd_census(self.nets.G_AB) as taken:
             (a, fake_b, _), (b, fake_a, _) = self.samples(batch)
-        self.winograd_layers = len(taken)
+        if self.winograd_layers is None:  # the first probe is the training batch's; later ones try other sizes
+            self.winograd_layers = len(taken)
         self.nets.D_A(a), self.nets.D_B(b)
         for choice in (self.batched_G, self.batched_D):
             choice.decide(self.build.config.data.batch_size, *a.shape[-2:])
