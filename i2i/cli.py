@@ -376,8 +376,8 @@ def plugins() -> None:
         table.add_column(col, overflow="fold")  # wrapped, never cut off: the status says why a plugin failed
     for info in loaded.infos.values():
         status = "[green]ok[/]" if info.status == "ok" else f"[red]{info.status}[/]: {escape(str(info.reason))}"
-        if info.status == "blocked":
-            status = f"[yellow]blocked[/]: {escape(str(info.reason))}"
+        if info.status in ("blocked", "empty"):
+            status = f"[yellow]{info.status}[/]: {escape(str(info.reason))}"
         comps = ", ".join(f"{k}:{n}" for k, n in info.components) or "-"
         table.add_row(escape(info.name), escape(str(info.version)), status, escape(comps), escape(str(info.source)))
     if not loaded.infos:

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import I2IError
+from .errors import I2IError, did_you_mean
 from .registry import Entry, Registry
 
 ENTRY_POINT_GROUP = "i2i"
@@ -45,7 +45,7 @@ class PluginInfo:
     name: str
     version: str
     source: str
-    status: str = "ok"  # ok | failed | blocked
+    status: str = "ok"  # ok | failed | blocked | conflict (a component name) | empty (registers nothing)
     reason: str = ""
     components: list[tuple[str, str]] = field(default_factory=list)
     distribution: str = ""  # the installed package whose entry point this is ("" for a plugin passed in directly)
@@ -100,22 +100,32 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
     for name, obj in extra:
         candidates.append((name, str(getattr(obj, "__version__", "unknown")), repr(obj), lambda obj=obj: obj, ""))
 
-    for name, version, source, loader, distribution in candidates:
-        info = infos[name] = PluginInfo(name, version, source, distribution=distribution)
+    for key, (index, (name, version, source, loader, distribution)) in _keyed(candidates).items():
+        info = infos[key] = PluginInfo(name, version, source, distribution=distribution)
         not_loaded.pop(name, None)
-        if name in blocked:
+        taken = _name_taken(index, candidates)
+        if taken:
+            info.status, info.reason = "failed", taken
+        elif name in blocked:
             info.status, info.reason = "blocked", _unblock(name, blocked)
-            continue
-        try:
-            pm.register(loader(), name=name)
-        except Exception as exc:  # import error, bad hook signature, ...: record it, keep going
-            info.status, info.reason = "failed", _short(exc)
+        else:
+            try:
+                plugin = loader()
+                pm.register(plugin, name=name)
+            except Exception as exc:  # import error, bad hook signature, ...: record it, keep going
+                info.status, info.reason = "failed", _short(exc)
+                continue
+            unknown = sorted({hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()})
+            if unknown:
+                pm.unregister(plugin)
+                info.status, info.reason = "failed", "; ".join(
+                    f"'{h}' is not an i2i hook{did_you_mean(h, HOOKS.values())}" for h in unknown)
 
     registry = Registry()
-    for name, info in infos.items():
+    for info in infos.values():
         if info.status != "ok":
             continue
-        plugin = pm.get_plugin(name)
+        plugin = pm.get_plugin(info.name)
         staged: list[Entry] = []
         try:
             for kind, hook_name in HOOKS.items():
@@ -123,7 +133,7 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
                     if impl.plugin is not plugin:
                         continue
 
-                    def register(cname, factory, description="", kind=kind, plugin=name, version=info.version,
+                    def register(cname, factory, description="", kind=kind, plugin=info.name, version=info.version,
                                  staged=staged, distribution=info.distribution):
                         staged.append(Entry(kind, cname, factory, description, plugin, version, distribution))
 
@@ -131,24 +141,55 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
         except Exception as exc:
             info.status, info.reason = "failed", f"registration raised {_short(exc)}"
             continue
-        try:
-            for entry in staged:
-                registry.add(entry)
-                info.components.append((entry.kind, entry.name))
+        try:  # all of a plugin's components or none: a plugin that fails registers nothing
+            registry.check(staged)
         except I2IError as exc:
             info.status, info.reason = "failed", str(exc)
+            continue
+        for entry in staged:
+            registry.add(entry)
+            info.components.append((entry.kind, entry.name))
+        if not staged:
+            info.status, info.reason = "empty", ("registers no components: mark its hook functions with "
+                                                 "@i2i.hookimpl and name them after i2i's hooks (register_generators, "
+                                                 "...: i2i/hookspecs.py)")
     # A name registered twice belongs to neither: every owner is marked, naming the others (load order is no
     # ranking, so no plugin is presumed right)
     for (kind, cname), owners in registry.clashes.items():
         for owner in owners:
             others = " and ".join(f"'{o}'" for o in owners if o != owner)
             note = f"{kind} '{cname}' is also registered by plugin {others}"
-            info = infos[owner]
+            info = next(i for i in infos.values() if i.name == owner and i.status in ("ok", "conflict"))
             info.status = "conflict"
             info.reason = f"{info.reason}; {note}" if info.reason else note
     registry.failed = {n: i.reason for n, i in infos.items() if i.status == "failed"}
     registry.blocked = {**not_loaded, **{n: i.reason for n, i in infos.items() if i.status == "blocked"}}
     return Plugins(infos, registry)
+
+
+def _keyed(candidates: list[tuple[str, str, str, Any, str]]) -> dict[str, tuple[int, tuple[str, str, str, Any, str]]]:
+    """The candidates (with their index) by a key for ``i2i plugins``: the plugin's name, qualified by its
+    distribution where others use the name too and it does not keep it (see :func:`_name_taken`)."""
+    keyed = {}
+    for i, c in enumerate(candidates):
+        key = c[0] if not _name_taken(i, candidates) else f"{c[0]} ({c[4] or f'passed in, #{i}'})"
+        keyed[key] = (i, c)
+    return keyed
+
+
+def _name_taken(index: int, candidates: list[tuple[str, str, str, Any, str]]) -> str:
+    """Why candidate ``index`` cannot load under its name because others use it too ("" when it can): i2i's own
+    plugins keep their names; where only third-party ones share a name, none is presumed right."""
+    name, distribution = candidates[index][0], candidates[index][4]
+    others = [c[4] or "a plugin passed in directly" for i, c in enumerate(candidates) if c[0] == name and i != index]
+    if not others or distribution == "i2i":
+        return ""
+    me = f"distribution {distribution}" if distribution else "a plugin passed in directly"
+    if "i2i" in others:
+        return (f"its entry-point name '{name}' is the name of one of i2i's own plugins; {me} must register its "
+                f"entry point under another name in the '{ENTRY_POINT_GROUP}' group")
+    return (f"its entry-point name '{name}' is also used by {' and '.join(others)}; uninstall all but one, or "
+            f"give each entry point its own name in the '{ENTRY_POINT_GROUP}' group")
 
 
 def load_registry() -> Registry:

@@ -205,14 +205,35 @@ class Registry:
     failed: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
 
+    @staticmethod
+    def check(entries: list[Entry]) -> None:
+        """Refuse, in one line, the first entry of one plugin's ``entries`` that cannot be registered: an unknown
+        kind, a name that is not a non-empty string, a factory that cannot be called, a method without a ``Params``
+        dataclass, or a name the plugin registers twice."""
+        seen: set[tuple[str, str]] = set()
+        for entry in entries:
+            if entry.kind not in KINDS:
+                raise I2IError(f"unknown component kind '{entry.kind}'; kinds are {', '.join(KINDS)}")
+            if not isinstance(entry.name, str) or not entry.name:
+                raise I2IError(f"{entry.kind} names must be non-empty strings, got {entry.name!r}")
+            if not callable(entry.factory):
+                raise I2IError(f"{entry.kind} '{entry.name}': factory {entry.factory!r} is not callable")
+            if entry.kind == "method":
+                from .method import Method  # method.py builds on this module
+
+                if not (isinstance(entry.factory, type) and issubclass(entry.factory, Method)):
+                    raise I2IError(f"method '{entry.name}': {entry.factory!r} is not a subclass of i2i.Method")
+                if not dataclasses.is_dataclass(getattr(entry.factory, "Params", None)):
+                    raise I2IError(f"method '{entry.name}': {entry.factory.__name__}.Params must be a @dataclass of "
+                                   f"the method's parameters")
+            if (entry.kind, entry.name) in seen:
+                raise I2IError(f"{entry.kind} '{entry.name}' is registered twice by this plugin")
+            seen.add((entry.kind, entry.name))
+
     def add(self, entry: Entry) -> None:
-        """Add an entry; a second plugin using the same kind+name makes the name a clash naming both."""
-        if entry.kind not in KINDS:
-            raise I2IError(f"unknown component kind '{entry.kind}'; kinds are {', '.join(KINDS)}")
-        if not isinstance(entry.name, str) or not entry.name:
-            raise I2IError(f"{entry.kind} names must be non-empty strings, got {entry.name!r}")
-        if not callable(entry.factory):
-            raise I2IError(f"{entry.kind} '{entry.name}': factory {entry.factory!r} is not callable")
+        """Add an entry (see :meth:`check`); a second plugin using the same kind+name makes the name a clash naming
+        both."""
+        self.check([entry])
         if is_builtin(entry):
             self.builtin.add(entry.plugin)
         existing = self.entries[entry.kind].get(entry.name)
@@ -256,13 +277,33 @@ class Registry:
 
     def require(self, kind: str, name: str, provider: Mapping[str, Any] | None, user: str) -> Entry:
         """:meth:`get` for a name that ``user`` (a file) recorded with its ``provider`` (``plugin``, and where known
-        ``distribution`` and ``version``): when it is missing, the error names that plugin and how to get it."""
+        ``distribution`` and ``version``): the component must come from that plugin. When it is missing, or another
+        plugin registers the name (a different component under the same name), the error names the recorded plugin
+        and what to do."""
         plugin = str((provider or {}).get("plugin") or "")
-        if name in self.entries.get(kind, {}) or (kind, name) in self.clashes or not plugin:
+        if not plugin:
             return self.get(kind, name)
-        problem = self.plugin_problem(plugin, str(provider.get("distribution") or ""),
-                                      str(provider.get("version") or ""))
-        raise I2IError(f"{user} needs {kind} '{name}' from plugin '{plugin}', {problem}")
+        distribution = str(provider.get("distribution") or "")
+        recorded = f"plugin '{plugin}'"
+        owners = self.clashes.get((kind, name))
+        if owners is not None and plugin in owners:
+            others = list(dict.fromkeys(o for o in owners if o != plugin))
+            who = (f"plugin '{others[0]}' registers that name too; block it" if len(others) == 1 else
+                   f"plugins {' and '.join(repr(o) for o in others)} register that name too; block them")
+            raise I2IError(f"{user} needs {kind} '{name}' from {recorded}, but {who}: "
+                           f"I2I_BLOCK_PLUGINS={','.join(others)}")
+        entry = self.entries.get(kind, {}).get(name)
+        if entry is not None and entry.plugin == plugin and distribution in ("", entry.distribution or distribution):
+            return entry
+        if owners is not None:
+            return self.get(kind, name)
+        problem = (self.plugin_problem(plugin, distribution, str(provider.get("version") or ""))
+                   if entry is None or entry.plugin != plugin else
+                   f"of distribution {distribution}, but plugin '{plugin}' here comes from "
+                   f"{entry.distribution or 'a plugin passed in directly'}; install {distribution} instead")
+        here = ("" if entry is None or entry.plugin == plugin else
+                f" (the {kind} '{name}' installed here is another one, from plugin '{entry.plugin}')")
+        raise I2IError(f"{user} needs {kind} '{name}' from {recorded}, {problem}{here}")
 
     def plugin_problem(self, plugin: str, distribution: str = "", version: str = "") -> str:
         """Why ``plugin``'s components are missing and what to do, as a clause after "from plugin 'x', "."""

@@ -355,3 +355,94 @@ def test_fixed_length_tuple_parameters_check_their_length_and_show_their_type():
     params = {name: str(p) for name, p in entry.parameters().items()}
     assert params == {"pair": "pair: tuple[int, int] (default (1, 2))", "many": "many: tuple[int, ...] (default ())",
                       "maybe": "maybe: tuple[float, float] | null (default None)"}
+
+
+class TypoHookPlugin:
+    @hookimpl
+    def register_generator(self, register):  # the hook is register_generators
+        register("typo_net", Tiny)
+
+
+class UnmarkedPlugin:
+    def register_generators(self, register):  # no @hookimpl: pluggy never calls it
+        register("unmarked_net", Tiny)
+
+
+class HalfBadPlugin:
+    @hookimpl
+    def register_generators(self, register):
+        register("fine_net", Tiny)
+        register("broken_net", "Tiny")  # not callable
+
+
+class TwicePlugin:
+    @hookimpl
+    def register_generators(self, register):
+        register("twice_net", Tiny)
+        register("twice_net", Tiny)
+
+
+class NotAMethodPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register("not_a_method", Tiny)
+
+
+def test_plugin_mistakes_are_named_and_register_nothing():
+    """A misspelled hook, hooks without the marker, an invalid component among valid ones, a name registered twice
+    by one plugin, a method that is not an i2i.Method: each plugin is marked with the reason, and none of it is
+    half-registered."""
+    plugins = load_plugins([("typo", TypoHookPlugin()), ("unmarked", UnmarkedPlugin()), ("half", HalfBadPlugin()),
+                            ("twice", TwicePlugin()), ("notmethod", NotAMethodPlugin())])
+    infos = plugins.infos
+    assert (infos["typo"].status, infos["typo"].reason) == (
+        "failed", "'register_generator' is not an i2i hook (did you mean 'register_generators'?)")
+    assert infos["unmarked"].status == "empty" and "@i2i.hookimpl" in infos["unmarked"].reason
+    assert infos["half"].status == "failed" and "'broken_net': factory 'Tiny' is not callable" in infos["half"].reason
+    assert (infos["twice"].status, infos["twice"].reason) == (
+        "failed", "generator 'twice_net' is registered twice by this plugin")
+    assert infos["notmethod"].status == "failed" and "is not a subclass of i2i.Method" in infos["notmethod"].reason
+    generators = plugins.registry.entries["generator"]
+    assert not {"typo_net", "unmarked_net", "fine_net", "broken_net", "twice_net"} & set(generators)
+    assert "not_a_method" not in plugins.registry.entries["method"]
+    assert "resnet_9blocks" in generators  # the others still load
+
+
+def test_two_plugins_with_one_entry_point_name(tmp_path, monkeypatch):
+    """Entry-point names identify plugins (blocking, provenance): i2i's own plugin keeps its name against a
+    third-party one; two third-party plugins sharing a name both fail, each naming the other distribution."""
+    site = tmp_path / "site"
+    install_plugin(site, monkeypatch, "i2i-impostor", "1.0", "cyclegan", "i2i_impostor_mod", PLUGIN_MODULE)
+    plugins = load_plugins()
+    assert plugins.infos["cyclegan"].status == "ok" and ("method", "cyclegan") in plugins.infos["cyclegan"].components
+    impostor = plugins.infos["cyclegan (i2i-impostor)"]
+    assert impostor.status == "failed" and "'cyclegan' is the name of one of i2i's own plugins" in impostor.reason
+    assert "plug_net" not in plugins.registry.entries["generator"]
+    install_plugin(site, monkeypatch, "i2i-first", "1.0", "same", "i2i_first_mod", PLUGIN_MODULE)
+    install_plugin(site, monkeypatch, "i2i-second", "1.0", "same", "i2i_second_mod", PLUGIN_MODULE)
+    infos = load_plugins().infos
+    assert infos["same (i2i-first)"].status == infos["same (i2i-second)"].status == "failed"
+    assert "'same' is also used by i2i-second; uninstall all but one" in infos["same (i2i-first)"].reason
+
+
+def test_a_checkpoint_loads_its_component_from_the_plugin_that_made_it(plug_site, tmp_path, monkeypatch):
+    """Another plugin registering the same name is refused (blocking it is the advice), and so is a different
+    component under that name when the recorded plugin is blocked: the file never loads into the wrong network."""
+    from i2i import load_generator
+    from i2i.checkpoint import atomic_save, generator_record
+
+    entry = load_plugins().registry.get("generator", "plug_net")
+    ckpt = tmp_path / "G.pt"
+    atomic_save(generator_record(entry.build(3, 3), "plug_net", {}, 3, 3,
+                                 {"generator_plugin": "plugtest", "generator_distribution": "i2i-plugtest"}), ckpt)
+    install_plugin(tmp_path / "site2", monkeypatch, "i2i-copycat", "2.0", "copycat", "i2i_copycat_mod",
+                   PLUGIN_MODULE)
+    with pytest.raises(I2IError, match=r"needs generator 'plug_net' from plugin 'plugtest', but plugin 'copycat' "
+                                       r"registers that name too; block it: I2I_BLOCK_PLUGINS=copycat$"):
+        load_generator(ckpt)
+    monkeypatch.setenv(BLOCK_ENV, "plugtest")
+    with pytest.raises(I2IError, match=r"from plugin 'plugtest', which is blocked .* \(the generator 'plug_net' "
+                                       r"installed here is another one, from plugin 'copycat'\)"):
+        load_generator(ckpt)
+    monkeypatch.setenv(BLOCK_ENV, "copycat")
+    assert load_generator(ckpt).i2i_info["component"]["name"] == "plug_net"
