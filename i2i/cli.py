@@ -254,6 +254,8 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
             options["data"]["params"][key] = value
     if strict:
         options["data"]["params"]["strict"] = True
+    flags = {k: f for k, f, v in (("crop_size", "--size", size), ("load_size", "--load-size", load_size),
+                                  ("strict", "--strict", strict or None)) if v is not None}
     cli_layers = [options, absolute_root(parse_overrides(overrides or []))]  # data.root: from the current folder
 
     if resume:
@@ -271,7 +273,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
         base = state["config"]
         if method is not None and method != base["method"]["name"]:
             raise I2IError(f"this run trains method '{base['method']['name']}', not '{method}'; drop --method")
-        cfg = resolve(registry, base["method"]["name"], [base, *cli_layers])
+        cfg = resolve(registry, base["method"]["name"], [base, *cli_layers], flags)
         saved = resolve(registry, base["method"]["name"], [base]).to_dict()  # defaults added since, filled in
 
         def resumable(key: str) -> bool:
@@ -307,7 +309,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
                 raise I2IError(f"method '{name}' has no demo preset; pass --data DIR") from None
         if config:
             layers.append(config_layer)
-        cfg = resolve(registry, method, [*layers, *cli_layers])
+        cfg = resolve(registry, method, [*layers, *cli_layers], flags)
         if out_dir is None:
             out_dir = Path("runs") / f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         state = prepare_run_dir(out_dir, resume=False, overwrite=overwrite)

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -225,9 +225,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-4" as a string
                 value = float(value)
         parts = key.split(".")
-        if isinstance(value, str) and (
-            (len(parts) == 1 and parts[0] in COMPONENT_SECTIONS) or (len(parts) == 2 and parts[0] == "losses")
-        ):
+        named = (*COMPONENT_SECTIONS, "data")  # `generator=NAME`: the component's name
+        if isinstance(value, str) and ((len(parts) == 1 and parts[0] in named) or (len(parts) == 2 and
+                                                                                   parts[0] == "losses")):
             parts.append("name")
         if parts[0] in COMPONENT_SECTIONS and len(parts) == 2 and parts[1] not in ("name", "params"):
             parts = [parts[0], "params", parts[1]]
@@ -254,7 +254,7 @@ def _field_names(cls: type) -> list[str]:
 
 def _normalize(layer: dict[str, Any]) -> dict[str, Any]:
     layer = copy.deepcopy(layer)
-    for section in COMPONENT_SECTIONS:
+    for section in (*COMPONENT_SECTIONS, "data"):
         if section in layer:
             layer[section] = _component_shorthand(section, layer[section])
     if isinstance(layer.get("losses"), dict):
@@ -313,8 +313,11 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]) -> Config:
-    """Merge the layers over the method's defaults and validate everything, every component's parameters too."""
+def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]],
+            flags: Mapping[str, str] | None = None) -> Config:
+    """Merge the layers over the method's defaults and validate everything, every component's parameters too.
+    ``flags``: dataset parameters set by command-line options (``{"crop_size": "--size"}``), named in the error
+    when the dataset does not take them."""
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = merge(merged, layer)
@@ -343,7 +346,12 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
             )
     for role, comp in cfg.losses.items():
         comp.params = registry.validate("loss", comp.name, comp.params, f"losses.{role} '{comp.name}'")
-    cfg.data.params = registry.validate("dataset", cfg.data.name, cfg.data.params, f"data '{cfg.data.name}'")
+    dataset = registry.get("dataset", cfg.data.name)
+    for param, option in (flags or {}).items():
+        if param in cfg.data.params and param not in dataset.parameters() and not dataset.accepts_any():
+            raise I2IError(f"{option} sets data.params.{param}, which dataset '{cfg.data.name}' does not take "
+                           f"(its parameters: {', '.join(dataset.parameters()) or 'none'}); leave {option} out")
+    cfg.data.params = dataset.validate(cfg.data.params, f"dataset '{cfg.data.name}'")
     _finite(cfg.to_dict())  # before range checks, which NaN passes (every comparison with it is false)
     t = cfg.train
     for key in ("epochs", "decay_epochs"):

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from .errors import I2IError, did_you_mean
 from .typecheck import coerce, describe, hints
 
@@ -163,7 +165,11 @@ class Entry:
         try:
             if params_cls is not None and dataclasses.is_dataclass(params_cls):
                 return self.factory(params_cls(**params), *args)
-            return self.factory(*args, **params)
+            built = self.factory(*args, **params)
+            if self.kind in ("generator", "discriminator") and not isinstance(built, nn.Module):
+                raise I2IError(f"{self.kind} '{self.name}' (plugin {self.plugin}): its factory returned "
+                               f"{type(built).__name__}, not a torch.nn.Module")
+            return built
         except I2IError:
             raise
         except Exception as exc:  # a plugin bug or bad combination of values: name who raised it

@@ -265,6 +265,9 @@ class Trainer:
         channels = getattr(self.dataset, "channels", None)
         if not isinstance(channels, dict):
             raise I2IError(f"dataset '{cfg.data.name}' does not declare its domains' channels (a 'channels' dict)")
+        if len(self.dataset) == 0:
+            raise I2IError(f"dataset '{cfg.data.name}' found no training images in {cfg.data.root}; check the folder "
+                           f"(e.g. {cfg.data.root}/trainA and trainB for unaligned)")
 
         cuda = self.device.type == "cuda"
         precision = t.precision if t.precision != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported()
@@ -314,6 +317,7 @@ class Trainer:
         self.sample_batch = _to(default_collate([s for s in fixed if _shapes(s) == shapes]), self.device,
                                 self.memory_format)
         self._check_sizes()
+        self._check_generators()
         try:
             with torch.random.fork_rng(devices=[self.device] if cuda else []):
                 self.method.probe(self.sample_batch)
@@ -377,6 +381,48 @@ class Trainer:
                     f"training images are {shape[1]}×{shape[0]} but generator '{self.cfg.generator.name}' needs "
                     f"sides that are multiples of {m}; {self._size_advice(m)}"
                 )
+
+    def _check_generators(self) -> None:
+        """The sample batch has the channels the dataset declares, and every network the method exports is one of
+        its networks and keeps the generator contract: a domain's image in, an image of the other domain's channels
+        and the same size out (run on a meta copy, or on the device where the meta device cannot run it)."""
+        g, data, declared = self.cfg.generator.name, self.cfg.data.name, self.dataset.channels
+        for domain, x in self.sample_batch.items():
+            if torch.is_tensor(x) and domain in declared and x.shape[1] != declared[domain]:
+                raise I2IError(f"dataset '{data}' declares {declared[domain]} channel(s) for domain {domain} but gives "
+                               f"images of {x.shape[1]}; its 'channels' must match its images")
+        meta = _meta_copy(self.method.nets)
+        for name, (src, dst) in self.method.exports.items():
+            if name not in self.method.nets:
+                raise I2IError(f"method '{self.cfg.method.name}' exports '{name}', which is not one of its networks "
+                               f"({', '.join(self.method.nets)})")
+            if not torch.is_tensor(self.sample_batch.get(src)) or dst not in declared:
+                continue  # a method whose domains are not the batch's keys: its own probe checks it
+            x = self.sample_batch[src][:1]
+            try:
+                with torch.no_grad():
+                    try:
+                        out = meta[name](x.to("meta"))
+                    except Exception:  # an operation without a meta kernel: run it for real, in eval mode (no
+                        net = self.method.nets[name]  # batch-norm statistics updated by the check)
+                        training = net.training
+                        try:
+                            out = net.eval()(x)
+                        finally:
+                            net.train(training)
+            except Exception as exc:
+                if "out of memory" in str(exc):
+                    raise
+                raise I2IError(f"generator '{g}' cannot take domain {src}'s training images ({x.shape[1]} channel(s), "
+                               f"{x.shape[-1]}×{x.shape[-2]}): {first_line(exc, 120)}; use a larger --size, or check "
+                               f"that it builds for in_channels={x.shape[1]}") from exc
+            want = (x.shape[0], declared[dst], *x.shape[-2:])
+            if not torch.is_tensor(out) or tuple(out.shape) != want:
+                got = "×".join(map(str, out.shape[1:])) if torch.is_tensor(out) else type(out).__name__
+                raise I2IError(f"generator '{g}' ({name}) returns {got} (channels×height×width) for a "
+                               f"{x.shape[1]}×{x.shape[-2]}×{x.shape[-1]} image of domain {src}, but must return "
+                               f"{'×'.join(map(str, want[1:]))}: domain {dst}'s channels at the input's size "
+                               f"(i2i.testing.check_generator checks a generator's contract)")
 
     def _check_image_sizes(self) -> None:
         """Every training image fits the networks, when the preprocess keeps their sizes (``image_sizes``: each

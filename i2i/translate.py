@@ -173,6 +173,12 @@ class Translator:
                                    ) from exc
                 least = 2 * side
         self.min_side = max(self.min_side, least)
+        if out.shape[1:] != (self.out_channels, *x.shape[-2:]):
+            raise I2IError(f"the generator returned {out.shape[1]}×{out.shape[-2]}×{out.shape[-1]} (channels×height×"
+                           f"width) for a {x.shape[-2]}×{x.shape[-1]} input, not {self.out_channels}×{x.shape[-2]}×"
+                           f"{x.shape[-1]}: it must keep the input's size (one that downsamples declares the "
+                           f"multiple its sides need as size_multiple; recorded: {self.multiple}) and give "
+                           f"{self.out_channels} channel(s)")
         return out[..., :h, :w]
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:

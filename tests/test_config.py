@@ -76,7 +76,7 @@ def test_changing_component_name_drops_old_params(registry):
         (["losses.gan=lsgann"], r"unknown loss 'lsgann' \(did you mean 'lsgan'\?\)"),
         (["method.lambda_a=3"], r"method.params has no parameter 'lambda_a' \(did you mean 'lambda_A'\?\)"),
         (["method.lr=-1"], r"method.params.lr must be >= 0"),
-        (["data.crop_sise=3"], r"data 'unaligned' has no parameter 'crop_sise' \(did you mean 'crop_size'\?\)"),
+        (["data.crop_sise=3"], r"dataset 'unaligned' has no parameter 'crop_sise' \(did you mean 'crop_size'\?\)"),
         (["data.channels_b=1"], r"identity loss needs domains with equal channels"),
         (["train.max_steps=0"], r"train.max_steps must be >= 1"),
         (["noequals"], r"override 'noequals' is not key=value"),

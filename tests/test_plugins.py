@@ -446,3 +446,107 @@ def test_a_checkpoint_loads_its_component_from_the_plugin_that_made_it(plug_site
         load_generator(ckpt)
     monkeypatch.setenv(BLOCK_ENV, "copycat")
     assert load_generator(ckpt).i2i_info["component"]["name"] == "plug_net"
+
+
+CONTRACT_MODULE = '''
+import torch
+from torch import nn
+
+from i2i import hookimpl
+
+
+class Shrinker(nn.Module):
+    """Forgets its padding: 2 pixels smaller on each side."""
+    size_multiple = 1
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3)
+
+    def forward(self, x):
+        return self.conv(x).tanh()
+
+
+class ThreeOut(nn.Module):
+    """Ignores out_channels."""
+    size_multiple = 1
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x).tanh()
+
+
+class Halver(nn.Module):
+    """Downsamples and upsamples but declares no size multiple."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(in_channels, 4, 3, 2, 1)
+        self.up = nn.ConvTranspose2d(4, out_channels, 4, 2, 1)
+
+    def forward(self, x):
+        return self.up(self.down(x)).tanh()
+
+
+class Empty(torch.utils.data.Dataset):
+    channels = {"A": 3, "B": 3}
+
+    def __init__(self, root, phase) -> None:
+        pass
+
+    def __len__(self):
+        return 0
+
+
+@hookimpl
+def register_generators(register):
+    register("shrinker", Shrinker)
+    register("three_out", ThreeOut)
+    register("halver", Halver)
+    register("nothing", lambda in_channels, out_channels: None)
+
+
+@hookimpl
+def register_datasets(register):
+    register("empty", Empty)
+'''
+
+
+def test_generators_that_break_the_contract_are_refused_before_training(tmp_path, monkeypatch, cli, small_data):
+    """A generator whose output has another size or the wrong channels, a factory that returns no network and a
+    dataset with no images are each one line before the first step (not a traceback mid-step); a generator that
+    changes the size of inputs its recorded size multiple allows is refused by translate (not cropped silently)."""
+    from conftest import one_line_error
+
+    install_plugin(tmp_path / "site", monkeypatch, "i2i-contract", "1.0", "contract", "i2i_contract_mod",
+                   CONTRACT_MODULE)
+    train = ("train", "-m", "cyclegan", "--data", small_data, "--max-steps", "1", "discriminator.ndf=8", "--size",
+             "32", "--load-size", "36", "--device", "cpu")
+    one_line_error(cli(*train, "--out", tmp_path / "a", "generator=shrinker"),
+                   "generator 'shrinker' (G_AB) returns 3×30×30 (channels×height×width) for a 3×32×32 image of "
+                   "domain A, but must return 3×32×32")
+    one_line_error(cli(*train, "--out", tmp_path / "b", "generator=three_out", "data.channels_b=1",
+                       "method.lambda_identity=0"),
+                   "generator 'three_out' (G_AB) returns 3×32×32", "must return 1×32×32")
+    one_line_error(cli(*train, "--out", tmp_path / "c", "generator=nothing"),
+                   "generator 'nothing' (plugin contract): its factory returned NoneType, not a torch.nn.Module")
+    one_line_error(cli(*train, "--out", tmp_path / "d", "data=empty"),
+                   "--size sets data.params.crop_size, which dataset 'empty' does not take (its parameters: none); "
+                   "leave --size out")
+    one_line_error(cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "d", "data=empty"),
+                   f"dataset 'empty' found no training images in {small_data}")
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+    res = cli(*train, "--out", tmp_path / "e", "generator=halver")  # 32 px crops: fine in training
+    assert res.exit_code == 0, res.stderr
+    img = tmp_path / "odd.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(img), np.zeros((33, 35, 3), np.uint8))
+    one_line_error(cli("translate", img, "--ckpt", tmp_path / "e" / "G_AB.pt", "-o", tmp_path / "out"),
+                   "the generator returned 3×34×36 (channels×height×width) for a 33×35 input, not 3×33×35")
+    assert not (tmp_path / "out").exists()
