@@ -170,8 +170,17 @@ def load_generator(
         registry = load_registry()
     record = read_generator(path)
     comp, io = record["component"], record["io"]
-    entry = registry.require("generator", comp["name"], generator_provider(record), str(path))
-    net = entry.build(io["in_channels"], io["out_channels"], **comp["params"])
+    provider = generator_provider(record)
+    entry = registry.require("generator", comp["name"], provider, str(path))
+    try:
+        net = entry.build(io["in_channels"], io["out_channels"], **comp["params"])
+    except I2IError as exc:
+        made = provider["version"]
+        if not made or made == entry.version:
+            raise I2IError(f"{path}: {exc}") from exc
+        pin = f": pip install '{entry.distribution}=={made}'" if entry.distribution else ""
+        raise I2IError(f"{path}: {exc} (the file was made with plugin '{entry.plugin}' {made}, {entry.version} is "
+                       f"installed; install {made}{pin})") from exc
     try:
         net.load_state_dict(record["state_dict"])
     except RuntimeError as exc:

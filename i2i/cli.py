@@ -267,7 +267,9 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
             raise I2IError("--config cannot be combined with --resume: the run continues with the settings saved in "
                            "its checkpoint; change those that may change with key=value (e.g. train.max_steps=N)")
         state = prepare_run_dir(out_dir, resume=True, overwrite=False)
-        check_providers(state, registry, out_dir / "checkpoints" / "last.pt")
+        changed = check_providers(state, registry, out_dir / "checkpoints" / "last.pt")
+        if changed and main:
+            warn(changed)
         if data is not None:
             options["data"]["root"] = os.path.abspath(data)
         base = state["config"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import io
 import json
 import math
 import os
@@ -177,14 +178,23 @@ def providers(cfg: Config, registry: Registry) -> dict[str, dict[str, str]]:
     return {key: registry.get(kind, name).provider() for key, (kind, name) in named.items()}
 
 
-def check_providers(state: dict[str, Any], registry: Registry, path: Path) -> None:
-    """Every component the training checkpoint at ``path`` recorded is registered; a missing one names its plugin,
-    whether it is blocked, failed or not installed, and what to install (checkpoints from before these records
-    were kept get the usual "unknown component" errors)."""
+def check_providers(state: dict[str, Any], registry: Registry, path: Path) -> str | None:
+    """Every component the training checkpoint at ``path`` recorded is registered by the plugin that made it; a
+    missing one names its plugin, whether it is blocked, failed or not installed, and what to install (checkpoints
+    from before these records were kept get the usual "unknown component" errors). Returns a warning when a plugin's
+    installed version is not the one the run was made with."""
     recorded = state.get("providers")
+    changed: dict[str, str] = {}
     for provider in recorded.values() if isinstance(recorded, dict) else ():
         if isinstance(provider, dict) and provider.get("kind") and provider.get("name"):
-            registry.require(str(provider["kind"]), str(provider["name"]), provider, str(path))
+            entry = registry.require(str(provider["kind"]), str(provider["name"]), provider, str(path))
+            made = str(provider.get("version") or "")
+            if made and made != "unknown" and made != entry.version:
+                changed[entry.plugin] = f"plugin '{entry.plugin}' {made} (now {entry.version})"
+    if not changed:
+        return None
+    return (f"this run was made with {', '.join(changed.values())}; if its components changed, the run does not "
+            f"continue exactly as it would have")
 
 
 #: optimizer options that choose an implementation, not the mathematics: taken from this run on resume
@@ -327,6 +337,7 @@ class Trainer:
             raise I2IError(f"the networks cannot take the training images ({first_line(exc, 160)}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
         self.settings["method"] = self.method.settings()
+        self._check_extra_state()
         self._check_image_sizes()
         if t.compile:  # after the checks above, which run the networks eagerly at sizes training may never see
             for net in self.method.nets.values():
@@ -381,6 +392,19 @@ class Trainer:
                     f"training images are {shape[1]}×{shape[0]} but generator '{self.cfg.generator.name}' needs "
                     f"sides that are multiples of {m}; {self._size_advice(m)}"
                 )
+
+    def _check_extra_state(self) -> None:
+        """What the method adds to checkpoints loads safely (``weights_only``): checked now rather than when a
+        resume refuses the checkpoint."""
+        buffer = io.BytesIO()
+        try:
+            torch.save(self.method.extra_state(), buffer)
+            buffer.seek(0)
+            torch.load(buffer, weights_only=True)
+        except Exception as exc:
+            raise I2IError(f"method '{self.cfg.method.name}': extra_state() returns what a checkpoint cannot hold "
+                           f"safely ({first_line(exc, 120)}); return plain types: tensors, numbers, strings, lists, "
+                           f"dicts") from exc
 
     def _check_generators(self) -> None:
         """The sample batch has the channels the dataset declares, and every network the method exports is one of

@@ -104,6 +104,7 @@ def test_doc_snippets_match_the_engine():
     assert "from i2i import hookimpl" in source
     project = doc_pyproject()
     assert project["project"]["name"] and project["project"]["version"]
+    assert project["build-system"]["build-backend"] == "setuptools.build_meta"  # `pip install -e .` needs one
     assert list(project["project.entry-points.i2i"].values()) == [module]
 
 

@@ -293,6 +293,23 @@ def test_checkpoints_name_the_plugin_and_distribution_they_need(plug_site, cli, 
     assert res.exit_code == 0, res.stderr
     assert torch.load(last, weights_only=True)["providers"]["generator"]["plugin"] == "plugtest"
 
+    # made with another version of the plugin: resuming says so; a file whose parameters it no longer takes says
+    # which version made it
+    state = torch.load(last, weights_only=True)
+    state["providers"]["generator"]["version"] = "0.3"
+    atomic_save(state, last)
+    res = cli("train", "--out", out, "--resume", "--max-steps", "3")
+    assert res.exit_code == 0, res.stderr
+    assert "warning: this run was made with plugin 'plugtest' 0.3 (now 0.4)" in " ".join(res.stderr.split())
+    record = torch.load(out / "G_AB.pt", weights_only=True)
+    record["component"]["params"]["depth"] = 3
+    record["provenance"]["versions"]["plugtest"] = "0.3"
+    atomic_save(record, tmp_path / "old.pt")
+    with pytest.raises(I2IError, match=r"old.pt: generator 'plug_net' has no parameter 'depth'.*\(the file was made "
+                                       r"with plugin 'plugtest' 0.3, 0.4 is installed; install 0.3: pip install "
+                                       r"'i2i-plugtest==0.3'\)"):
+        load_generator(tmp_path / "old.pt")
+
 
 CLASH_MODULE = '''
 from torch import nn
@@ -509,9 +526,33 @@ def register_generators(register):
     register("nothing", lambda in_channels, out_channels: None)
 
 
+class ThreeArgGAN:
+    def generator(self, pred_fake):
+        return ((pred_fake - 1) ** 2).mean()
+
+    def discriminator(self, D, real, fake):
+        return ((D(real) - 1) ** 2).mean() + (D(fake) ** 2).mean()
+
+
 @hookimpl
 def register_datasets(register):
     register("empty", Empty)
+
+
+@hookimpl
+def register_losses(register):
+    register("three_arg", ThreeArgGAN)
+
+
+@hookimpl
+def register_methods(register):
+    from i2i_cyclegan.method import CycleGAN
+
+    class KeepsObjects(CycleGAN):
+        def extra_state(self):
+            return {**super().extra_state(), "handle": object()}
+
+    register("keeps_objects", KeepsObjects)
 '''
 
 
@@ -538,7 +579,11 @@ def test_generators_that_break_the_contract_are_refused_before_training(tmp_path
                    "leave --size out")
     one_line_error(cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "d", "data=empty"),
                    f"dataset 'empty' found no training images in {small_data}")
-    assert not any((tmp_path / n).exists() for n in "abcd")
+    one_line_error(cli(*train, "--out", tmp_path / "f", "losses.gan=three_arg"),
+                   "losses.gan: 'three_arg'.discriminator(D, real, fake) must also take batched=False")
+    one_line_error(cli(*train, "--out", tmp_path / "g", "--method", "keeps_objects"),
+                   "method 'keeps_objects': extra_state() returns what a checkpoint cannot hold safely")
+    assert not any((tmp_path / n).exists() for n in "abcdfg")
 
     res = cli(*train, "--out", tmp_path / "e", "generator=halver")  # 32 px crops: fine in training
     assert res.exit_code == 0, res.stderr

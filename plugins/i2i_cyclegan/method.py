@@ -6,6 +6,7 @@ Names: ``G_AB`` maps A→B (the paper's G, the official ``netG_A``), ``G_BA`` ma
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,11 +109,22 @@ class CycleGAN(Method):
         def adversarial(loss: Any) -> bool:
             return all(callable(getattr(loss, m, None)) for m in ("generator", "discriminator"))
 
+        def takes_batched(fn: Any) -> bool:
+            try:
+                params = inspect.signature(fn).parameters.values()
+            except (TypeError, ValueError):  # no signature to read: trust it
+                return True
+            return any(p.name == "batched" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params) or (
+                sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 4)
+
         for role, loss in (("gan", self.gan), ("cycle", self.cycle), ("identity", self.identity)):
             name = config.losses[role].name
             if role == "gan" and not adversarial(loss):
                 raise I2IError(f"losses.gan: '{name}' is not an adversarial loss (it has no generator() and "
                                f"discriminator() terms); choose one such as lsgan (see `i2i list loss`)")
+            if role == "gan" and not takes_batched(loss.discriminator):
+                raise I2IError(f"losses.gan: '{name}'.discriminator(D, real, fake) must also take batched=False "
+                               f"(CycleGAN passes it; see docs/plugins.md)")
             if role != "gan" and (adversarial(loss) or not callable(loss)):
                 raise I2IError(f"losses.{role}: '{name}' is not a loss between two images; choose one such as l1 "
                                f"(see `i2i list loss`)")
