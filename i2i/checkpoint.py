@@ -62,6 +62,15 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
     if not zipped and head.startswith(b"PK\x03\x04"):  # a zip archive without its end (the central directory)
         raise I2IError(f"{what} {path} is truncated: the end of its archive is missing (an interrupted download or "
                        f"copy?); use a complete file")
+    if zipped:  # torch.load does not check the archive's CRC-32s: damaged bytes would load as different weights
+        try:
+            with zipfile.ZipFile(path) as z:
+                damaged = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+            damaged = f"({first_line(exc)})"
+        if damaged is not None:
+            raise I2IError(f"{what} {path} is damaged: its record {damaged} fails its checksum (a bad copy or "
+                           f"disk?); use another copy")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.load's own advice about the file's format

@@ -13,11 +13,13 @@ import json
 import math
 import os
 import random
+import re
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -51,6 +53,8 @@ RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", "G_*.pt"
                       ".G_*.tmp.pt"),
                 "checkpoints": ("last.pt", ".last.*.tmp.pt"), "samples": ("step_*.png", ".step_*.tmp.png"),
                 "tensorboard": ("events.out.tfevents.*",)}
+#: the names of exported generators (``G_AB.pt``, ``G_AB_best.pt``)
+EXPORT_FILE = re.compile(r"G_[^_]+(_best)?\.pt")
 #: the config keys that set validation's feature extractor and folders, for the advice in its errors
 VALIDATION_OPTIONS = {"features": "validation.features={}", "weights": "validation.feature_weights={}",
                       "inception": "validation.feature_weights={}",
@@ -75,6 +79,13 @@ def run_exists(out_dir: Path) -> bool:
 def run_names(out_dir: Path) -> list[str]:
     """The names in ``out_dir`` that a run writes (``RUN_FILES`` and exported ``G_*.pt``) and that are there."""
     return [n for n in RUN_FILES if (out_dir / n).exists()] + sorted(p.name for p in out_dir.glob("G_*.pt"))
+
+
+def _leave_stopping_to_the_trainer(_worker: int) -> None:
+    """In a data-loading process: ignore SIGTERM. ``docker stop``, systemd and Slurm send it to the whole process
+    group; a worker it killed would make the DataLoader raise in the middle of the step the trainer is finishing
+    before it saves. The trainer stops the workers itself (and they exit when it is gone)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _meta_copy(nets: nn.ModuleDict) -> nn.ModuleDict:
@@ -114,8 +125,9 @@ def run_contents(out_dir: Path) -> tuple[list[Path], list[Path]]:
     ours, others = [], []
     for folder, patterns in RUN_PATTERNS.items():
         d = out_dir / folder
-        if folder == ".":
-            ours += sorted(p for pat in patterns for p in d.glob(pat) if p.is_file())
+        if folder == ".":  # the exported generators by their names' form: a user's G_AB_backup.pt is not ours
+            ours += sorted(p for pat in patterns for p in d.glob(pat)
+                           if p.is_file() and (pat != "G_*.pt" or EXPORT_FILE.fullmatch(p.name)))
         elif d.is_dir():
             for p in sorted(d.iterdir()):
                 mine = p.is_file() and not p.is_symlink() and any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)
@@ -319,7 +331,7 @@ class Trainer:
         self.loader = DataLoader(
             seeded, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=self.settings["workers"],
             pin_memory=self.settings["pin_memory"], persistent_workers=self.settings["persistent_workers"],
-            drop_last=False,
+            drop_last=False, worker_init_fn=_leave_stopping_to_the_trainer,
         )
         n = min(4, len(self.dataset))
         fixed = [seeded[(i * len(self.dataset) // n, sample_seed(t.seed, 0, i))] for i in range(n)]
@@ -567,8 +579,19 @@ class Trainer:
                 f"({type(exc).__name__}: {state_dict_mismatch(exc)})"
             ) from exc
 
+    def _diverged(self, what: str) -> NoReturn:
+        last = self.out / "checkpoints" / "last.pt"
+        kept = f"{last} keeps the last good state" if last.is_file() else "no checkpoint had been saved yet"
+        raise I2IError(f"{what} by step {self.step}; training stopped and {kept} (lower method.params.lr, or check "
+                       f"the data)")
+
     def save_checkpoint(self) -> Path:
-        """Every rank takes part (their states are gathered); rank 0 writes."""
+        """Every rank takes part (their states are gathered); rank 0 writes. Weights that are no longer finite
+        (an update can overflow while the losses were still finite) stop the run instead of being saved."""
+        params = [(f"{n}.{k}", p) for n, net in self.method.nets.items() for k, p in net.named_parameters()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
+            self._diverged(f"the weights of {next(k for k, p in params if not torch.isfinite(p).all())} became "
+                           f"non-finite")
         path = self.out / "checkpoints" / "last.pt"
         state = self._training_state()
         if self.dist.main:
@@ -770,11 +793,7 @@ class Trainer:
                         means = self.dist.mean({k: float(v) / count for k, v in sums.items()})
                         bad = [k for k, v in means.items() if not math.isfinite(v)]
                         if bad:
-                            last = self.out / "checkpoints" / "last.pt"
-                            kept = (f"{last} keeps the last good state" if last.is_file() else
-                                    "no checkpoint had been saved yet")
-                            raise I2IError(f"loss {bad[0]} became {means[bad[0]]} by step {self.step}; training "
-                                           f"stopped and {kept} (lower method.params.lr, or check the data)")
+                            self._diverged(f"loss {bad[0]} became {means[bad[0]]}")
                         log.record(self.step, *trained[:1], means, trained[1])
                         sums, count = {}, 0
                     else:
@@ -791,7 +810,8 @@ class Trainer:
                             self.save_checkpoint()
                     if stopping and not done:
                         exports = self.export_generators()
-                        raise Interrupted(
+                        self.dist.barrier()  # the ranks stop together: one that exits first makes torchrun kill
+                        raise Interrupted(  # the others, perhaps in the middle of a write or of the group's teardown
                             f"interrupted at step {self.step}: saved {self.out / 'checkpoints' / 'last.pt'} and "
                             f"{', '.join(p.name for p in exports.values())}; continue with --resume"
                         )

@@ -178,15 +178,18 @@ def test_an_error_on_a_rank_other_than_0_is_reported_with_its_rank(cli, tmp_path
         assert waits == slept
 
 
-def test_ctrl_c_under_nproc_saves_and_exits_130_without_a_traceback(small_data, tmp_path):
+@pytest.mark.parametrize("signame, processes", [("SIGINT", ["--nproc", "2"]), ("SIGTERM", ["--workers", "2"])])
+def test_a_stop_signal_to_the_process_group_saves_and_exits_130_without_a_traceback(small_data, tmp_path, signame,
+                                                                                    processes):
     """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it) under --nproc: rank 0 says what it
-    saved, in one line; the launcher adds no log line or traceback of its own and exits 130."""
+    saved, in one line; the launcher adds no log line or traceback of its own and exits 130. SIGTERM to the group
+    (docker stop, systemd, Slurm) reaches the data-loading processes too: they leave stopping to the trainer."""
     import signal
 
     out = tmp_path / "run"
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "i2i", "train", "-m", "cyclegan", "--data", str(small_data), *TINY,
-                             "--max-steps", "400", "--out", str(out), "--nproc", "2"],
+                             "--max-steps", "400", "--out", str(out), *processes],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
         seen = []
@@ -194,7 +197,7 @@ def test_ctrl_c_under_nproc_saves_and_exits_130_without_a_traceback(small_data, 
             line = proc.stderr.readline()
             assert line, "".join(seen)
             seen.append(line)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, getattr(signal, signame))
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -68,10 +68,20 @@ def test_checkpoints_that_are_not_checkpoints(tmp_path, case):
         safe_load(path)
 
 
-def test_resuming_from_an_empty_checkpoint_is_one_line(cli, small_data, tmp_path):
+def test_resuming_from_an_empty_or_damaged_checkpoint_is_one_line(cli, small_data, tmp_path):
+    """Damaged bytes inside a checkpoint (a bad copy) would load as other weights: the archive's checksums catch
+    them."""
     out = tmp_path / "run"
     assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
-    (out / "checkpoints" / "last.pt").write_bytes(b"")
+    last = out / "checkpoints" / "last.pt"
+    data = bytearray(last.read_bytes())
+    (tmp_path / "G.pt").write_bytes(data)
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    last.write_bytes(data)
+    one_line_error(cli("train", "--out", out, "--resume", "--max-steps", "2"), "last.pt is damaged: its record",
+                   "fails its checksum (a bad copy or disk?); use another copy")
+    assert isinstance(safe_load(tmp_path / "G.pt"), dict)  # the intact copy loads
+    last.write_bytes(b"")
     one_line_error(cli("train", "--out", out, "--resume", "--max-steps", "2"), "last.pt is empty")
 
 

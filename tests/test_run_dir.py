@@ -54,10 +54,12 @@ def test_overwrite_deletes_only_what_i2i_wrote(cli, small_data, tmp_path):
     out = tmp_path / "run"
     assert _train(cli, small_data, out, "--max-steps", "2", "train.sample_every=1").exit_code == 0
     (out / "README.md").write_text("about this run")
+    (out / "G_AB_keep_mybackup.pt").write_bytes((out / "G_AB.pt").read_bytes())  # named like an export, not one
     (out / "log.jsonl").unlink()
     old = (out / "checkpoints" / "last.pt").read_bytes()
     assert _train(cli, small_data, out, "--overwrite", "--seed", "3").exit_code == 0
     assert (out / "README.md").read_text() == "about this run"
+    assert (out / "G_AB_keep_mybackup.pt").exists()
     assert (out / "checkpoints" / "last.pt").read_bytes() != old
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_0000001.png"]  # step 2's sample deleted
     assert not list(out.glob(".i2i-*"))

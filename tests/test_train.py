@@ -569,3 +569,26 @@ def test_validation_says_once_that_truth_images_were_resized(cli, small_data, tm
     assert len(notes) == 1 and notes[0].startswith("warning: 2 truth image(s)"), res.stderr
     val = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "validation" in r]
     assert len(val) == 2 and "resized" in val[0]["warnings"][0] and "warnings" not in val[1]
+
+
+def test_weights_that_overflow_while_losses_are_finite_are_never_saved(cli, small_data, tmp_path, monkeypatch):
+    """An update can overflow the weights while the step's losses were still finite (the losses are checked as
+    they are logged): the checkpoint that would hold them is not written, the last good one stays."""
+    from i2i_cyclegan.method import CycleGAN
+
+    out = tmp_path / "run"
+    original = CycleGAN.train_step
+
+    def overflowing(self, batch):
+        losses = original(self, batch)
+        if self.opt_G.state[next(self.nets.G_AB.parameters())]["step"] == 3:
+            with torch.no_grad():
+                next(self.nets.G_BA.parameters()).fill_(float("inf"))
+        return losses
+
+    monkeypatch.setattr(CycleGAN, "train_step", overflowing)
+    one_line_error(cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, *TINY, "--max-steps", "6",
+                       "train.checkpoint_every=1"),
+                   "the weights of G_BA.", "became non-finite by step 3", "last good state", alone=False)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["nets"]["G_BA"].values())
