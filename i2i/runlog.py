@@ -12,17 +12,45 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .errors import warn
+from .files import atomic_write
 
 
-def write_settings(path: Path, step: int, settings: dict[str, Any]) -> None:
-    """Append the record of the performance options in force (``{"step", "settings"}``) to the log at ``path``:
-    the first line of a new run's log, by which i2i knows the folder for a run."""
+def write_settings(path: Path, step: int, settings: dict[str, Any], run_id: str) -> None:
+    """Append the record of the performance options in force (``{"step", "run_id", "settings"}``) to the log at
+    ``path``: the first line of a new run's log, by which i2i knows the folder for a run (and its checkpoint)."""
     with path.open("a") as f:
-        f.write(_settings_line(step, settings))
+        f.write(_settings_line(step, settings, run_id))
 
 
-def _settings_line(step: int, settings: dict[str, Any]) -> str:
-    return json.dumps({"step": step, "settings": settings}) + "\n"
+def cut_back(path: Path, step: int) -> None:
+    """Keep the records of the log at ``path`` up to ``step`` (the checkpoint a run resumes from): what a run
+    logged after its last checkpoint before it was killed is logged again as the resumed run redoes those steps,
+    and a line cut short (a full disk, a kill mid-write) is dropped."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line)
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
+def _settings_line(step: int, settings: dict[str, Any], run_id: str) -> str:
+    return json.dumps({"step": step, "run_id": run_id, "settings": settings}) + "\n"
+
+
+def logged_run_id(path: Path) -> str | None:
+    """The run id in the first record of the log at ``path`` (None for logs written before ids were kept)."""
+    try:
+        with path.open() as f:
+            first = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    return first.get("run_id") if isinstance(first, dict) else None
 
 
 class RunLog:
@@ -31,12 +59,16 @@ class RunLog:
     def __init__(self, out_dir: Path, console: Console, total: int, start: int, active: bool = True) -> None:
         """``active=False`` (distributed ranks other than 0) writes and shows nothing."""
         self.active = active
+        if active and start > 0:
+            cut_back(out_dir / "log.jsonl", start)
         self.file = (out_dir / "log.jsonl").open("a") if active else io.StringIO()
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out_dir / "tensorboard")) if active else None
+            # a resumed run drops the scalars logged after its checkpoint, as the JSON log does
+            self.tb = (SummaryWriter(str(out_dir / "tensorboard"), purge_step=start + 1 if start else None)
+                       if active else None)
         except Exception:  # tensorboard not installed: the JSON log is the record
             self.tb = None
         self.progress = Progress(
@@ -67,9 +99,9 @@ class RunLog:
         self.file.write(json.dumps({"step": step, **fields}) + "\n")
         self.file.flush()
 
-    def settings(self, step: int, settings: dict[str, Any]) -> None:
+    def settings(self, step: int, settings: dict[str, Any], run_id: str) -> None:
         """The performance options in force, recorded when a run starts or resumes."""
-        self.file.write(_settings_line(step, settings))
+        self.file.write(_settings_line(step, settings, run_id))
         self.file.flush()
 
     def validation(self, step: int, result: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,7 +42,7 @@ from .interrupts import Interrupted, stop_requests
 from .method import Components, Method
 from .precision import Precision
 from .registry import Registry
-from .runlog import RunLog, write_settings
+from .runlog import RunLog, logged_run_id, write_settings
 from .sampling import EpochSampler, SeededDataset, sample_seed
 from .schedule import linear_decay
 from .translate import Translator
@@ -155,6 +156,14 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, A
         state = safe_load(last, "training checkpoint")
         if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
             raise I2IError(f"{last} is not an i2i training checkpoint")
+        missing = [k for k in ("config", "step", "nets", "optimizers") if k not in state]
+        if missing:
+            raise I2IError(f"{last} is an incomplete training checkpoint (no '{missing[0]}'); use a complete copy")
+        logged = logged_run_id(out_dir / "log.jsonl")
+        if logged and state.get("run_id") and logged != state["run_id"]:
+            raise I2IError(f"{last} is the checkpoint of another run (run {state['run_id'][:8]}; the log in {out_dir} "
+                           f"is of run {logged[:8]}); put that run's own checkpoint back, or resume the other run in "
+                           f"its own folder")
         return state
     if out_dir.exists() and not out_dir.is_dir():
         raise I2IError(f"--out {out_dir} is a file; pass a folder for the run")
@@ -272,6 +281,8 @@ class Trainer:
         self.dist = distributed or Distributed()
         self.console = console or Console(stderr=True, quiet=not self.dist.main)
         self.state = state
+        # which run a checkpoint and a log belong to (checkpoints from before ids were kept get a new one)
+        self.run_id = str((state or {}).get("run_id") or uuid.uuid4().hex)
         self.overwrite = overwrite
         t = cfg.train
         self.device = resolve_device(device or t.device)
@@ -539,6 +550,7 @@ class Trainer:
             "method": self.method.extra_state(),
             "grad_scaler": self.precision.state_dict(),
             "best": self.best,
+            "run_id": self.run_id,
             "rng": _rng_state(self.device),
             "processes": self.dist.world,
             "rank_states": ranks,
@@ -668,7 +680,7 @@ class Trainer:
         self._noted.update(notes)
         if v.best is not None:
             value, higher = scores[v.best], report.scores[v.best]["higher_is_better"]
-            old = self.best.get("value")
+            old = self.best.get("value") if self.best.get("metric") == v.best else None  # changed on resume: anew
             if old is None or (value > old if higher else value < old):
                 self.best = {"metric": v.best, "value": value, "step": self.step}
                 self.export_generators(only=self.val_network, suffix="_best")
@@ -698,7 +710,11 @@ class Trainer:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.state is None:  # a resumed run records its settings as it opens the log
-                write_settings(self.out / "log.jsonl", self.step, self.settings)
+                write_settings(self.out / "log.jsonl", self.step, self.settings, self.run_id)
+            else:  # what a killed process left mid-write
+                for tmp in run_contents(self.out)[0]:
+                    if tmp.name.startswith(".") and ".tmp." in tmp.name:
+                        tmp.unlink(missing_ok=True)
             atomic_write(self.out / "config.yaml", lambda tmp: save_yaml(self.cfg, tmp))
         except (OSError, I2IError) as exc:
             if replaced is not None:
@@ -767,7 +783,7 @@ class Trainer:
             net.train()
         with stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step, main) as log:
             if self.state is not None:
-                log.settings(self.step, self.settings)
+                log.settings(self.step, self.settings, self.run_id)
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)

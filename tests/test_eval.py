@@ -185,6 +185,12 @@ def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_da
     assert (out / "G_AB_best.pt").is_file()
     best = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["best"]
     assert best["metric"] == "psnr" and best["value"] == max(r["validation"]["psnr"] for r in val)
+    # another validation.best on resume starts its own record (an SSIM is not compared with the best PSNR)
+    res = cli("train", "--out", out, "--resume", "--max-steps", "6", "validation.best=ssim")
+    assert res.exit_code == 0, res.stderr
+    best = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["best"]
+    assert best["metric"] == "ssim" and best["step"] == 6
+    assert torch.load(out / "G_AB_best.pt", weights_only=True)["provenance"]["step"] == 6
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[

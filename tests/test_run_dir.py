@@ -99,3 +99,28 @@ def test_a_failed_overwrite_keeps_the_old_run(cli, small_data, tmp_path, monkeyp
     monkeypatch.undo()
     assert _tree(out) == before
     assert not list(out.glob(".i2i-*"))
+
+
+def test_a_checkpoint_of_another_run_or_incomplete_is_refused(cli, small_data, tmp_path):
+    """Runs carry an id in their checkpoint and log: another run's last.pt copied into a run folder is named as
+    such (it would otherwise continue the other run under this run's log); a checkpoint missing a part is one
+    line, not a KeyError."""
+    import torch
+
+    from i2i.checkpoint import atomic_save
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out in (one, two):
+        assert _train(cli, small_data, out, "--max-steps", "2").exit_code == 0
+    saved = (two / "checkpoints" / "last.pt").read_bytes()
+    (two / "checkpoints" / "last.pt").write_bytes((one / "checkpoints" / "last.pt").read_bytes())
+    one_line_error(cli("train", "--out", two, "--resume", "--max-steps", "3"),
+                   f"{two / 'checkpoints' / 'last.pt'} is the checkpoint of another run", "put that run's own "
+                   "checkpoint back")
+    (two / "checkpoints" / "last.pt").write_bytes(saved)
+    state = torch.load(two / "checkpoints" / "last.pt", weights_only=True)
+    del state["config"]
+    atomic_save(state, two / "checkpoints" / "last.pt")
+    one_line_error(cli("train", "--out", two, "--resume", "--max-steps", "3"),
+                   "is an incomplete training checkpoint (no 'config'); use a complete copy")
+    assert cli("train", "--out", one, "--resume", "--max-steps", "3").exit_code == 0

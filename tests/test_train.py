@@ -592,3 +592,25 @@ def test_weights_that_overflow_while_losses_are_finite_are_never_saved(cli, smal
                    "the weights of G_BA.", "became non-finite by step 3", "last good state", alone=False)
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["nets"]["G_BA"].values())
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint_and_clears_leftovers(cli, small_data, tmp_path):
+    """A run killed after logging steps past its last checkpoint (or mid-line, on a full disk) redoes those steps
+    when resumed: the log keeps each step once, and the temporary files the killed process left are removed."""
+    out = tmp_path / "run"
+    args = ["train", "-m", "cyclegan", "--data", small_data, "--out", out, *TINY]
+    assert cli(*args, "--max-steps", "4").exit_code == 0
+    log = out / "log.jsonl"
+    with log.open("a") as f:  # as left by a process killed at step 6, writing step 7's record
+        f.write(json.dumps({"step": 5, "losses": {"G_AB": 1.0}}) + "\n")
+        f.write(json.dumps({"step": 6, "losses": {"G_AB": 1.0}}) + "\n")
+        f.write('{"step": 7, "losses": {"G_')
+    leftover = out / "checkpoints" / ".last.x1y2.tmp.pt"
+    leftover.write_bytes(b"half a checkpoint")
+    res = cli("train", "--out", out, "--resume", "--max-steps", "6")
+    assert res.exit_code == 0, res.stderr
+    records = [json.loads(li) for li in log.read_text().splitlines()]
+    assert [r["step"] for r in records if "losses" in r] == [1, 2, 3, 4, 5, 6]
+    assert all(r["losses"]["G_AB"] != 1.0 for r in records if "losses" in r)
+    assert [r["step"] for r in records if "settings" in r] == [0, 4]
+    assert not leftover.exists()
