@@ -190,7 +190,7 @@ def train(
     options = dict(locals())
     from .config import FLAG_KEYS, flag_conflict
     from .device import resolve_device
-    from .distributed import launch, setup, teardown
+    from .distributed import LAUNCHED_ENV, launch, lost_peer, setup, teardown
 
     for flag, value in (("--out", out_dir), ("--data", data)):
         if value is not None and not value.strip():
@@ -221,6 +221,13 @@ def train(
     distributed, rank_device = setup(device)
     try:
         _train(distributed, rank_device, **options)
+    except RuntimeError as exc:
+        if not (distributed.enabled and lost_peer(exc)):
+            raise
+        if os.environ.get(LAUNCHED_ENV) == "1":  # `--nproc`: the launcher names the process that stopped
+            raise typer.Exit(1) from None
+        raise I2IError(f"another process of this training job stopped ({first_line(exc, 100)}); the run keeps its "
+                       f"last checkpoint: continue it with --resume") from None
     finally:
         teardown(distributed)
 

@@ -10,6 +10,8 @@ same: the mean over ranks of each parameter's gradient.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,9 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import I2IError
+
+#: set by :func:`launch` for the processes it starts: a rank that loses a peer leaves the report to the launcher
+LAUNCHED_ENV = "I2I_LAUNCHED"
 
 
 @dataclass
@@ -155,13 +160,38 @@ def launch(nproc: int, args: list[str]) -> int:
     _quiet_launcher(logging)
     # each rank its share of the cores (torchrun would set 1, with a warning, where this is unset)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[LAUNCHED_ENV] = "1"
     try:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
     except ChildFailedError as exc:
-        return exc.get_first_failure()[1].exitcode or 1
+        failures = exc.failures.items()
+        # a process the system killed said nothing; the others stopped quietly (see lost_peer) or were stopped by
+        # torchrun with SIGTERM, so another signal names the process that was killed first
+        killed = sorted((f.exitcode == -signal.SIGTERM, rank, f.exitcode) for rank, f in failures
+                        if f.exitcode is not None and f.exitcode < 0)
+        if killed:
+            _, rank, code = killed[0]
+            sys.stderr.write(f"error: training process {rank} of {nproc} was killed by {_signal_name(-code)} "
+                             f"(out of memory?); the run keeps its last checkpoint: continue it with --resume\n")
+            return 128 - code
+        return min((f.exitcode for _, f in failures if f.exitcode), default=1)
     except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has passed it on to the ranks and waited for them
         return 128 + int(exc.sigval)
     return 0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective operation failing because another process of the job is gone."""
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(s in text for s in (
+        "Connection reset by peer", "Connection closed by peer", "Broken pipe", "Socket Timeout", "NCCL communicator"))
 
 
 def _quiet_launcher(logging: Any) -> None:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,3 +212,46 @@ def test_a_stop_signal_to_the_process_group_saves_and_exits_130_without_a_traceb
     assert [li for li in lines if not li.startswith("step ")] == interrupted, lines  # after the log, that line alone
     step = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert f"interrupted at step {step}: saved" in interrupted[0]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
+def test_a_rank_killed_by_the_system_is_named_in_one_line(small_data, tmp_path):
+    """A training process killed outright (the OOM killer's SIGKILL) says nothing; the others lose their peer: the
+    launcher names the killed process in one line and exits 128 + 9, with no traceback from the survivors."""
+    import signal
+
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "i2i", "train", "-m", "cyclegan", "--data", str(small_data), *TINY,
+                             "--max-steps", "400", "--out", str(tmp_path / "run"), "--nproc", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        seen = []
+        while not seen or not seen[-1].startswith("step "):
+            line = proc.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        ranks = _children(proc.pid)
+        assert len(ranks) == 2, ranks
+        os.kill(max(ranks), signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [li for li in stderr.splitlines() if li.strip() and not li.startswith("step ")]
+    assert proc.returncode == 137, (proc.returncode, stderr[-3000:])
+    assert "Traceback" not in stderr + stdout, stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: training process ") and "of 2 was killed by SIGKILL" in \
+        lines[0] and "continue it with --resume" in lines[0], lines
