@@ -190,7 +190,7 @@ def train(
     options = dict(locals())
     from .config import FLAG_KEYS, flag_conflict
     from .device import resolve_device
-    from .distributed import LAUNCHED_ENV, launch, lost_peer, setup, teardown
+    from .distributed import LAUNCHED_ENV, LOST_PEER_EXIT, launch, lost_peer, setup, teardown
 
     for flag, value in (("--out", out_dir), ("--data", data)):
         if value is not None and not value.strip():
@@ -225,7 +225,7 @@ def train(
         if not (distributed.enabled and lost_peer(exc)):
             raise
         if os.environ.get(LAUNCHED_ENV) == "1":  # `--nproc`: the launcher names the process that stopped
-            raise typer.Exit(1) from None
+            raise typer.Exit(LOST_PEER_EXIT) from None
         raise I2IError(f"another process of this training job stopped ({first_line(exc, 100)}); the run keeps its "
                        f"last checkpoint: continue it with --resume") from None
     finally:
@@ -387,12 +387,12 @@ def plugins() -> None:
         table.add_column(col, overflow="fold")  # wrapped, never cut off: the status says why a plugin failed
     for info in loaded.infos.values():
         status = "[green]ok[/]" if info.status == "ok" else f"[red]{info.status}[/]: {escape(str(info.reason))}"
-        if info.status in ("blocked", "empty"):
+        if info.status in ("blocked", "empty", "off", "unknown"):
             status = f"[yellow]{info.status}[/]: {escape(str(info.reason))}"
         comps = ", ".join(f"{k}:{n}" for k, n in info.components) or "-"
         table.add_row(escape(info.name), escape(str(info.version)), status, escape(comps), escape(str(info.source)))
     if not loaded.infos:
-        err.print("no plugins loaded (is I2I_DISABLE_PLUGIN_AUTOLOAD set?)")
+        err.print("no plugins installed")
     out.print(table)
 
 
@@ -583,8 +583,9 @@ def import_official(
     except RuntimeError as exc:
         raise I2IError(f"{src} does not fit {name} {params}: {state_dict_mismatch(exc)}") from None
     provenance = {"method": "imported", "importer": importer, "importer_plugin": entry.plugin,
-                  "generator_plugin": gen.plugin, "imported_from": src.name,
-                  "versions": {"i2i": __version__, entry.plugin: entry.version}}
+                  "generator_plugin": gen.plugin, "generator_distribution": gen.distribution,
+                  "imported_from": src.name,
+                  "versions": {"i2i": __version__, entry.plugin: entry.version, gen.plugin: gen.version}}
     atomic_save(generator_record(net, name, gen.validate(params), cin, cout, provenance), out_path)
     out.print(f"[green]wrote[/] {escape(f'{out_path}: {name} {params}, {cin}→{cout} channels')}", highlight=False,
               soft_wrap=True)

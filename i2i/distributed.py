@@ -24,6 +24,8 @@ from .errors import I2IError
 
 #: set by :func:`launch` for the processes it starts: a rank that loses a peer leaves the report to the launcher
 LAUNCHED_ENV = "I2I_LAUNCHED"
+#: the exit code of such a rank
+LOST_PEER_EXIT = 75
 
 
 @dataclass
@@ -164,17 +166,19 @@ def launch(nproc: int, args: list[str]) -> int:
     try:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
     except ChildFailedError as exc:
-        failures = exc.failures.items()
+        codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
+        reported = [c for _, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
+        if reported:  # a rank said why it stopped (torchrun then stopped the others with SIGTERM)
+            return reported[0]
         # a process the system killed said nothing; the others stopped quietly (see lost_peer) or were stopped by
         # torchrun with SIGTERM, so another signal names the process that was killed first
-        killed = sorted((f.exitcode == -signal.SIGTERM, rank, f.exitcode) for rank, f in failures
-                        if f.exitcode is not None and f.exitcode < 0)
-        if killed:
-            _, rank, code = killed[0]
-            sys.stderr.write(f"error: training process {rank} of {nproc} was killed by {_signal_name(-code)} "
-                             f"(out of memory?); the run keeps its last checkpoint: continue it with --resume\n")
-            return 128 - code
-        return min((f.exitcode for _, f in failures if f.exitcode), default=1)
+        killed = sorted((c == -signal.SIGTERM, rank, c) for rank, c in codes.items() if c < 0)
+        if not killed:
+            return 1
+        _, rank, code = killed[0]
+        sys.stderr.write(f"error: training process {rank} of {nproc} was killed by {_signal_name(-code)} "
+                         f"(out of memory?); the run keeps its last checkpoint: continue it with --resume\n")
+        return 128 - code
     except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has passed it on to the ranks and waited for them
         return 128 + int(exc.sigval)
     return 0

@@ -45,7 +45,9 @@ class PluginInfo:
     name: str
     version: str
     source: str
-    status: str = "ok"  # ok | failed | blocked | conflict (a component name) | empty (registers nothing)
+    #: ok | failed | blocked | conflict (a component name) | empty (registers nothing) | off (autoload disabled) |
+    #: unknown (a blocked name no plugin has)
+    status: str = "ok"
     reason: str = ""
     components: list[tuple[str, str]] = field(default_factory=list)
     distribution: str = ""  # the installed package whose entry point this is ("" for a plugin passed in directly)
@@ -164,6 +166,16 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
             info.reason = f"{info.reason}; {note}" if info.reason else note
     registry.failed = {n: i.reason for n, i in infos.items() if i.status == "failed"}
     registry.blocked = {**not_loaded, **{n: i.reason for n, i in infos.items() if i.status == "blocked"}}
+    for ep in entry_points:  # shown by `i2i plugins`, never imported
+        if ep.name in not_loaded:
+            infos.setdefault(ep.name, PluginInfo(ep.name, ep.dist.version if ep.dist is not None else "unknown",
+                                                 ep.value, "off", not_loaded[ep.name],
+                                                 distribution=ep.dist.name if ep.dist is not None else ""))
+    loaded = {i.name for i in infos.values()}
+    for name in _blocked_names():
+        if name not in loaded:
+            infos[name] = PluginInfo(name, "", "", "unknown", f"{BLOCK_ENV} names '{name}', which is not an installed "
+                                     f"plugin{did_you_mean(name, loaded)}")
     return Plugins(infos, registry)
 
 

@@ -34,7 +34,10 @@ def test_import_official_reproduces_official_output(cli, official_pth, tmp_path)
     with torch.no_grad():
         y = G(golden["input"])
     assert torch.allclose(y, golden["G_output"], atol=1e-5, rtol=0)
-    assert G.i2i_info["provenance"]["imported_from"] == "latest_net_G_A.pth"
+    prov = G.i2i_info["provenance"]
+    assert prov["imported_from"] == "latest_net_G_A.pth"
+    # the generator's plugin is recorded like a trained one's (what to install when it is missing)
+    assert prov["generator_distribution"] == "i2i" and prov["versions"]["cyclegan"] == prov["versions"]["i2i"]
 
 
 def test_import_official_checks_stated_options(cli, official_pth, tmp_path):

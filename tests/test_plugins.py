@@ -104,11 +104,13 @@ def test_hook_signature_mismatch_is_recorded_not_raised():
 def test_disable_autoload_and_block(monkeypatch):
     monkeypatch.setenv(DISABLE_ENV, "1")
     plugins = load_plugins([("good", GoodPlugin())])
-    assert list(plugins.infos) == ["good"]
+    assert [n for n, i in plugins.infos.items() if i.status == "ok"] == ["good"]
+    assert plugins.infos["cyclegan"].status == "off"  # installed, shown, not imported
     monkeypatch.delenv(DISABLE_ENV)
-    monkeypatch.setenv(BLOCK_ENV, "cyclegan")
+    monkeypatch.setenv(BLOCK_ENV, "cyclegan,cyclegn")
     plugins = load_plugins()
     assert plugins.infos["cyclegan"].status == "blocked"
+    assert plugins.infos["cyclegn"].status == "unknown" and "did you mean 'cyclegan'" in plugins.infos["cyclegn"].reason
     assert "resnet_9blocks" not in plugins.registry.entries["generator"]
     assert "cyclegan" not in plugins.registry.entries["method"]
 
