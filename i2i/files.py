@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +33,22 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
         os.replace(tmp, path)
     except OSError as exc:
-        raise I2IError(f"could not write {path} ({exc.strerror or exc}): free disk space or choose another "
-                       f"location") from exc
+        tmp.unlink(missing_ok=True)
+        if path.is_dir():
+            raise I2IError(f"could not write {path}: a folder of that name is in the way; move it") from exc
+        free = shutil.disk_usage(path.parent).free
+        if exc.errno == errno.ENOSPC or free < LOW_SPACE:
+            raise I2IError(f"could not write {path}: the disk is full ({free / 2**20:.0f} MiB free); free disk space "
+                           f"or choose another location") from exc
+        raise I2IError(f"could not write {path} ({exc.strerror or exc}): check its folder's permissions, or choose "
+                       f"another location") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+#: free space below which a failed write is put down to a full disk (torch.save's writer loses the errno)
+LOW_SPACE = 64 * 2**20
 
 
 def file_in_the_way(path: Path) -> Path | None:

@@ -21,24 +21,40 @@ def test_atomic_write_gives_a_new_files_permissions(tmp_path):
     assert path.read_text() == "x" and path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-@pytest.mark.parametrize("failure", ["full disk", "torch.save"])
+@pytest.mark.parametrize("failure", ["full disk", "torch.save on a full disk", "torch.save", "folder"])
 def test_a_failed_write_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, failure):
+    """A failed write names its cause: a full disk (also where torch.save's writer loses the errno: judged by the
+    free space), a folder in the way, or the OS's reason."""
+    import shutil
+    from collections import namedtuple
+
     target = tmp_path / "out" / "last.pt"
     target.parent.mkdir()
     target.write_bytes(b"old")
+    usage = namedtuple("usage", "total used free")
     if failure == "full disk":
         def write(tmp):
             tmp.write_bytes(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        with pytest.raises(I2IError, match=r"could not write .*last.pt \(No space left on device\)"):
+        with pytest.raises(I2IError, match=r"could not write .*last.pt: the disk is full \(\d+ MiB free\); free disk "):
             atomic_write(target, write)
+    elif failure == "folder":
+        target.unlink()
+        (target / "inside").mkdir(parents=True)
+        with pytest.raises(I2IError, match=r"could not write .*last.pt: a folder of that name is in the way"):
+            atomic_save({"x": 1}, target)
+        assert [p.name for p in target.parent.iterdir()] == ["last.pt"]
+        return
     else:
         def fail(*args, **kwargs):
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
         monkeypatch.setattr(torch, "save", fail)
-        with pytest.raises(I2IError, match="could not write .*write failed: .enforce fail"):
+        full = failure.endswith("full disk")
+        monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 10**12, 10**6 if full else 10**11))
+        with pytest.raises(I2IError, match="the disk is full \\(1 MiB free\\)" if full else
+                           "could not write .*write failed: .enforce fail.*check its folder's permissions"):
             atomic_save({"x": 1}, target)
     assert [p.name for p in target.parent.iterdir()] == ["last.pt"] and target.read_bytes() == b"old"
 
