@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import I2IError, first_line, shorten
 from .files import atomic_write
-from .registry import Registry
+from .registry import Registry, known_version
 
 GENERATOR_FORMAT = "i2i.generator/1"
 TRAIN_FORMAT = "i2i.train/1"
@@ -63,11 +63,7 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
         raise I2IError(f"{what} {path} is truncated: the end of its archive is missing (an interrupted download or "
                        f"copy?); use a complete file")
     if zipped:  # torch.load does not check the archive's CRC-32s: damaged bytes would load as different weights
-        try:
-            with zipfile.ZipFile(path) as z:
-                damaged = z.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
-            damaged = f"({first_line(exc)})"
+        damaged = _damaged_record(path)
         if damaged is not None:
             raise I2IError(f"{what} {path} is damaged: its record {damaged} fails its checksum (a bad copy or "
                            f"disk?); use another copy")
@@ -86,6 +82,25 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
         # a bare pickle stream's errors (a KeyError(101), "Ran out of input") say nothing a user can act on
         detail = f" ({first_line(exc)})" if zipped else ""
         raise I2IError(f"{what} {path} is truncated or not a PyTorch file{detail}") from exc
+
+
+def _damaged_record(path: Path) -> str | None:
+    """The first record of the zip archive at ``path`` whose bytes fail its CRC-32, or None. Records stored with a
+    CRC of 0 are not checked: ``torch.serialization.set_crc32_options(False)`` writes files that way."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0 or info.is_dir():
+                    continue
+                try:
+                    with z.open(info) as f:  # zipfile compares the CRC when the record has been read
+                        while f.read(1 << 22):
+                            pass
+                except zipfile.BadZipFile:
+                    return info.filename
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        return f"({first_line(exc)})"
+    return None
 
 
 def state_dict_mismatch(exc: RuntimeError) -> str:
@@ -185,7 +200,7 @@ def load_generator(
         net = entry.build(io["in_channels"], io["out_channels"], **comp["params"])
     except I2IError as exc:
         made = provider["version"]
-        if not made or made == entry.version:
+        if not known_version(made) or made == entry.version:
             raise I2IError(f"{path}: {exc}") from exc
         pin = f": pip install '{entry.distribution}=={made}'" if entry.distribution else ""
         raise I2IError(f"{path}: {exc} (the file was made with plugin '{entry.plugin}' {made}, {entry.version} is "

@@ -174,10 +174,13 @@ def launch(nproc: int, args: list[str]) -> int:
         # torchrun with SIGTERM, so another signal names the process that was killed first
         killed = sorted((c == -signal.SIGTERM, rank, c) for rank, c in codes.items() if c < 0)
         if not killed:
+            sys.stderr.write("error: the training processes lost contact with each other; the run keeps its last "
+                             "checkpoint: continue it with --resume\n")
             return 1
         _, rank, code = killed[0]
-        sys.stderr.write(f"error: training process {rank} of {nproc} was killed by {_signal_name(-code)} "
-                         f"(out of memory?); the run keeps its last checkpoint: continue it with --resume\n")
+        why = " (out of memory?)" if code == -signal.SIGKILL else ""
+        sys.stderr.write(f"error: training process {rank} of {nproc} was killed by {_signal_name(-code)}{why}; the "
+                         f"run keeps its last checkpoint: continue it with --resume\n")
         return 128 - code
     except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has passed it on to the ranks and waited for them
         return 128 + int(exc.sigval)
@@ -194,8 +197,7 @@ def _signal_name(number: int) -> str:
 def lost_peer(exc: BaseException) -> bool:
     """Whether ``exc`` is a collective operation failing because another process of the job is gone."""
     text = str(exc)
-    return isinstance(exc, dist.DistError) or any(s in text for s in (
-        "Connection reset by peer", "Connection closed by peer", "Broken pipe", "Socket Timeout", "NCCL communicator"))
+    return any(s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe"))
 
 
 def _quiet_launcher(logging: Any) -> None:

@@ -226,13 +226,15 @@ def evaluate(
             outputs.append(_float_rgb(out))
             originals.append(_float_rgb(img))
     if undecodable:
-        notes.append(f"skipped {len(undecodable)} image(s) that could not be decoded, corrupt or truncated "
-                     f"({first_names([str(p) for p in undecodable])})")
-    if dist and min(scored, used_targets) < 2:
-        raise I2IError(f"metric(s) {', '.join(dist)} need at least 2 decodable source and target images (got "
-                       f"{scored} and {used_targets}; {notes[-1]})")
-    if paired and not pairs:
-        raise I2IError(f"no source image and its truth could both be decoded ({notes[-1]}); replace the corrupt files")
+        skipped = (f"skipped {len(undecodable)} image(s) that could not be decoded, corrupt or truncated "
+                   f"({first_names([str(p) for p in undecodable])})")
+        notes.append(skipped)
+        if dist and min(scored, used_targets) < 2 <= min(len(sources), len(targets)):
+            raise I2IError(f"metric(s) {', '.join(dist)} need at least 2 decodable source and target images (got "
+                           f"{scored} and {used_targets}; {skipped})")
+        if paired and not pairs:
+            raise I2IError(f"no source image and its truth could both be decoded ({skipped}); replace the corrupt "
+                           f"files")
     if resized:
         notes.append(f"{resized} truth image(s) differed in size from the output and were resized to it")
 

@@ -36,11 +36,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         tmp.unlink(missing_ok=True)
         if path.is_dir():
             raise I2IError(f"could not write {path}: a folder of that name is in the way; move it") from exc
-        free = shutil.disk_usage(path.parent).free
-        if exc.errno == errno.ENOSPC or free < LOW_SPACE:
-            raise I2IError(f"could not write {path}: the disk is full ({free / 2**20:.0f} MiB free); free disk space "
-                           f"or choose another location") from exc
-        raise I2IError(f"could not write {path} ({exc.strerror or exc}): check its folder's permissions, or choose "
+        try:
+            free: int | None = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or (free is not None and free < LOW_SPACE):
+            space = f" ({free / 2**20:.0f} MiB free)" if free is not None else ""
+            raise I2IError(f"could not write {path}: out of disk space or quota{space}; free disk space or choose "
+                           f"another location") from exc
+        raise I2IError(f"could not write {path} ({exc.strerror or exc}); check the disk and the folder, or choose "
                        f"another location") from exc
     finally:
         tmp.unlink(missing_ok=True)

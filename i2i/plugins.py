@@ -117,7 +117,8 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
             except Exception as exc:  # import error, bad hook signature, ...: record it, keep going
                 info.status, info.reason = "failed", _short(exc)
                 continue
-            unknown = sorted({hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec()})
+            unknown = sorted({hc.name for hc in pm.get_hookcallers(plugin) or [] if not hc.has_spec() and not all(
+                impl.optionalhook for impl in hc.get_hookimpls() if impl.plugin is plugin)})  # a newer i2i's hook
             if unknown:
                 pm.unregister(plugin)
                 info.status, info.reason = "failed", "; ".join(

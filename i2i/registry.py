@@ -179,6 +179,11 @@ class Entry:
             ) from exc
 
 
+def known_version(version: str | None) -> bool:
+    """Whether a recorded plugin version says something (plugins passed in directly record "unknown")."""
+    return bool(version) and version != "unknown"
+
+
 @functools.cache
 def builtin_packages() -> frozenset[str]:
     """The top-level packages of the plugins shipped with i2i (its own ``i2i`` entry points), and i2i itself."""
@@ -294,10 +299,14 @@ class Registry:
         owners = self.clashes.get((kind, name))
         if owners is not None and plugin in owners:
             others = list(dict.fromkeys(o for o in owners if o != plugin))
-            who = (f"plugin '{others[0]}' registers that name too; block it" if len(others) == 1 else
-                   f"plugins {' and '.join(repr(o) for o in others)} register that name too; block them")
+            third = [o for o in others if o not in self.builtin]  # blocking i2i's own would lose its other parts
+            if not third:
+                raise I2IError(f"{user} needs {kind} '{name}' from {recorded}, but i2i's own plugin '{others[0]}' "
+                               f"registers that name too; plugin '{plugin}' must give it another name")
+            who = (f"plugin '{third[0]}' registers that name too; block it" if len(third) == 1 else
+                   f"plugins {' and '.join(repr(o) for o in third)} register that name too; block them")
             raise I2IError(f"{user} needs {kind} '{name}' from {recorded}, but {who}: "
-                           f"I2I_BLOCK_PLUGINS={','.join(others)}")
+                           f"I2I_BLOCK_PLUGINS={','.join(third)}")
         entry = self.entries.get(kind, {}).get(name)
         if entry is not None and entry.plugin == plugin and distribution in ("", entry.distribution or distribution):
             return entry
@@ -313,7 +322,7 @@ class Registry:
 
     def plugin_problem(self, plugin: str, distribution: str = "", version: str = "") -> str:
         """Why ``plugin``'s components are missing and what to do, as a clause after "from plugin 'x', "."""
-        known = bool(version) and version != "unknown"
+        known = known_version(version)
         if plugin in self.blocked:
             return f"which is {self.blocked[plugin]}"
         if plugin in self.failed:

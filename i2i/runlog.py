@@ -15,11 +15,38 @@ from .errors import warn
 from .files import atomic_write
 
 
-def write_settings(path: Path, step: int, settings: dict[str, Any], run_id: str) -> None:
-    """Append the record of the performance options in force (``{"step", "run_id", "settings"}``) to the log at
-    ``path``: the first line of a new run's log, by which i2i knows the folder for a run (and its checkpoint)."""
+def write_settings(path: Path, step: int, settings: dict[str, Any], run: dict[str, Any]) -> None:
+    """Append the record of the performance options in force (``{"step", **run, "settings"}``; ``run``: the run's
+    id and exported files) to the log at ``path``: the first line of a new run's log, by which i2i knows the folder
+    for a run (and its checkpoint and exports)."""
     with path.open("a") as f:
-        f.write(_settings_line(step, settings, run_id))
+        f.write(_settings_line(step, settings, run))
+
+
+def _settings_line(step: int, settings: dict[str, Any], run: dict[str, Any]) -> str:
+    return json.dumps({"step": step, **run, "settings": settings}) + "\n"
+
+
+def settings_records(path: Path) -> list[dict[str, Any]]:
+    """The settings records of the log at ``path``, oldest first (one per start or resume of the run)."""
+    records = []
+    try:
+        with path.open() as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and "settings" in record:
+                    records.append(record)
+    except OSError:
+        return []
+    return records
+
+
+def logged_run_id(path: Path) -> str | None:
+    """The run id the log at ``path`` was last written with (None for logs written before ids were kept)."""
+    return next((r["run_id"] for r in reversed(settings_records(path)) if r.get("run_id")), None)
 
 
 def cut_back(path: Path, step: int) -> None:
@@ -37,20 +64,6 @@ def cut_back(path: Path, step: int) -> None:
         if line.endswith("\n") and isinstance(record, dict) and int(record.get("step", 0)) <= step:
             kept.append(line)
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
-
-
-def _settings_line(step: int, settings: dict[str, Any], run_id: str) -> str:
-    return json.dumps({"step": step, "run_id": run_id, "settings": settings}) + "\n"
-
-
-def logged_run_id(path: Path) -> str | None:
-    """The run id in the first record of the log at ``path`` (None for logs written before ids were kept)."""
-    try:
-        with path.open() as f:
-            first = json.loads(f.readline())
-    except (OSError, ValueError):
-        return None
-    return first.get("run_id") if isinstance(first, dict) else None
 
 
 class RunLog:
@@ -99,9 +112,9 @@ class RunLog:
         self.file.write(json.dumps({"step": step, **fields}) + "\n")
         self.file.flush()
 
-    def settings(self, step: int, settings: dict[str, Any], run_id: str) -> None:
+    def settings(self, step: int, settings: dict[str, Any], run: dict[str, Any]) -> None:
         """The performance options in force, recorded when a run starts or resumes."""
-        self.file.write(_settings_line(step, settings, run_id))
+        self.file.write(_settings_line(step, settings, run))
         self.file.flush()
 
     def validation(self, step: int, result: dict[str, Any]) -> None:

@@ -41,8 +41,8 @@ from .files import atomic_write
 from .interrupts import Interrupted, stop_requests
 from .method import Components, Method
 from .precision import Precision
-from .registry import Registry
-from .runlog import RunLog, logged_run_id, write_settings
+from .registry import Registry, known_version
+from .runlog import RunLog, logged_run_id, settings_records, write_settings
 from .sampling import EpochSampler, SeededDataset, sample_seed
 from .schedule import linear_decay
 from .translate import Translator
@@ -51,7 +51,7 @@ RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml"
 #: what i2i writes into a run folder and each of its folders, as name patterns (``atomic_write``'s temporary files,
 #: left by a killed process, included): ``--overwrite`` deletes these and nothing else
 RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", "G_*.pt", ".config.*.tmp.yaml",
-                      ".G_*.tmp.pt"),
+                      ".G_*.tmp.pt", ".log.*.tmp.jsonl"),
                 "checkpoints": ("last.pt", ".last.*.tmp.pt"), "samples": ("step_*.png", ".step_*.tmp.png"),
                 "tensorboard": ("events.out.tfevents.*",)}
 #: the names of exported generators (``G_AB.pt``, ``G_AB_best.pt``)
@@ -126,9 +126,10 @@ def run_contents(out_dir: Path) -> tuple[list[Path], list[Path]]:
     ours, others = [], []
     for folder, patterns in RUN_PATTERNS.items():
         d = out_dir / folder
-        if folder == ".":  # the exported generators by their names' form: a user's G_AB_backup.pt is not ours
-            ours += sorted(p for pat in patterns for p in d.glob(pat)
-                           if p.is_file() and (pat != "G_*.pt" or EXPORT_FILE.fullmatch(p.name)))
+        if folder == ".":  # the exported generators the log names (else by form): a user's G_AB_backup.pt stays
+            named = {n for r in settings_records(out_dir / "log.jsonl") for n in r.get("exports") or []}
+            ours += sorted(p for pat in patterns for p in d.glob(pat) if p.is_file() and (
+                pat != "G_*.pt" or (p.name in named if named else EXPORT_FILE.fullmatch(p.name))))
         elif d.is_dir():
             for p in sorted(d.iterdir()):
                 mine = p.is_file() and not p.is_symlink() and any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)
@@ -210,7 +211,7 @@ def check_providers(state: dict[str, Any], registry: Registry, path: Path) -> st
         if isinstance(provider, dict) and provider.get("kind") and provider.get("name"):
             entry = registry.require(str(provider["kind"]), str(provider["name"]), provider, str(path))
             made = str(provider.get("version") or "")
-            if made and made != "unknown" and made != entry.version:
+            if known_version(made) and made != entry.version:
                 changed[entry.plugin] = f"plugin '{entry.plugin}' {made} (now {entry.version})"
     if not changed:
         return None
@@ -407,6 +408,10 @@ class Trainer:
         return f"set --size (crop) to a multiple of {m}"
 
     def _check_sizes(self) -> None:
+        missing = [n for n in self.method.exports if n not in self.method.nets]
+        if missing:
+            raise I2IError(f"method '{self.cfg.method.name}' exports '{missing[0]}', which is not one of its networks "
+                           f"({', '.join(self.method.nets)})")
         shape = next(v for v in self.sample_batch.values() if torch.is_tensor(v)).shape[-2:]
         for name in self.method.exports:
             m = int(getattr(self.method.nets[name], "size_multiple", 1))
@@ -423,7 +428,7 @@ class Trainer:
         try:
             torch.save(self.method.extra_state(), buffer)
             buffer.seek(0)
-            torch.load(buffer, weights_only=True)
+            torch.load(buffer, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise I2IError(f"method '{self.cfg.method.name}': extra_state() returns what a checkpoint cannot hold "
                            f"safely ({first_line(exc, 120)}); return plain types: tensors, numbers, strings, lists, "
@@ -440,9 +445,6 @@ class Trainer:
                                f"images of {x.shape[1]}; its 'channels' must match its images")
         meta = _meta_copy(self.method.nets)
         for name, (src, dst) in self.method.exports.items():
-            if name not in self.method.nets:
-                raise I2IError(f"method '{self.cfg.method.name}' exports '{name}', which is not one of its networks "
-                               f"({', '.join(self.method.nets)})")
             if not torch.is_tensor(self.sample_batch.get(src)) or dst not in declared:
                 continue  # a method whose domains are not the batch's keys: its own probe checks it
             x = self.sample_batch[src][:1]
@@ -597,13 +599,23 @@ class Trainer:
         raise I2IError(f"{what} by step {self.step}; training stopped and {kept} (lower method.params.lr, or check "
                        f"the data)")
 
-    def save_checkpoint(self) -> Path:
-        """Every rank takes part (their states are gathered); rank 0 writes. Weights that are no longer finite
-        (an update can overflow while the losses were still finite) stop the run instead of being saved."""
+    def _run_record(self) -> dict[str, Any]:
+        """What the log's settings records say of the run: its id and the files it exports (which ``--overwrite``
+        deletes, and nothing else of that form)."""
+        return {"run_id": self.run_id,
+                "exports": [f"{n}{s}.pt" for n in self.method.exports for s in ("", "_best")]}
+
+    def _check_finite(self) -> None:
+        """Stop the run when weights are no longer finite (an update can overflow while the step's losses were still
+        finite), before anything saves them."""
         params = [(f"{n}.{k}", p) for n, net in self.method.nets.items() for k, p in net.named_parameters()]
         if params and not bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
             self._diverged(f"the weights of {next(k for k, p in params if not torch.isfinite(p).all())} became "
                            f"non-finite")
+
+    def save_checkpoint(self) -> Path:
+        """Every rank takes part (their states are gathered); rank 0 writes (weights checked finite first)."""
+        self._check_finite()
         path = self.out / "checkpoints" / "last.pt"
         state = self._training_state()
         if self.dist.main:
@@ -710,7 +722,7 @@ class Trainer:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.state is None:  # a resumed run records its settings as it opens the log
-                write_settings(self.out / "log.jsonl", self.step, self.settings, self.run_id)
+                write_settings(self.out / "log.jsonl", self.step, self.settings, self._run_record())
             else:  # what a killed process left mid-write
                 for tmp in run_contents(self.out)[0]:
                     if tmp.name.startswith(".") and ".tmp." in tmp.name:
@@ -783,7 +795,7 @@ class Trainer:
             net.train()
         with stop_requests() as stop, RunLog(self.out, self.console, self.total_steps, self.step, main) as log:
             if self.state is not None:
-                log.settings(self.step, self.settings, self.run_id)
+                log.settings(self.step, self.settings, self._run_record())
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
@@ -814,6 +826,8 @@ class Trainer:
                         sums, count = {}, 0
                     else:
                         log.advance(self.step)
+                    if checkpoint:  # validation's best export, the ranks' checksums and the save need them finite
+                        self._check_finite()
                     if main and (self.step % t.sample_every == 0 or done):
                         last_sample = self.save_samples()
                     try:

@@ -399,3 +399,41 @@ def test_images_that_do_not_decode_are_skipped_and_counted(demo_data, registry, 
     with pytest.raises(I2IError, match=r"kid need at least 2 decodable source and target images \(got 4 and 0; "
                                        r"skipped 4 image\(s\)"):
         evaluate(tr, registry, folders["source"], folders["target"], metrics=["kid"], features=lambda: features)
+
+
+def test_a_distribution_metric_without_features_scores_a_single_clean_image(demo_data, registry, tmp_path):
+    """The check for sets that decoding left too small applies only when images were skipped."""
+
+    class Count:
+        paired, higher_is_better = False, True
+
+        def __init__(self):
+            self.n = 0
+
+        def update(self, images, real):
+            self.n += images.shape[0]
+
+        def reset_fake(self):
+            pass
+
+        def compute(self):
+            return float(self.n)
+
+    class Plugin:
+        @hookimpl
+        def register_metrics(self, register):
+            register("count_all", lambda features=None: Count(), "images seen")
+
+    registry = load_plugins([("counter", Plugin())]).registry
+    source = tmp_path / "one"
+    source.mkdir()
+    first = sorted((demo_data / "testA").iterdir())[0]
+    (source / first.name).write_bytes(first.read_bytes())
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    tr = Translator(Identity(), io={"in_channels": 3, "out_channels": 3, "size_multiple": 1})
+    report = evaluate(tr, registry, source, demo_data / "testB", metrics=["count_all"])
+    assert report.counts["source"] == 1 and report.warnings == []

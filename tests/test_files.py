@@ -37,7 +37,7 @@ def test_a_failed_write_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, f
             tmp.write_bytes(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        with pytest.raises(I2IError, match=r"could not write .*last.pt: the disk is full \(\d+ MiB free\); free disk "):
+        with pytest.raises(I2IError, match=r"could not write .*last.pt: out of disk space or quota \(\d+ MiB free\)"):
             atomic_write(target, write)
     elif failure == "folder":
         target.unlink()
@@ -53,8 +53,8 @@ def test_a_failed_write_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, f
         monkeypatch.setattr(torch, "save", fail)
         full = failure.endswith("full disk")
         monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 10**12, 10**6 if full else 10**11))
-        with pytest.raises(I2IError, match="the disk is full \\(1 MiB free\\)" if full else
-                           "could not write .*write failed: .enforce fail.*check its folder's permissions"):
+        with pytest.raises(I2IError, match="out of disk space or quota \\(1 MiB free\\)" if full else
+                           "could not write .*write failed: .enforce fail.*check the disk and the folder"):
             atomic_save({"x": 1}, target)
     assert [p.name for p in target.parent.iterdir()] == ["last.pt"] and target.read_bytes() == b"old"
 
@@ -133,7 +133,7 @@ def test_torchscript_export_on_a_full_disk_is_one_line(cli, make_ckpt, tmp_path,
 
     monkeypatch.setattr(Path, "write_bytes", full)
     out = tmp_path / "g.ts"
-    one_line_error(cli("export", "--ckpt", make_ckpt(), "-f", "torchscript", "-o", out), "No space left on device")
+    one_line_error(cli("export", "--ckpt", make_ckpt(), "-f", "torchscript", "-o", out), "out of disk space or quota")
     assert list(tmp_path.iterdir()) == []
 
 

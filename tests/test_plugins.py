@@ -401,6 +401,16 @@ class TwicePlugin:
         register("twice_net", Tiny)
 
 
+class FutureHookPlugin:
+    @hookimpl
+    def register_generators(self, register):
+        register("future_net", Tiny)
+
+    @hookimpl(optionalhook=True)
+    def register_schedulers(self, register):  # a hook of a later i2i: optional, so not an error here
+        pass
+
+
 class NotAMethodPlugin:
     @hookimpl
     def register_methods(self, register):
@@ -412,8 +422,10 @@ def test_plugin_mistakes_are_named_and_register_nothing():
     by one plugin, a method that is not an i2i.Method: each plugin is marked with the reason, and none of it is
     half-registered."""
     plugins = load_plugins([("typo", TypoHookPlugin()), ("unmarked", UnmarkedPlugin()), ("half", HalfBadPlugin()),
-                            ("twice", TwicePlugin()), ("notmethod", NotAMethodPlugin())])
+                            ("twice", TwicePlugin()), ("notmethod", NotAMethodPlugin()),
+                            ("future", FutureHookPlugin())])
     infos = plugins.infos
+    assert infos["future"].status == "ok" and infos["future"].components == [("generator", "future_net")]
     assert (infos["typo"].status, infos["typo"].reason) == (
         "failed", "'register_generator' is not an i2i hook (did you mean 'register_generators'?)")
     assert infos["unmarked"].status == "empty" and "@i2i.hookimpl" in infos["unmarked"].reason
@@ -541,9 +553,15 @@ def register_datasets(register):
     register("empty", Empty)
 
 
+class KeywordBatchedGAN(ThreeArgGAN):
+    def discriminator(self, D, real, fake, *, batched=False):  # CycleGAN passes it positionally
+        return super().discriminator(D, real, fake)
+
+
 @hookimpl
 def register_losses(register):
     register("three_arg", ThreeArgGAN)
+    register("keyword_batched", KeywordBatchedGAN)
 
 
 @hookimpl
@@ -554,7 +572,11 @@ def register_methods(register):
         def extra_state(self):
             return {**super().extra_state(), "handle": object()}
 
+    class ExportsAGhost(CycleGAN):
+        exports = {"G_AB": ("A", "B"), "G_XY": ("A", "B")}
+
     register("keeps_objects", KeepsObjects)
+    register("exports_a_ghost", ExportsAGhost)
 '''
 
 
@@ -583,8 +605,12 @@ def test_generators_that_break_the_contract_are_refused_before_training(tmp_path
                    f"dataset 'empty' found no training images in {small_data}")
     one_line_error(cli(*train, "--out", tmp_path / "f", "losses.gan=three_arg"),
                    "losses.gan: 'three_arg'.discriminator(D, real, fake) must also take batched=False")
+    one_line_error(cli(*train, "--out", tmp_path / "f", "losses.gan=keyword_batched"),
+                   "losses.gan: 'keyword_batched'.discriminator(D, real, fake) must also take batched=False")
     one_line_error(cli(*train, "--out", tmp_path / "g", "--method", "keeps_objects"),
                    "method 'keeps_objects': extra_state() returns what a checkpoint cannot hold safely")
+    one_line_error(cli(*train, "--out", tmp_path / "g", "--method", "exports_a_ghost"),
+                   "method 'exports_a_ghost' exports 'G_XY', which is not one of its networks (G_AB, G_BA, D_A, D_B)")
     assert not any((tmp_path / n).exists() for n in "abcdfg")
 
     res = cli(*train, "--out", tmp_path / "e", "generator=halver")  # 32 px crops: fine in training

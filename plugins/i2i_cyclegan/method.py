@@ -114,8 +114,9 @@ class CycleGAN(Method):
                 params = inspect.signature(fn).parameters.values()
             except (TypeError, ValueError):  # no signature to read: trust it
                 return True
-            return any(p.name == "batched" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params) or (
-                sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 4)
+            # CycleGAN passes batched as the fourth positional argument
+            positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            return any(p.kind is p.VAR_POSITIONAL for p in params) or sum(p.kind in positional for p in params) >= 4
 
         for role, loss in (("gan", self.gan), ("cycle", self.cycle), ("identity", self.identity)):
             name = config.losses[role].name
