@@ -10,6 +10,7 @@ Environment switches:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 from collections.abc import Iterable
@@ -138,7 +139,8 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
 
                     def register(cname, factory, description="", kind=kind, plugin=info.name, version=info.version,
                                  staged=staged, distribution=info.distribution):
-                        staged.append(Entry(kind, cname, factory, description, plugin, version, distribution))
+                        staged.append(Entry(kind, cname, factory, description or _summary(factory), plugin, version,
+                                            distribution))
 
                     impl.function(**{arg: register for arg in impl.argnames})
         except Exception as exc:
@@ -178,6 +180,14 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
             infos[name] = PluginInfo(name, "", "", "unknown", f"{BLOCK_ENV} names '{name}', which is not an installed "
                                      f"plugin{did_you_mean(name, loaded)}")
     return Plugins(infos, registry)
+
+
+def _summary(factory: Any) -> str:
+    """The first line of a factory's docstring: the description of a component registered without one."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    doc = getattr(factory, "__doc__", None) if callable(factory) else None
+    return doc.strip().splitlines()[0].strip() if isinstance(doc, str) and doc.strip() else ""
 
 
 def _keyed(candidates: list[tuple[str, str, str, Any, str]]) -> dict[str, tuple[int, tuple[str, str, str, Any, str]]]:

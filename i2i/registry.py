@@ -175,7 +175,7 @@ class Entry:
         except Exception as exc:  # a plugin bug or bad combination of values: name who raised it
             raise I2IError(
                 f"{self.kind} '{self.name}' (plugin {self.plugin}) could not be built: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             ) from exc
 
 

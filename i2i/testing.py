@@ -33,7 +33,7 @@ def _sizes(multiple: int) -> list[tuple[int, int]]:
 
 
 def check_generator(registry: Registry, name: str, params: dict[str, Any] | None = None,
-                    channels: tuple[tuple[int, int], ...] = ((3, 3), (1, 3))) -> None:
+                    channels: tuple[tuple[int, int], ...] = ((3, 3), (1, 3), (3, 1))) -> None:
     """Shape and [-1, 1] range at several sizes that are multiples of ``size_multiple``, gradients reach every
     parameter, validation accepts the parameters, and export → :func:`load_generator` reproduces the output."""
     entry = registry.get("generator", name)

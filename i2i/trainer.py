@@ -54,6 +54,8 @@ RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", "G_*.pt"
                       ".G_*.tmp.pt", ".log.*.tmp.jsonl"),
                 "checkpoints": ("last.pt", ".last.*.tmp.pt"), "samples": ("step_*.png", ".step_*.tmp.png"),
                 "tensorboard": ("events.out.tfevents.*",)}
+#: the performance settings that change a step's arithmetic (see ``_note_changed_arithmetic``)
+ARITHMETIC_SETTINGS = ("device", "precision", "channels_last", "compile", "cudnn_benchmark", "fused_adam")
 #: the names of exported generators (``G_AB.pt``, ``G_AB_best.pt``)
 EXPORT_FILE = re.compile(r"G_[^_]+(_best)?\.pt")
 #: the config keys that set validation's feature extractor and folders, for the advice in its errors
@@ -553,6 +555,7 @@ class Trainer:
             "grad_scaler": self.precision.state_dict(),
             "best": self.best,
             "run_id": self.run_id,
+            "settings": self.settings,
             "rng": _rng_state(self.device),
             "processes": self.dist.world,
             "rank_states": ranks,
@@ -587,6 +590,7 @@ class Trainer:
             self.precision.load_state_dict(state.get("grad_scaler") or {})
             _set_rng_state(own["rng"], self.device)
             self.step = int(state["step"])
+            self._note_changed_arithmetic(state.get("settings"))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise I2IError(
                 f"checkpoint {self.out / 'checkpoints' / 'last.pt'} does not match this configuration "
@@ -598,6 +602,22 @@ class Trainer:
         kept = f"{last} keeps the last good state" if last.is_file() else "no checkpoint had been saved yet"
         raise I2IError(f"{what} by step {self.step}; training stopped and {kept} (lower method.params.lr, or check "
                        f"the data)")
+
+    def _note_changed_arithmetic(self, saved: Any) -> None:
+        """Warn when a run resumes with settings that change its arithmetic (another kind of device, precision,
+        memory format, compilation, convolution algorithm search or Adam kernel): it continues, but not bit for bit
+        as it would have."""
+        if not isinstance(saved, dict) or not self.dist.main:
+            return
+        def kind(settings: dict[str, Any], key: str) -> Any:
+            value = settings.get(key)
+            return str(value).split(":")[0] if key == "device" else value
+
+        changed = [f"{k} {kind(saved, k)} → {kind(self.settings, k)}" for k in ARITHMETIC_SETTINGS
+                   if k in saved and kind(saved, k) != kind(self.settings, k)]
+        if changed:
+            warn(f"this run resumes with other settings than it was trained with ({', '.join(changed)}): it continues, "
+                 f"but not bit for bit as it would have", self.console)
 
     def _run_record(self) -> dict[str, Any]:
         """What the log's settings records say of the run: its id and the files it exports (which ``--overwrite``

@@ -623,3 +623,21 @@ def test_generators_that_break_the_contract_are_refused_before_training(tmp_path
     one_line_error(cli("translate", img, "--ckpt", tmp_path / "e" / "G_AB.pt", "-o", tmp_path / "out"),
                    "the generator returned 3×34×36 (channels×height×width) for a 33×35 input, not 3×33×35")
     assert not (tmp_path / "out").exists()
+
+
+class Documented(Tiny):
+    """A documented network.
+
+    More text."""
+
+
+def test_a_component_registered_without_a_description_shows_its_docstring():
+    class Plugin:
+        @hookimpl
+        def register_generators(self, register):
+            register("documented", Documented)
+            register("bare", Tiny)
+
+    registry = load_plugins([("doc", Plugin())]).registry
+    assert registry.get("generator", "documented").description == "A documented network."
+    assert registry.get("generator", "bare").description == ""

@@ -614,3 +614,14 @@ def test_resume_cuts_the_log_back_to_the_checkpoint_and_clears_leftovers(cli, sm
     assert all(r["losses"]["G_AB"] != 1.0 for r in records if "losses" in r)
     assert [r["step"] for r in records if "settings" in r] == [0, 4]
     assert not leftover.exists()
+
+
+def test_resuming_with_other_arithmetic_says_it_is_not_exact(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, *TINY, "--max-steps", "1").exit_code == 0
+    same = cli("train", "--out", out, "--resume", "--max-steps", "2")
+    assert same.exit_code == 0 and "bit for bit" not in same.stderr, same.stderr
+    res = cli("train", "--out", out, "--resume", "--max-steps", "3", "--precision", "bf16")
+    assert res.exit_code == 0, res.stderr
+    assert ("warning: this run resumes with other settings than it was trained with (precision fp32 → bf16): it "
+            "continues, but not bit for bit as it would have") in " ".join(res.stderr.split())
