@@ -301,6 +301,8 @@ class Trainer:
         channels = getattr(self.dataset, "channels", None)
         if not isinstance(channels, dict):
             raise I2IError(f"dataset '{cfg.data.name}' does not declare its domains' channels (a 'channels' dict)")
+        fingerprint = getattr(self.dataset, "fingerprint", None)  # optional: names and sizes of its images
+        self.data_fingerprint = fingerprint() if callable(fingerprint) else None
         if len(self.dataset) == 0:
             raise I2IError(f"dataset '{cfg.data.name}' found no training images in {cfg.data.root}; check the folder "
                            f"(e.g. {cfg.data.root}/trainA and trainB for unaligned)")
@@ -555,6 +557,7 @@ class Trainer:
             "grad_scaler": self.precision.state_dict(),
             "best": self.best,
             "run_id": self.run_id,
+            "data_fingerprint": self.data_fingerprint,
             "settings": self.settings,
             "rng": _rng_state(self.device),
             "processes": self.dist.world,
@@ -591,6 +594,10 @@ class Trainer:
             _set_rng_state(own["rng"], self.device)
             self.step = int(state["step"])
             self._note_changed_arithmetic(state.get("settings"))
+            saved_data = state.get("data_fingerprint")
+            if self.dist.main and saved_data and self.data_fingerprint and saved_data != self.data_fingerprint:
+                warn(f"the images in {self.cfg.data.root} are not those this run was trained on (names or sizes have "
+                     f"changed): it continues on these, not as it would have", self.console)
         except (KeyError, RuntimeError, ValueError) as exc:
             raise I2IError(
                 f"checkpoint {self.out / 'checkpoints' / 'last.pt'} does not match this configuration "

@@ -625,3 +625,14 @@ def test_resuming_with_other_arithmetic_says_it_is_not_exact(cli, small_data, tm
     assert res.exit_code == 0, res.stderr
     assert ("warning: this run resumes with other settings than it was trained with (precision fp32 → bf16): it "
             "continues, but not bit for bit as it would have") in " ".join(res.stderr.split())
+
+
+def test_resuming_on_other_images_of_the_same_count_warns(cli, small_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, *TINY, "--max-steps", "1").exit_code == 0
+    victim = sorted((small_data / "trainA").iterdir())[0]
+    victim.rename(victim.with_name("renamed" + victim.suffix))
+    res = cli("train", "--out", out, "--resume", "--max-steps", "2")
+    assert res.exit_code == 0, res.stderr
+    assert (f"warning: the images in {small_data} are not those this run was trained on (names or sizes have "
+            f"changed): it continues on these, not as it would have") in " ".join(res.stderr.split())

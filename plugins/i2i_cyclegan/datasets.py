@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class ImageFolder:
         if not folder.is_dir():
             raise I2IError(f"{what}: folder {folder} does not exist; {LAYOUT}")
         self.files, rejected = scan_folder(folder)
-        self.channels, self.strict = channels, strict
+        self.folder, self.channels, self.strict = folder, channels, strict
         self.warnings: list[str] = []
         if rejected:
             if strict:
@@ -61,6 +62,11 @@ class ImageFolder:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def digest(self, h: Any) -> None:
+        """Feed the images' names and byte sizes to the hash ``h``."""
+        for path in self.files:
+            h.update(f"{path.relative_to(self.folder)}\t{path.stat().st_size}\n".encode())
 
     def sizes(self) -> dict[tuple[int, int], Path]:
         """Each (height, width) among the images, with the first image of that size (headers only, mostly)."""
@@ -127,6 +133,14 @@ class UnalignedDataset(Dataset):
         """Domain -> each (height, width) its images have after preprocessing -> an image of that size; None when a
         cropping preprocess gives every image one size."""
         return image_sizes(self.transform, {"A": self.A, "B": self.B})
+
+    def fingerprint(self) -> str:
+        """A digest of the training images' names and byte sizes, by which a resumed run notices other images."""
+        h = hashlib.sha256()
+        for folder in (self.A, self.B):
+            folder.digest(h)
+            h.update(b"\0")
+        return h.hexdigest()
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         a, a_path = self.A.load(index % len(self.A))
