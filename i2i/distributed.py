@@ -151,8 +151,8 @@ def teardown(d: Distributed) -> None:
 
 def launch(nproc: int, args: list[str]) -> int:
     """``torchrun --standalone --nproc_per_node nproc -m i2i ARGS`` in this process; the exit code of the first
-    failed rank (whose rank 0 has already said why in one line) instead of torchrun's failure report, and 128 + the
-    signal's number (130 for Ctrl-C) when this process is stopped by a signal (rank 0 says what it saved)."""
+    failed rank (whose rank 0 has already said why in one line) instead of torchrun's failure report, and 130 when this
+    process is stopped by Ctrl-C or SIGTERM (rank 0 says what it saved; 128 + N for another signal N)."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -183,7 +183,8 @@ def launch(nproc: int, args: list[str]) -> int:
                          f"run keeps its last checkpoint: continue it with --resume\n")
         return 128 - code
     except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has passed it on to the ranks and waited for them
-        return 128 + int(exc.sigval)
+        # both ask the run to stop and save, as in one process: 130, as the README says; other signals 128 + N
+        return 130 if exc.sigval in (signal.SIGINT, signal.SIGTERM) else 128 + int(exc.sigval)
     return 0
 
 

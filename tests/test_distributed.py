@@ -179,7 +179,8 @@ def test_an_error_on_a_rank_other_than_0_is_reported_with_its_rank(cli, tmp_path
         assert waits == slept
 
 
-@pytest.mark.parametrize("signame, processes", [("SIGINT", ["--nproc", "2"]), ("SIGTERM", ["--workers", "2"])])
+@pytest.mark.parametrize("signame, processes", [("SIGINT", ["--nproc", "2"]), ("SIGTERM", ["--nproc", "2"]),
+                                                ("SIGTERM", ["--workers", "2"])])
 def test_a_stop_signal_to_the_process_group_saves_and_exits_130_without_a_traceback(small_data, tmp_path, signame,
                                                                                     processes):
     """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it) under --nproc: rank 0 says what it
