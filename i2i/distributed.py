@@ -9,9 +9,11 @@ same: the mean over ranks of each parameter's gradient.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -167,9 +169,14 @@ def launch(nproc: int, args: list[str]) -> int:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
     except ChildFailedError as exc:
         codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
-        reported = [c for _, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
+        reported = [(rank, c) for rank, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
         if reported:  # a rank said why it stopped (torchrun then stopped the others with SIGTERM)
-            return reported[0]
+            rank, code = reported[0]
+            data = exc.failures[rank].error_file_data
+            message = data.get("message") if isinstance(data, dict) else None
+            if isinstance(message, dict) and message.get("i2i"):  # see hand_to_launcher
+                sys.stderr.write(f"error: {'' if rank == 0 else f'(rank {rank}) '}{message['message']}\n")
+            return code
         # a process the system killed said nothing; the others stopped quietly (see lost_peer) or were stopped by
         # torchrun with SIGTERM, so another signal names the process that was killed first
         killed = sorted((c == -signal.SIGTERM, rank, c) for rank, c in codes.items() if c < 0)
@@ -186,6 +193,22 @@ def launch(nproc: int, args: list[str]) -> int:
         # both ask the run to stop and save, as in one process: 130, as the README says; other signals 128 + N
         return 130 if exc.sigval in (signal.SIGINT, signal.SIGTERM) else 128 + int(exc.sigval)
     return 0
+
+
+def hand_to_launcher(text: str) -> bool:
+    """In a process started by :func:`launch`, leave the error line ``text`` for the launcher to print (in the error
+    file torchelastic reads when the process has failed) rather than printing it: no rank can be cut off before its
+    line, and the launcher prints one. False where there is no launcher to hand it to."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if os.environ.get(LAUNCHED_ENV) != "1" or not error_file:
+        return False
+    record = {"message": {"message": text, "i2i": True, "extraInfo": {"timestamp": int(time.time())}}}
+    try:
+        with open(error_file, "w") as f:
+            json.dump(record, f)
+    except OSError:
+        return False
+    return True
 
 
 def _signal_name(number: int) -> str:

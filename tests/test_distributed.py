@@ -256,3 +256,37 @@ def test_a_rank_killed_by_the_system_is_named_in_one_line(small_data, tmp_path):
     assert "Traceback" not in stderr + stdout, stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: training process ") and "of 2 was killed by SIGKILL" in \
         lines[0] and "continue it with --resume" in lines[0], lines
+
+
+def test_under_nproc_a_ranks_error_line_goes_to_the_launcher(cli, tmp_path, monkeypatch, capsys):
+    """Under --nproc a rank writes its error line into torchelastic's error file instead of printing it (no wait, no
+    rank cut off before its line), and the launcher prints rank 0's line, or the first failed rank's with its rank."""
+    import json
+    import time
+
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from i2i.distributed import LAUNCHED_ENV, launch
+
+    waits = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    error_file = tmp_path / "1" / "error.json"
+    error_file.parent.mkdir()
+    monkeypatch.setenv(LAUNCHED_ENV, "1")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    monkeypatch.setenv("RANK", "1")
+    res = cli("translate", tmp_path / "missing.jpg", "--ckpt", tmp_path / "G.pt", "-o", tmp_path / "out")
+    assert res.exit_code == 2 and res.stderr.strip() == "" and waits == []
+    line = json.loads(error_file.read_text())["message"]["message"]
+    assert line == f"generator checkpoint not found: {tmp_path / 'G.pt'}", line
+
+    def failed(_args):
+        raise ChildFailedError("i2i", {1: ProcessFailure(local_rank=1, pid=1, exitcode=2, error_file=str(error_file)),
+                                       0: ProcessFailure(local_rank=0, pid=2, exitcode=-15,
+                                                         error_file=str(tmp_path / "none.json"))})
+
+    monkeypatch.setattr(torch.distributed.run, "run", failed)
+    capsys.readouterr()
+    assert launch(2, ["train"]) == 2
+    assert capsys.readouterr().err == f"error: (rank 1) {line}\n"
