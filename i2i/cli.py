@@ -131,15 +131,18 @@ RANK_GRACE_S = 2.0
 
 def _error(text: str) -> NoReturn:
     """One ``error:`` line, then exit 2. Under ``--nproc`` a rank hands its line to the launcher (torchelastic's
-    error file), which prints rank 0's, or else the first failed rank's, once every rank has stopped. Under a plain
+    error file), which prints rank 0's line, or else the first failed rank's, once every rank has stopped (ranks
+    other than 0 still wait before exiting: two tearing the process group down at once can abort). Under a plain
     torchrun a rank other than 0 first gives rank 0 time to report (ranks usually meet the same problem, and the
     launcher stops every rank as soon as one exits, which would cut rank 0 off before its line); it reports only an
     error that rank 0 did not stop on, naming its rank."""
     from .distributed import hand_to_launcher
 
-    if hand_to_launcher(text):
-        raise typer.Exit(2) from None
     rank = os.environ.get("RANK", "0")
+    if hand_to_launcher(text):
+        if rank != "0":  # exits one after the other: ranks tearing the process group down at once can abort
+            time.sleep(RANK_GRACE_S)
+        raise typer.Exit(2) from None
     if rank != "0":
         time.sleep(RANK_GRACE_S)
         text = f"(rank {rank}) {text}"

@@ -169,14 +169,14 @@ def launch(nproc: int, args: list[str]) -> int:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
     except ChildFailedError as exc:
         codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
-        reported = [(rank, c) for rank, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
+        handed = [(rank, _handed_line(f.error_file_data)) for rank, f in sorted(exc.failures.items())]
+        handed = [(rank, line) for rank, line in handed if line]
+        if handed:  # see hand_to_launcher; the ranks usually meet the same problem: rank 0's line, else the first
+            sys.stderr.write(f"error: {handed[0][1]}\n")
+            return 2
+        reported = [c for _, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
         if reported:  # a rank said why it stopped (torchrun then stopped the others with SIGTERM)
-            rank, code = reported[0]
-            data = exc.failures[rank].error_file_data
-            message = data.get("message") if isinstance(data, dict) else None
-            if isinstance(message, dict) and message.get("i2i"):  # see hand_to_launcher
-                sys.stderr.write(f"error: {'' if rank == 0 else f'(rank {rank}) '}{message['message']}\n")
-            return code
+            return reported[0]
         # a process the system killed said nothing; the others stopped quietly (see lost_peer) or were stopped by
         # torchrun with SIGTERM, so another signal names the process that was killed first
         killed = sorted((c == -signal.SIGTERM, rank, c) for rank, c in codes.items() if c < 0)
@@ -209,6 +209,12 @@ def hand_to_launcher(text: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _handed_line(data: Any) -> str | None:
+    """The error line a rank left in its error file with :func:`hand_to_launcher`, if any."""
+    message = data.get("message") if isinstance(data, dict) else None
+    return str(message["message"]) if isinstance(message, dict) and message.get("i2i") else None
 
 
 def _signal_name(number: int) -> str:
