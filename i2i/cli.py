@@ -142,12 +142,21 @@ def _error(text: str) -> NoReturn:
     if hand_to_launcher(text):
         if rank != "0":  # exits one after the other: ranks tearing the process group down at once can abort
             time.sleep(RANK_GRACE_S)
-        raise typer.Exit(2) from None
+        _leave(2)
     if rank != "0":
         time.sleep(RANK_GRACE_S)
         text = f"(rank {rank}) {text}"
     err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2) from None
+
+
+def _leave(code: int) -> NoReturn:
+    """End a rank of a ``--nproc`` job now (its streams flushed, its error handed to the launcher): the process
+    group's gloo threads, torn down while a peer is exiting or destroyed at interpreter exit, can abort the process
+    with a stray "terminate called without an active exception" line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -234,7 +243,7 @@ def train(
         if not (distributed.enabled and lost_peer(exc)):
             raise
         if os.environ.get(LAUNCHED_ENV) == "1":  # `--nproc`: the launcher names the process that stopped
-            raise typer.Exit(LOST_PEER_EXIT) from None
+            _leave(LOST_PEER_EXIT)
         raise I2IError(f"another process of this training job stopped ({first_line(exc, 100)}); the run keeps its "
                        f"last checkpoint: continue it with --resume") from None
     finally:

@@ -272,6 +272,11 @@ def test_under_nproc_a_ranks_error_line_goes_to_the_launcher(cli, tmp_path, monk
 
     waits = []
     monkeypatch.setattr(time, "sleep", waits.append)
+
+    def leave(code):  # os._exit in a real rank
+        raise i2i.cli.typer.Exit(code)
+
+    monkeypatch.setattr(i2i.cli, "_leave", leave)
     error_file = tmp_path / "1" / "error.json"
     error_file.parent.mkdir()
     monkeypatch.setenv(LAUNCHED_ENV, "1")
