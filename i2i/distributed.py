@@ -152,9 +152,10 @@ def teardown(d: Distributed) -> None:
 
 
 def launch(nproc: int, args: list[str]) -> int:
-    """``torchrun --standalone --nproc_per_node nproc -m i2i ARGS`` in this process; the exit code of the first
-    failed rank (whose rank 0 has already said why in one line) instead of torchrun's failure report, and 130 when this
-    process is stopped by Ctrl-C or SIGTERM (rank 0 says what it saved; 128 + N for another signal N)."""
+    """``torchrun --standalone --nproc_per_node nproc -m i2i ARGS`` in this process, with one line instead of
+    torchrun's failure report: the error a rank handed over (:func:`hand_to_launcher`, exit 2), or the process the
+    system killed (128 + its signal); otherwise the first failed rank's exit code. 130 when this process is stopped
+    by Ctrl-C or SIGTERM (rank 0 says what it saved; 128 + N for another signal N)."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -168,12 +169,11 @@ def launch(nproc: int, args: list[str]) -> int:
     try:
         run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
     except ChildFailedError as exc:
-        codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
-        handed = [(rank, _handed_line(f.error_file_data)) for rank, f in sorted(exc.failures.items())]
-        handed = [(rank, line) for rank, line in handed if line]
+        handed = [line for _, f in sorted(exc.failures.items()) if (line := _handed_line(f.error_file_data))]
         if handed:  # see hand_to_launcher; the ranks usually meet the same problem: rank 0's line, else the first
-            sys.stderr.write(f"error: {handed[0][1]}\n")
+            sys.stderr.write(f"error: {handed[0]}\n")
             return 2
+        codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
         reported = [c for _, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
         if reported:  # a rank said why it stopped (torchrun then stopped the others with SIGTERM)
             return reported[0]

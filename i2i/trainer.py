@@ -439,9 +439,10 @@ class Trainer:
                            f"dicts") from exc
 
     def _check_generators(self) -> None:
-        """The sample batch has the channels the dataset declares, and every network the method exports is one of
-        its networks and keeps the generator contract: a domain's image in, an image of the other domain's channels
-        and the same size out (run on a meta copy, or on the device where the meta device cannot run it)."""
+        """The sample batch has the channels the dataset declares, and every network the method exports (each one of
+        its networks: ``_check_sizes``) keeps the generator contract: a domain's image in, an image of the other
+        domain's channels and the same size out (run on a meta copy, or on the device where the meta device cannot
+        run it)."""
         g, data, declared = self.cfg.generator.name, self.cfg.data.name, self.dataset.channels
         for domain, x in self.sample_batch.items():
             if torch.is_tensor(x) and domain in declared and x.shape[1] != declared[domain]:
@@ -641,8 +642,8 @@ class Trainer:
                            f"non-finite")
 
     def save_checkpoint(self) -> Path:
-        """Every rank takes part (their states are gathered); rank 0 writes (weights checked finite first)."""
-        self._check_finite()
+        """Every rank takes part (their states are gathered); rank 0 writes. The training loop has checked the weights
+        finite (``_check_finite``) before it validates and saves."""
         path = self.out / "checkpoints" / "last.pt"
         state = self._training_state()
         if self.dist.main:

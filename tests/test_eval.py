@@ -34,16 +34,32 @@ def test_eval_reports_all_metrics_with_identity_baseline(cli, demo_data, make_ck
     assert report["feature_extractor"].startswith("timm:resnet18")
 
 
+class Identity(torch.nn.Module):
+    size_multiple = 1
+
+    def forward(self, x):
+        return x
+
+
+def identity_translator() -> Translator:
+    """A translator whose generator returns its input."""
+    return Translator(Identity(), io={"in_channels": 3, "out_channels": 3, "size_multiple": 1})
+
+
+def registry_with_metric(name: str, metric: type, description: str):
+    """The installed plugins' registry plus a plugin registering ``metric`` (built without features) as ``name``."""
+    class Plugin:
+        @hookimpl
+        def register_metrics(self, register):
+            register(name, lambda features=None: metric(), description)
+
+    return load_plugins([("counter", Plugin())]).registry
+
+
 def test_identity_generator_scores_equal_identity(demo_data, registry):
     """A generator that returns its input must score exactly like the identity baseline."""
 
-    class Identity(torch.nn.Module):
-        size_multiple = 1
-
-        def forward(self, x):
-            return x
-
-    tr = Translator(Identity(), io={"in_channels": 3, "out_channels": 3, "size_multiple": 1})
+    tr = identity_translator()
     report = evaluate(tr, registry, demo_data / "testA", truth=demo_data / "testA", metrics=["psnr", "mae"])
     assert report.scores["mae"]["translated"] == pytest.approx(0, abs=2e-3)
     assert report.scores["mae"]["identity"] == 0
@@ -59,12 +75,7 @@ def test_metric_plugins_can_add_metrics(demo_data, make_ckpt):
         def compute(self):
             return float(self.n)
 
-    class Plugin:
-        @hookimpl
-        def register_metrics(self, register):
-            register("count", lambda features=None: Const(), "number of pairs")
-
-    registry = load_plugins([("counter", Plugin())]).registry
+    registry = registry_with_metric("count", Const, "number of pairs")
     from i2i import load_generator
 
     tr = Translator(load_generator(make_ckpt(), registry))
@@ -365,12 +376,6 @@ def test_images_that_do_not_decode_are_skipped_and_counted(demo_data, registry, 
     with a note (the scores cover the rest, as the counts say) instead of stopping after translating most of a set;
     KID's subsets shrink to the smaller set that remains."""
 
-    class Identity(torch.nn.Module):
-        size_multiple = 1
-
-        def forward(self, x):
-            return x
-
     folders = {}
     for name, originals in (("source", "testA"), ("target", "testB"), ("truth", "testA")):
         folders[name] = tmp_path / name
@@ -385,7 +390,7 @@ def test_images_that_do_not_decode_are_skipped_and_counted(demo_data, registry, 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     features = FeatureExtractor(net, "tiny", 8, size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
-    tr = Translator(Identity(), io={"in_channels": 3, "out_channels": 3, "size_multiple": 1})
+    tr = identity_translator()
     report = evaluate(tr, registry, folders["source"], folders["target"], folders["truth"],
                       metrics=["kid", "mae"], features=lambda: features)
     assert report.counts == {"source": 4, "target": 3, "truth": 3}
@@ -419,21 +424,11 @@ def test_a_distribution_metric_without_features_scores_a_single_clean_image(demo
         def compute(self):
             return float(self.n)
 
-    class Plugin:
-        @hookimpl
-        def register_metrics(self, register):
-            register("count_all", lambda features=None: Count(), "images seen")
-
-    registry = load_plugins([("counter", Plugin())]).registry
+    registry = registry_with_metric("count_all", Count, "images seen")
     source = tmp_path / "one"
     source.mkdir()
     first = sorted((demo_data / "testA").iterdir())[0]
     (source / first.name).write_bytes(first.read_bytes())
 
-    class Identity(torch.nn.Module):
-        def forward(self, x):
-            return x
-
-    tr = Translator(Identity(), io={"in_channels": 3, "out_channels": 3, "size_multiple": 1})
-    report = evaluate(tr, registry, source, demo_data / "testB", metrics=["count_all"])
+    report = evaluate(identity_translator(), registry, source, demo_data / "testB", metrics=["count_all"])
     assert report.counts["source"] == 1 and report.warnings == []
