@@ -103,10 +103,9 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = (), autoload: bool | None = 
     for name, obj in extra:
         candidates.append((name, str(getattr(obj, "__version__", "unknown")), repr(obj), lambda obj=obj: obj, ""))
 
-    for key, (index, (name, version, source, loader, distribution)) in _keyed(candidates).items():
+    for key, (taken, (name, version, source, loader, distribution)) in _keyed(candidates).items():
         info = infos[key] = PluginInfo(name, version, source, distribution=distribution)
         not_loaded.pop(name, None)
-        taken = _name_taken(index, candidates)
         if taken:
             info.status, info.reason = "failed", taken
         elif name in blocked:
@@ -190,13 +189,13 @@ def _summary(factory: Any) -> str:
     return doc.strip().splitlines()[0].strip() if isinstance(doc, str) and doc.strip() else ""
 
 
-def _keyed(candidates: list[tuple[str, str, str, Any, str]]) -> dict[str, tuple[int, tuple[str, str, str, Any, str]]]:
-    """The candidates (with their index) by a key for ``i2i plugins``: the plugin's name, qualified by its
-    distribution where others use the name too and it does not keep it (see :func:`_name_taken`)."""
+def _keyed(candidates: list[tuple[str, str, str, Any, str]]) -> dict[str, tuple[str, tuple[str, str, str, Any, str]]]:
+    """The candidates, each with why it cannot load under its name ("" when it can: :func:`_name_taken`), by a key
+    for ``i2i plugins``: the plugin's name, qualified by its distribution where it does not keep the name."""
     keyed = {}
     for i, c in enumerate(candidates):
-        key = c[0] if not _name_taken(i, candidates) else f"{c[0]} ({c[4] or f'passed in, #{i}'})"
-        keyed[key] = (i, c)
+        taken = _name_taken(i, candidates)
+        keyed[f"{c[0]} ({c[4] or f'passed in, #{i}'})" if taken else c[0]] = (taken, c)
     return keyed
 
 
