@@ -87,8 +87,9 @@ RESUMABLE = {"train.max_steps", "train.device", "train.checkpoint_every", "train
 
 def cli_errors(fn):
     """Turn I2IError, a refused path (OSError) or an interruption into one line on stderr and an exit code (2 for
-    errors, 130 for Ctrl-C); Python warnings (e.g. a training image found corrupt) are one ``warning:`` line each,
-    and OpenCV's own warnings about such files are not printed."""
+    errors, 130 for Ctrl-C), and any other exception (a bug) into a line naming whose code raised, its traceback
+    saved to a file (exit 1: :mod:`i2i.bugs`); Python warnings (e.g. a training image found corrupt) are one
+    ``warning:`` line each, and OpenCV's own warnings about such files are not printed."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -118,6 +119,13 @@ def cli_errors(fn):
             if not quiet:
                 err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            if hasattr(exc, "exit_code"):  # typer.Exit, and click's usage errors (main() words those)
+                raise
+            from .bugs import describe
+            from .plugins import ENTRY_POINT_GROUP
+
+            _error(describe(exc, ENTRY_POINT_GROUP, __version__), code=1)
         finally:
             warnings.showwarning = shown
             cv2.utils.logging.setLogLevel(cv_level)
@@ -129,8 +137,10 @@ def cli_errors(fn):
 RANK_GRACE_S = 2.0
 
 
-def _error(text: str) -> NoReturn:
-    """One ``error:`` line, then exit 2. Under ``--nproc`` a rank hands its line to the launcher (torchelastic's
+def _error(text: str, code: int = 2) -> NoReturn:
+    """One ``error:`` line, then exit ``code`` (2: a problem the user can fix; 1: a bug).
+
+    Under ``--nproc`` a rank hands its line to the launcher (torchelastic's
     error file), which prints rank 0's line, or else the first failed rank's, once every rank has stopped (ranks
     other than 0 still wait before exiting: two tearing the process group down at once can abort). Under a plain
     torchrun a rank other than 0 first gives rank 0 time to report (ranks usually meet the same problem, and the
@@ -142,12 +152,12 @@ def _error(text: str) -> NoReturn:
     if hand_to_launcher(text):
         if rank != "0":  # exits one after the other: ranks tearing the process group down at once can abort
             time.sleep(RANK_GRACE_S)
-        _leave(2)
+        _leave(code)
     if rank != "0":
         time.sleep(RANK_GRACE_S)
         text = f"(rank {rank}) {text}"
     err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2) from None
+    raise typer.Exit(code) from None
 
 
 def _leave(code: int) -> NoReturn:

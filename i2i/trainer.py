@@ -17,7 +17,9 @@ import re
 import shutil
 import signal
 import tempfile
+import traceback
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -268,6 +270,48 @@ def _padded(images: list[torch.Tensor]) -> torch.Tensor:
                         for t in images])
 
 
+def _from_torch(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error of PyTorch's (a RuntimeError from its kernels, or raised in its Python code, such
+    as instance norm's ValueError for a 1×1 feature map) rather than of the method's own code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    home = os.path.dirname(torch.__file__) + os.sep
+    return isinstance(exc, RuntimeError) or bool(frames) and frames[-1].filename.startswith(home)
+
+
+def _checked_losses(method: str, losses: Any) -> Mapping[str, torch.Tensor]:
+    """``losses`` if it is what ``Method.train_step`` returns (a dict of one-number tensors by name), else one line
+    naming the method (a plugin's code would otherwise fail inside the loop)."""
+    if isinstance(losses, Mapping) and losses and all(
+            isinstance(k, str) and torch.is_tensor(v) and v.numel() == 1 for k, v in losses.items()):
+        return losses
+    raise I2IError(f"method '{method}': train_step() returned {_described(losses)}; it must return a dict of "
+                   f"one-number loss tensors by name (a bug in the method's plugin)")
+
+
+def _checked_rows(method: str, rows: Any) -> list[list[torch.Tensor]]:
+    """``rows`` if it is what ``Method.samples`` returns (rows of NCHW image batches of one N), else one line."""
+    if (isinstance(rows, (list, tuple)) and rows and all(isinstance(r, (list, tuple)) and r for r in rows)
+            and all(torch.is_tensor(t) and t.ndim == 4 for r in rows for t in r)
+            and len({t.shape[0] for r in rows for t in r}) == 1):
+        return rows
+    raise I2IError(f"method '{method}': samples() returned {_described(rows)}; it must return rows (lists) of NCHW "
+                   f"image batches with one batch size (a bug in the method's plugin)")
+
+
+def _described(value: Any) -> str:
+    """What a method returned, in a few words: its type and, for containers, their items' types and shapes."""
+    if torch.is_tensor(value):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (Mapping, list, tuple)) and not value:
+        return f"an empty {type(value).__name__}"
+    more = [", …"] if isinstance(value, (Mapping, list, tuple)) and len(value) > 4 else []
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_described(v)}" for k, v in list(value.items())[:4]) + "".join(more) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_described(v) for v in value[:4]) + "".join(more) + "]"
+    return f"a {type(value).__name__}"
+
+
 def _shapes(sample: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in sample.items() if torch.is_tensor(v)}
 
@@ -360,7 +404,7 @@ class Trainer:
             with torch.random.fork_rng(devices=[self.device] if cuda else []):
                 self.method.probe(self.sample_batch)
         except (RuntimeError, ValueError) as exc:
-            if "out of memory" in str(exc):
+            if "out of memory" in str(exc) or not _from_torch(exc):
                 raise
             raise I2IError(f"the networks cannot take the training images ({first_line(exc, 160)}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
@@ -728,7 +772,8 @@ class Trainer:
                 "warnings": notes}
 
     def save_samples(self) -> Path:
-        rows = self.method.samples(self.sample_batch)  # e.g. [[real A, fake B, rec A], [real B, fake A, rec B]]
+        # e.g. [[real A, fake B, rec A], [real B, fake A, rec B]]
+        rows = _checked_rows(self.cfg.method.name, self.method.samples(self.sample_batch))
         images = [t[i] for i in range(rows[0][0].shape[0]) for row in rows for t in row]
         images = [t.expand(3, *t.shape[1:]) if t.shape[0] == 1 else t[:3] for t in images]
         cols = sum(len(row) for row in rows)
@@ -828,10 +873,11 @@ class Trainer:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
                 for batch in self.loader:
-                    losses = self.method.train_step(_to(batch, self.device, self.memory_format))
+                    losses = _checked_losses(self.cfg.method.name,
+                                             self.method.train_step(_to(batch, self.device, self.memory_format)))
                     self.precision.update()
-                    for k, v in losses.items():
-                        sums[k] = sums[k] + v if k in sums else v.clone()
+                    for k, v in losses.items():  # detached: a method's tensor would keep its graph alive
+                        sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
                     count += 1
                     self.step += 1
                     # the epoch and learning rates this step was trained with (the schedule steps after an epoch)

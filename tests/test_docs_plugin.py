@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,17 @@ BROKEN = {
     "shadow": HEADER + "@hookimpl\ndef register_generators(register):\n"
                        "    register('resnet_9blocks', nn.Identity, 'my own resnet')\n"
                        "    register('shadow_net', nn.Identity)\n",
+    # loads, registers and builds; a bug in its own code fails on odd items (the engine's checks read even ones)
+    "buggy": HEADER + "import torch\n\n\nclass Odd(torch.utils.data.Dataset):\n"
+                      "    channels = {'A': 3, 'B': 3}\n\n"
+                      "    def __init__(self, root: str, phase: str, crop_size: int = 32, load_size: int = 36,\n"
+                      "                 strict: bool = False):\n"
+                      "        self.size, self.seen = crop_size, {i: i for i in range(0, 8, 2)}\n\n"
+                      "    def __len__(self):\n        return 8\n\n"
+                      "    def __getitem__(self, i):\n"
+                      "        x = torch.full((3, self.size, self.size), self.seen[i] / 8)\n"
+                      "        return {'A': x, 'B': -x}\n\n\n"
+                      "@hookimpl\ndef register_datasets(register):\n    register('odd_data', Odd)\n",
 }
 
 
@@ -239,6 +251,41 @@ def test_factory_that_raises_names_its_plugin(train_with, tmp_path):
     assert line == ("error: generator 'fragile_net' (plugin fragile) could not be built: "
                     "RuntimeError: fragile_net needs a GPU with 80 GB")
     assert not (tmp_path / "run" / "G_AB.pt").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_bug_in_a_plugin_is_one_line_naming_it_with_the_traceback_kept(train_with, tmp_path, monkeypatch, workers):
+    """An exception no user input explains (here a KeyError in a dataset's own code, also when a data-loading
+    process raises it) names the plugin, where and what, keeps the traceback in a file, and exits 1."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    res = train_with(install_broken(tmp_path / "site", "buggy"), "data=odd_data", "--max-steps", "8",
+                     "--workers", workers)
+    assert res.exit_code == 1 and "Traceback" not in res.stderr
+    line = res.stderr.splitlines()[-1]  # after the training banner
+    head = re.match(r"error: plugin 'buggy' \(i2i-buggy 0\.2\) failed in site/buggy_plugin\.py:19 \(__getitem__\): "
+                    r"KeyError: [1357]; this is a bug in that plugin: send its authors the traceback saved in ", line)
+    assert head and line.endswith(", or leave it out with I2I_BLOCK_PLUGINS=buggy"), line
+    saved = Path(line[head.end():].split(",")[0])
+    assert saved.parent == tmp_path and "x = torch.full((3, self.size, self.size), self.seen[i] / 8)" in (
+        saved.read_text())
+    assert not (tmp_path / "run" / "G_AB.pt").exists()
+
+
+def test_a_bug_in_i2i_is_one_line_asking_for_a_report(train_with, tmp_path, monkeypatch):
+    from i2i import __version__
+    from i2i.trainer import Trainer
+
+    def broken(self):
+        return self.nowhere
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(Trainer, "save_samples", broken)
+    res = train_with(tmp_path)
+    assert res.exit_code == 1 and "Traceback" not in res.stderr
+    line = res.stderr.splitlines()[-1]
+    assert line.startswith("error: unexpected error in tests/test_docs_plugin.py:")
+    assert f"(broken): AttributeError: 'Trainer' object has no attribute 'nowhere'; this is a bug in i2i " \
+           f"{__version__}: please report it with the traceback saved in {tmp_path}" in line
 
 
 def test_name_clash_with_a_builtin_names_both_plugins(train_with, tmp_path):

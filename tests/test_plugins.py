@@ -575,8 +575,18 @@ def register_methods(register):
     class ExportsAGhost(CycleGAN):
         exports = {"G_AB": ("A", "B"), "G_XY": ("A", "B")}
 
+    class FloatLosses(CycleGAN):
+        def train_step(self, batch):
+            return {k: float(v) for k, v in super().train_step(batch).items()}
+
+    class UnbatchedSamples(CycleGAN):
+        def samples(self, batch):
+            return [[t[0] for t in row] for row in super().samples(batch)]
+
     register("keeps_objects", KeepsObjects)
     register("exports_a_ghost", ExportsAGhost)
+    register("float_losses", FloatLosses)
+    register("unbatched_samples", UnbatchedSamples)
 '''
 
 
@@ -612,6 +622,14 @@ def test_generators_that_break_the_contract_are_refused_before_training(tmp_path
     one_line_error(cli(*train, "--out", tmp_path / "g", "--method", "exports_a_ghost"),
                    "method 'exports_a_ghost' exports 'G_XY', which is not one of its networks (G_AB, G_BA, D_A, D_B)")
     assert not any((tmp_path / n).exists() for n in "abcdfg")
+    one_line_error(cli(*train, "--out", tmp_path / "h", "--method", "float_losses"),
+                   "method 'float_losses': train_step() returned {'G_AB': a float, 'G_BA': a float, "
+                   "'cycle_A': a float, 'cycle_B': a float, …}; it must return a dict of one-number loss tensors",
+                   alone=False)
+    one_line_error(cli(*train, "--out", tmp_path / "i", "--method", "unbatched_samples"),
+                   "method 'unbatched_samples': samples() returned [[a tensor of shape (3, 32, 32), a tensor of shape "
+                   "(3, 32, 32), a tensor of shape (3, 32, 32)], [", "it must return rows (lists) of NCHW image "
+                   "batches with one batch size (a bug in the method's plugin)", alone=False)
 
     res = cli(*train, "--out", tmp_path / "e", "generator=halver")  # 32 px crops: fine in training
     assert res.exit_code == 0, res.stderr
