@@ -41,6 +41,33 @@ def atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, write)
 
 
+#: where training checkpoints of other tools keep their weights (timm's, Lightning's, ...): an EMA copy first
+WEIGHTS_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+
+
+def load_weights(path: Path, what: str = "weights", of: str = "a model") -> dict[str, torch.Tensor]:
+    """A state dict of tensors (``of`` something) from a PyTorch or ``.safetensors`` file, read safely (never
+    unpickling code), with one-line errors. A training checkpoint's weights are taken from under its usual keys
+    (:data:`WEIGHTS_KEYS`), and DataParallel's ``module.`` prefixes are dropped."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise I2IError(f"{what} {path} is not a file" if path.exists() else f"{what} not found: {path}")
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise I2IError(f"{what} {path} are truncated or not a safetensors file ({first_line(exc)})") from None
+    else:
+        state = safe_load(path, what)
+    if isinstance(state, dict):
+        state = next((state[k] for k in WEIGHTS_KEYS if isinstance(state.get(k), dict)), state)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise I2IError(f"{what} {path} are not a state dict (names → tensors) of {of}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(weights_only=True)`` with one-line errors for missing, truncated or unsafe files."""
     path = Path(path)

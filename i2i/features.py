@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import I2IError, first_line
+from .checkpoint import load_weights
+from .errors import I2IError
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -85,7 +86,7 @@ def _vetted(weights: str | Path | None, tmp: Path) -> str | None:
     copy holding nothing but tensors."""
     if weights is None:
         return None
-    state = _load_weights(Path(weights), "Inception weights", "the InceptionV3 FID weights")
+    state = load_weights(Path(weights), "Inception weights", "the InceptionV3 FID weights")
     copy = tmp / "inception.pth"
     torch.save(state, copy)
     return str(copy)
@@ -104,7 +105,7 @@ def timm_features(model: str, weights: str | Path | None, options: dict[str, str
                        f"(a state dict of that model)")
     net = timm.create_model(model, pretrained=False, num_classes=0)
     path = Path(weights)
-    state = _load_weights(path)
+    state = load_weights(path, "feature weights", "a timm model")
     cfg = net.pretrained_cfg
     heads = cfg.get("classifier") or ()
     heads = tuple(f"{h}." for h in ((heads,) if isinstance(heads, str) else heads)) + ("fc.", "head.fc.", "classifier.")
@@ -122,27 +123,6 @@ def timm_features(model: str, weights: str | Path | None, options: dict[str, str
     size = cfg.get("input_size", (3, 224, 224))[-1]
     return FeatureExtractor(net, f"timm:{model} ({path.name}; not standard FID)", net.num_features, size,
                             tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
-
-
-def _load_weights(path: Path, what: str = "feature weights", of: str = "a timm model") -> dict[str, torch.Tensor]:
-    """A state dict of tensors (``of`` something) from a PyTorch or ``.safetensors`` file, with one-line errors."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise I2IError(f"{what} {path} is not a file" if path.exists() else f"{what} not found: {path}")
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise I2IError(f"{what} {path} are truncated or not a safetensors file ({first_line(exc)})") from None
-    else:
-        from .checkpoint import safe_load
-
-        state = safe_load(path, what)
-    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        raise I2IError(f"{what} {path} are not a state dict (names → tensors) of {of}")
-    return state
 
 
 def build_extractor(spec: str = "inception", weights: str | Path | None = None,

@@ -19,7 +19,7 @@ import signal
 import tempfile
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -392,6 +392,9 @@ class Trainer:
             seeded, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=self.settings["workers"],
             pin_memory=self.settings["pin_memory"], persistent_workers=self.settings["persistent_workers"],
             drop_last=False, worker_init_fn=_leave_stopping_to_the_trainer,
+            # each iterator draws a base seed; from its own generator, not the global one that dropout and losses
+            # draw from (a resumed run starts an iterator mid-epoch). Samples are seeded by SeededDataset.
+            generator=torch.Generator().manual_seed(t.seed),
         )
         n = min(4, len(self.dataset))
         fixed = [seeded[(i * len(self.dataset) // n, sample_seed(t.seed, 0, i))] for i in range(n)]
@@ -401,7 +404,7 @@ class Trainer:
         self._check_sizes()
         self._check_generators()
         try:
-            with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            with self._aside():
                 self.method.probe(self.sample_batch)
         except (RuntimeError, ValueError) as exc:
             if "out of memory" in str(exc) or not _from_torch(exc):
@@ -573,7 +576,7 @@ class Trainer:
         try:
             if meta is not None:
                 self.method.nets = meta
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with self._aside():
                 self.method.probe(batch)
         except Exception as exc:
             if meta is None and ("out of memory" in str(exc) or not isinstance(exc, (RuntimeError, ValueError,
@@ -583,6 +586,20 @@ class Trainer:
         finally:
             self.method.nets = nets
         return None
+
+    @contextlib.contextmanager
+    def _aside(self) -> Iterator[None]:
+        """Run the networks outside training (probes, samples, validation) as if they had not run: the random
+        generators (dropout's masks) and the networks' buffers (batch norm's running statistics) are restored, so
+        that how often samples are saved never changes what is trained."""
+        buffers = [(b, b.clone()) for b in self.method.nets.buffers()]
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                yield
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
 
     # -- state -------------------------------------------------------------------------------------------------
     def _rank_state(self) -> dict[str, Any]:
@@ -754,7 +771,7 @@ class Trainer:
         src, dst = self.method.exports[self.val_network]
         io = {"in_channels": self.dataset.channels[src], "out_channels": self.dataset.channels[dst],
               "size_multiple": int(getattr(net, "size_multiple", 1))}
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with self._aside():
             report = evaluate(Translator(net, self.device, io=io, precision=self.precision.name), self.registry,
                               **self._validation_settings())
         net.to(memory_format=self.memory_format).train()
@@ -773,7 +790,8 @@ class Trainer:
 
     def save_samples(self) -> Path:
         # e.g. [[real A, fake B, rec A], [real B, fake A, rec B]]
-        rows = _checked_rows(self.cfg.method.name, self.method.samples(self.sample_batch))
+        with self._aside():
+            rows = _checked_rows(self.cfg.method.name, self.method.samples(self.sample_batch))
         images = [t[i] for i in range(rows[0][0].shape[0]) for row in rows for t in row]
         images = [t.expand(3, *t.shape[1:]) if t.shape[0] == 1 else t[:3] for t in images]
         cols = sum(len(row) for row in rows)

@@ -468,11 +468,17 @@ def translate_video(
                     if item is _END:
                         done = True
                         break
-                    if batch and item[0].tensor.shape != batch[0][0].tensor.shape:
-                        raise I2IError(f"{src} changes frame size mid-stream; re-encode it with a fixed size")
+                    if (item[0].height, item[0].width) != (first_prep.height, first_prep.width):
+                        raise I2IError(f"{src} changes frame size mid-stream ({first_prep.width}×"
+                                       f"{first_prep.height} to {item[0].width}×{item[0].height}); re-encode it "
+                                       f"with one size (e.g. ffmpeg -i {src.name} -vf scale={first_prep.width}:"
+                                       f"{first_prep.height} fixed{src.suffix})")
                     batch.append(item)
                 if batch and not stopping():
-                    out = translator.forward(torch.stack([p.tensor for p, _, _ in batch])).cpu()
+                    tensors = [p.tensor for p, _, _ in batch]
+                    if len({t.shape for t in tensors}) > 1:  # padded before and after the generator's least size
+                        tensors = [t[..., :first_prep.height, :first_prep.width] for t in tensors]  # was learnt
+                    out = translator.forward(torch.stack(tensors)).cpu()
                     frames += len(batch)
                     put(encoded, (out, batch))
             put(encoded, _END)

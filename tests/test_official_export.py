@@ -61,6 +61,27 @@ def test_import_official_unet_and_bad_files(cli, registry, tmp_path):
     assert res.exit_code == 2 and "not an official ResNet or U-Net generator" in res.stderr
 
 
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_import_official_resnet_of_each_norm_and_dropout(cli, registry, tmp_path, norm, dropout):
+    """The file tells dropout from the layer indices: with batch norm, layer 6 (the second norm) holds weights too."""
+    params = {"ngf": 4, "norm": norm, "dropout": dropout}
+    net = registry.build("generator", "resnet_6blocks", params, 3, 3).eval()
+    for m in net.modules():  # running statistics other than the initial ones, so that using them is checked
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    torch.save(net.state_dict(), tmp_path / "G.pth")
+    stated = "--dropout" if dropout else "--no-dropout"
+    res = cli("import-official", tmp_path / "G.pth", "-o", tmp_path / "G.pt", stated)
+    assert res.exit_code == 0, res.stderr
+    G = load_generator(tmp_path / "G.pt")
+    assert {k: G.i2i_info["component"]["params"][k] for k in params} == params
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(G(x), net(x), atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_dynamic_shapes_match_pytorch(cli, make_ckpt, tmp_path, fmt, monkeypatch):
     # the eager generator computes its residual blocks by Winograd; the exported graph keeps plain convolutions

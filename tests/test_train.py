@@ -52,11 +52,15 @@ def _weights(out):
     return state["step"], state["nets"], state["optimizers"]
 
 
-def test_resume_is_bit_identical(cli, small_data, tmp_path):
-    """2N steps straight == N steps, resume, N more (N crosses an epoch boundary: 6 images/epoch)."""
-    common = ["--data", small_data, *TINY, "train.epochs=1", "train.decay_epochs=2", "method.pool_size=3"]
+@pytest.mark.parametrize("extra", [[], ["generator.dropout=true", "generator.norm=batch", "losses.gan=wgangp"]])
+def test_resume_is_bit_identical(cli, small_data, tmp_path, extra):
+    """2N steps straight == N steps, resume, N more (N crosses an epoch boundary: 6 images/epoch); also with random
+    draws in the step (dropout, WGAN-GP's mixing weights) and batch-norm statistics, where the straight run also
+    saves samples at every step (samples and resuming leave the random streams and the statistics as they were)."""
+    common = ["--data", small_data, *TINY, "train.epochs=1", "train.decay_epochs=2", "method.pool_size=3", *extra]
     a, b = tmp_path / "straight", tmp_path / "resumed"
-    assert cli("train", "-m", "cyclegan", "--out", a, "--max-steps", "10", *common).exit_code == 0
+    assert cli("train", "-m", "cyclegan", "--out", a, "--max-steps", "10", *common,
+               *(["train.sample_every=1"] if extra else [])).exit_code == 0
     assert cli("train", "-m", "cyclegan", "--out", b, "--max-steps", "5", *common).exit_code == 0
     res = cli("train", "--out", b, "--resume", "--max-steps", "10", "--device", "cpu")
     assert res.exit_code == 0, res.stderr

@@ -506,3 +506,37 @@ def test_a_video_shorter_than_its_audio_is_not_called_truncated(cli, make_ckpt, 
     res = cli("video", cut, "--ckpt", make_ckpt(), "-o", tmp_path / "o.mp4", "--device", "cpu")
     assert res.exit_code == 0, res.stderr
     assert re.search(r"ended after \d+ of 40 frames", res.stderr), res.stderr
+
+
+@pytest.mark.parametrize("batch", ["1", "4"])
+def test_a_frame_size_change_mid_stream_is_refused(cli, clip, make_ckpt, tmp_path, monkeypatch, batch):
+    """Frames that change size after the first batch (or at a batch boundary) are refused, not piped to the encoder
+    at the first frame's size (a garbled output with the wrong frame count)."""
+
+    class Growing:
+        def __init__(self, *args, real=cv2.VideoCapture) -> None:
+            self.cap, self.n = real(*args), 0
+
+        def read(self):
+            ok, frame = self.cap.read()
+            self.n += ok
+            return (ok, cv2.resize(frame, (80, 60)) if ok and self.n > 12 else frame)
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Growing)
+    dst = tmp_path / "out.avi"
+    one_line_error(cli("video", clip, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu", "--batch-size", batch),
+                   "changes frame size mid-stream (66×50 to 80×60); re-encode it with one size", alone=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_frames_smaller_than_the_generator_takes(cli, clip, make_ckpt, tmp_path):
+    """Frames the generator can take only padded beyond its size multiple: the padding it needs is learnt on the
+    first batch, while later frames are already prepared; every frame is translated at the input's size."""
+    dst = tmp_path / "tiny.avi"
+    res = cli("video", clip, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu", "--size", "4", "--no-audio")
+    assert res.exit_code == 0, res.stderr
+    n, _, size = frames_of(dst)
+    assert n == 30 and min(size) == 4

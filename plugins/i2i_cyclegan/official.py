@@ -43,7 +43,9 @@ def _infer(sd: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any], int, int]:
         raise I2IError(f"the file holds a ResNet generator with {len(blocks)} blocks; i2i has 6 and 9")
     convs = [k for k, v in sd.items() if k.endswith(".weight") and v.dim() == 4]
     first, last = sd["model.1.weight"], sd[convs[-1]]
-    dropout = any(".conv_block.6." in k for k in sd)
+    # a block is pad, conv, norm, ReLU, [dropout], pad, conv, norm: its second convolution is layer 6 with dropout
+    # (layer 6 is the second norm without it, which holds weights with batch norm)
+    dropout = any(k.endswith(".conv_block.6.weight") and v.dim() == 4 for k, v in sd.items())
     params = {"ngf": first.shape[0], "norm": norm, "dropout": dropout, "upsampling": "transpose"}
     return name, params, first.shape[1], last.shape[0]
 

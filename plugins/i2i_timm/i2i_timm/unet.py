@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from i2i import I2IError
+from i2i.checkpoint import load_weights
 
 WHERE = "generator 'timm_unet' (plugin timm)"
 
@@ -73,7 +74,8 @@ def create_encoder(name: str, in_chans: int, pretrained: bool, weights: str | No
         path = Path(weights).expanduser()
         if not path.is_file():
             raise I2IError(f"{WHERE}: weights file {path} not found (generator.weights must be a local file)")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        # read here, safely (timm's own file loading may unpickle code: weights_only=False by default in some 1.0.x)
+        kwargs["pretrained_cfg_overlay"] = {"state_dict": load_weights(path, f"{WHERE}: weights file", f"'{name}'")}
         pretrained = True
     with _key_report() as report:
         try:

@@ -124,6 +124,38 @@ def test_weights_errors_are_one_line(registry, tmp_path):
     assert "\n" not in str(info.value)
 
 
+class Planted:
+    """Unpickling it runs code (it creates a file): what a weights file from the internet must not be able to do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_weights_files_are_read_without_running_code_and_from_training_checkpoints(registry, tmp_path, monkeypatch):
+    """The plugin reads the file itself, with weights_only: timm's own loader unpickles with weights_only=False by
+    default in some 1.0.x releases this plugin allows."""
+
+    def unsafe(*args, **kwargs):
+        raise AssertionError("timm read the weights file itself")
+
+    import timm.models._builder
+
+    monkeypatch.setattr(timm.models._builder, "load_state_dict", unsafe)
+    torch.manual_seed(2)
+    source = timm.create_model("resnet18", pretrained=False)
+    path, marker = tmp_path / "planted.pth", tmp_path / "ran"
+    torch.save({**source.state_dict(), "hook": Planted(str(marker))}, path)
+    with pytest.raises(I2IError, match=r"plugin timm\): weights file .*planted\.pth"):
+        registry.build("generator", "timm_unet", {**TINY, "weights": str(path)}, 3, 3)
+    assert not marker.exists()
+    # a training checkpoint (weights under 'state_dict', DataParallel's 'module.' prefixes) gives its weights
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    net = registry.build("generator", "timm_unet", {**TINY, "weights": str(path)}, 3, 3)
+    assert torch.equal(net.encoder.conv1.weight, source.conv1.weight)
+
 
 def test_weights_of_a_larger_architecture_are_refused(registry, tmp_path):
     """resnet34 holds every tensor of resnet18 (and more blocks): timm only logs the extra ones as unexpected. Tensors
