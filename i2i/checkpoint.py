@@ -205,7 +205,43 @@ def read_generator(path: str | Path) -> dict[str, Any]:
     for key in ("component", "io", "state_dict"):
         if key not in record:
             raise I2IError(f"generator checkpoint {path} is incomplete: no '{key}' entry")
+    wrong = _misshapen(record)
+    if wrong:
+        raise I2IError(f"generator checkpoint {path} is malformed: {wrong}; export it again (i2i writes G_AB.pt at "
+                       f"the end of training) or convert it again")
     return record
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+#: what each entry of an exported generator must be: (where, check, what it must be)
+_GENERATOR_FIELDS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
+    (("component",), lambda v: isinstance(v, dict), "a dict"),
+    (("component", "name"), lambda v: isinstance(v, str) and v, "a component name"),
+    (("component", "params"), lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a dict"),
+    (("io",), lambda v: isinstance(v, dict), "a dict"),
+    (("io", "in_channels"), _count, "a positive int"),
+    (("io", "out_channels"), _count, "a positive int"),
+    (("io", "size_multiple"), _count, "a positive int"),
+    (("io", "range"), lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(
+        isinstance(x, (int, float)) for x in v), "two numbers"),
+    (("state_dict",), lambda v: isinstance(v, dict) and all(isinstance(k, str) and torch.is_tensor(t)
+                                                           for k, t in v.items()), "names → tensors"),
+    (("provenance",), lambda v: v is None or isinstance(v, dict), "a dict"),
+)
+
+
+def _misshapen(record: dict[str, Any]) -> str:
+    """The first entry of an exported generator's record that is missing or not what i2i writes ('' if none)."""
+    for keys, check, must in _GENERATOR_FIELDS:
+        value: Any = record
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not check(value):
+            return f"'{'.'.join(keys)}' must be {must}, not {shorten(repr(value), 40)}"
+    return ""
 
 
 def load_generator(

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .config import find_preset, load_yaml, parse_overrides, resolve
+from .config import find_preset, load_yaml, method_name, parse_overrides, resolve
 from .errors import I2IError, first_line, warn
 from .plugins import load_plugins
 from .registry import KINDS
@@ -196,7 +196,7 @@ def train(
                                help="YAML config file or preset name (a relative data.root in it is relative to "
                                     "the file's folder; --data and data.root=DIR are relative to the current one)"),
     epochs: int = typer.Option(None, "--epochs", help="epochs at the initial learning rate"),
-    decay_epochs: int = typer.Option(None, "--decay-epochs", help="epochs of linear decay to zero"),
+    decay_epochs: int = typer.Option(None, "--decay-epochs", help="epochs of linear decay towards zero"),
     max_steps: int = typer.Option(None, "--max-steps", help="stop after this many iterations"),
     batch_size: int = typer.Option(None, "--batch-size"),
     size: int = typer.Option(None, "--size", help="crop size"),
@@ -332,10 +332,8 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
         config_path = find_preset(config) if config else None
         config_layer = absolute_root(load_yaml(config_path), config_path.parent) if config_path else {}
         demo_data = data is None and not any(data_root(layer) for layer in (config_layer, *cli_layers))
-        name = method or config_layer.get("method")
-        name = name.get("name") if isinstance(name, dict) else name
-        if name is not None and not isinstance(name, str):
-            raise I2IError(f"the method must be a name (see `i2i list method`), not {name!r}")
+        named = [n for layer in (config_layer, *cli_layers) if (n := method_name(layer)) is not None]
+        name = method or (named[-1] if named else None)
         if demo_data:
             if not name:
                 raise I2IError("pass --method NAME (see `i2i list method`), and --data DIR or nothing for the demo")
@@ -535,11 +533,12 @@ def video_cmd(
 
     from .device import resolve_device
     from .translate import Translator
-    from .video import ffmpeg_path, output_path, probe, quiet_native_logs, translate_video
+    from .video import check_part, ffmpeg_path, output_path, probe, quiet_native_logs, translate_video
 
     quiet_native_logs()  # before the first capture opens
     if batch_size < 1 or (size is not None and size < 1):
         raise I2IError("--batch-size and --size must be >= 1")
+    check_part(start, duration)  # the cheap checks before the model loads
     info = probe(src)
     dst = output_path(src, dst or src.with_name(f"{src.stem}_i2i.mp4"))  # checked before the model loads
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)

@@ -313,6 +313,15 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def method_name(layer: Mapping[str, Any]) -> str | None:
+    """The method a config layer names (``method: NAME`` or ``method: {name: NAME}``), if any."""
+    given = layer.get("method")
+    given = given.get("name") if isinstance(given, Mapping) else given
+    if given is not None and not isinstance(given, str):
+        raise I2IError(f"the method must be a name (see `i2i list method`), not {given!r}")
+    return given
+
+
 def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]],
             flags: Mapping[str, str] | None = None) -> Config:
     """Merge the layers over the method's defaults and validate everything, every component's parameters too.
@@ -321,7 +330,7 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = merge(merged, layer)
-    name = method or (merged.get("method") or {}).get("name")
+    name = method or method_name(merged)
     if not name:
         available = ", ".join(e.name for e in registry.list("method")) or "none installed"
         raise I2IError(f"no training method given; pass --method NAME (available: {available})")

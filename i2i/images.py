@@ -39,10 +39,19 @@ def readable(path: Path) -> bool:
     return is_image_name(path) and cv2.haveImageReader(str(path))
 
 
+def cannot_read(path: Path, exc: OSError) -> str:
+    """The line for a file the system would not let i2i read."""
+    return f"cannot read {path}: {exc.strerror or exc}; check that it exists and that its permissions allow reading"
+
+
 def unreadable_reason(path: Path) -> str:
     """Why a file that ``readable`` refused cannot be used, in one line with the fix: its format is not one i2i
     takes (named when it is a known image format), or it is not a valid image of its suffix's format."""
     suffix = path.suffix.lower()
+    try:
+        path.open("rb").close()
+    except OSError as exc:  # not the file's fault: permissions, a folder, a vanished network share
+        return cannot_read(path, exc)
     if suffix in UNSUPPORTED_FORMATS:
         return (f"{path}: {UNSUPPORTED_FORMATS[suffix]} is not supported; convert it to .png (i2i reads "
                 f"{COMMON_SUFFIXES}, ...)")
@@ -137,7 +146,8 @@ def orient(img: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
-    """HWC uint8/uint16 image in RGB (or gray when ``channels == 1``); None if it cannot be decoded.
+    """HWC uint8/uint16 image in RGB (or gray when ``channels == 1``); None if it cannot be decoded (an I2IError if
+    the system refuses to read the file).
 
     ``channels=None`` keeps the file's own channels (gray, RGB or RGBA) and bit depth. The EXIF orientation is
     applied in every mode, so all modes give the picture viewers show.
@@ -145,8 +155,11 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
     flag = cv2.IMREAD_UNCHANGED if channels is None else cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:  # the system's refusal, not a corrupt file: one line, whoever asked
+        raise I2IError(cannot_read(path, exc)) from None
+    try:
         img = cv2.imdecode(data, flag) if data.size else None
-    except (OSError, cv2.error):
+    except cv2.error:
         return None
     if img is None:
         return None

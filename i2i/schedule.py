@@ -1,4 +1,5 @@
-"""The learning-rate schedule of the CycleGAN paper: constant for ``epochs``, then linear decay to zero."""
+"""The learning-rate schedule of the CycleGAN paper: constant for ``epochs``, then a linear decay towards zero
+(the official one: the last of ``decay_epochs`` trains at 1/(decay_epochs + 1) of the rate)."""
 
 from __future__ import annotations
 

@@ -98,6 +98,8 @@ class Translator:
                            f"or float in [0, 1])")
         if img.dtype not in (np.uint8, np.uint16, np.float16, np.float32, np.float64):
             raise I2IError(f"cannot translate an image of dtype {img.dtype}: expected uint8, uint16 or float in [0, 1]")
+        dtype = img.dtype  # the output's; OpenCV's resize and colour conversion take float32 of the floats
+        img = img.astype(np.float32) if dtype.kind == "f" else img
         if img.ndim == 2:
             img = img[:, :, None]
         if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
@@ -121,7 +123,7 @@ class Translator:
         else:  # float images are taken to be in [0, 1]
             t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() * 2 - 1
         h, w = img.shape[:2]
-        return Prepared(pad_to_multiple(t, self.multiple, self.min_side), h, w, alpha, img.dtype)
+        return Prepared(pad_to_multiple(t, self.multiple, self.min_side), h, w, alpha, dtype)
 
     def finish(self, out: torch.Tensor, prep: Prepared) -> np.ndarray:
         """Network output (CHW) -> image of the input's size, dtype and alpha."""

@@ -341,6 +341,13 @@ def _open_at(src: Path, start: float, length: float) -> tuple[_Frames, np.ndarra
     return frames, shown[0], max(shown[1], start * 1000.0)
 
 
+def check_part(start: float, duration: float | None) -> None:
+    """The part of a video to translate is one that can exist."""
+    if not start >= 0 or (duration is not None and not duration > 0):  # NaN too
+        raise I2IError(f"--start must be >= 0 and --duration > 0 (got --start {start:g}"
+                       f"{'' if duration is None else f' --duration {duration:g}'})")
+
+
 def translate_video(
     src: Path,
     dst: Path,
@@ -359,8 +366,7 @@ def translate_video(
 
     info = probe(src)
     dst = output_path(src, dst)
-    if start < 0 or (duration is not None and duration <= 0):
-        raise I2IError("--start must be >= 0 and --duration > 0")
+    check_part(start, duration)
     limit = round(duration * info.fps) if duration else None
     # output frames the container announces from --start on (0: unknown); frames are repeated to keep the input's
     # timing (a picture held for several frame times, as in AVIs with empty frames) only up to this count

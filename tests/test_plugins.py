@@ -548,9 +548,23 @@ class ThreeArgGAN:
         return ((D(real) - 1) ** 2).mean() + (D(fake) ** 2).mean()
 
 
+class GrayB(torch.utils.data.Dataset):
+    channels = {"A": 3, "B": 1}
+
+    def __init__(self, root, phase) -> None:
+        pass
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return {"A": torch.zeros(3, 32, 32), "B": torch.zeros(1, 32, 32)}
+
+
 @hookimpl
 def register_datasets(register):
     register("empty", Empty)
+    register("gray_b", GrayB)
 
 
 class KeywordBatchedGAN(ThreeArgGAN):
@@ -622,6 +636,11 @@ def test_generators_that_break_the_contract_are_refused_before_training(tmp_path
     one_line_error(cli(*train, "--out", tmp_path / "g", "--method", "exports_a_ghost"),
                    "method 'exports_a_ghost' exports 'G_XY', which is not one of its networks (G_AB, G_BA, D_A, D_B)")
     assert not any((tmp_path / n).exists() for n in "abcdfg")
+    one_line_error(cli("train", "-m", "cyclegan", "--data", small_data, "--max-steps", "1", "--out", tmp_path / "j",
+                       "data=gray_b"),
+                   "the identity loss needs domains with equal channels, and dataset 'gray_b' gives A 3 and B 1; "
+                   "set method.lambda_identity=0")
+    assert not (tmp_path / "j").exists()
     one_line_error(cli(*train, "--out", tmp_path / "h", "--method", "float_losses"),
                    "method 'float_losses': train_step() returned {'G_AB': a float, 'G_BA': a float, "
                    "'cycle_A': a float, 'cycle_B': a float, …}; it must return a dict of one-number loss tensors",

@@ -640,3 +640,12 @@ def test_resuming_on_other_images_of_the_same_count_warns(cli, small_data, tmp_p
     assert res.exit_code == 0, res.stderr
     assert (f"warning: the images in {small_data} are not those this run was trained on (names or sizes have "
             f"changed): it continues on these, not as it would have") in " ".join(res.stderr.split())
+
+
+@pytest.mark.parametrize("value", ["5", "[cyclegan]", "{name: 3}"])
+def test_a_method_that_is_not_a_name_is_one_line(cli, small_data, tmp_path, value):
+    """method=... as an override (with --data: the demo path checks it as well) names what is wrong."""
+    for data in (["--data", small_data], []):
+        one_line_error(cli("train", f"method={value}", *data, "--out", tmp_path / "run", "--max-steps", "1"),
+                       "the method must be a name (see `i2i list method`), not ")
+    assert not (tmp_path / "run").exists()

@@ -92,7 +92,8 @@ class Evil:
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "half", "not_torch", "text", "onnx", "onnx_as_pt",
-                                  "bare_state_dict", "training_ckpt", "pickle_code", "missing_plugin"])
+                                  "bare_state_dict", "training_ckpt", "pickle_code", "missing_plugin", "no_params",
+                                  "channels_text", "weights_list"])
 def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
     good = make_ckpt()
     bad = tmp_path / "bad.pt"
@@ -121,19 +122,33 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
         record["component"]["name"] = "fancy_unet"
         record["provenance"]["generator_plugin"] = "i2i_fancy"
         torch.save(record, bad)
+    elif case in ("no_params", "channels_text", "weights_list"):  # hand-made or converted by another tool
+        record = torch.load(good, weights_only=True)
+        if case == "no_params":
+            del record["component"]["params"]
+        elif case == "channels_text":
+            record["io"]["in_channels"] = "3"
+        else:
+            record["state_dict"] = list(record["state_dict"].values())
+        torch.save(record, bad)
     onnx = f"{bad} is an ONNX export, which i2i does not read back: pass the G.pt checkpoint it was exported from"
     truncated = f"{bad} is truncated: the end of its archive is missing (an interrupted download or copy?)"
     expected = {"missing": "not found", "truncated": truncated, "half": truncated,
                 "not_torch": "truncated or not a PyTorch file", "text": "truncated or not a PyTorch file",
                 "onnx": onnx, "onnx_as_pt": onnx, "bare_state_dict": "i2i import-official",
                 "training_ckpt": "training checkpoint", "pickle_code": "could run code",
-                "missing_plugin": "plugin 'i2i_fancy', which is not installed"}[case]
+                "missing_plugin": "plugin 'i2i_fancy', which is not installed",
+                "no_params": f"generator checkpoint {bad} is malformed: 'component.params' must be a dict, not None",
+                "channels_text": "is malformed: 'io.in_channels' must be a positive int, not '3'",
+                "weights_list": "is malformed: 'state_dict' must be names → tensors, not [tensor("}[case]
     out = tmp_path / "out"
     res = cli("translate", photos / "odd.png", "--ckpt", bad, "-o", out)
     one_line_error(res, expected)
     assert not out.exists()
     if case in ("not_torch", "text"):  # no detail such as "(101)": a non-PyTorch file's parse errors mean nothing
         assert res.stderr.strip().endswith("is truncated or not a PyTorch file"), res.stderr
+    if case in ("no_params", "channels_text", "weights_list"):
+        one_line_error(cli("inspect", bad), expected)
 
 
 def test_cut_error_details_end_at_a_word():
@@ -423,3 +438,35 @@ def test_an_image_file_name_for_several_images_is_refused(cli, photos, make_ckpt
         one_line_error(cli("translate", *inputs, "--ckpt", ckpt, "-o", out),
                        f"-o {out} names an image file, but -o must be a folder when several images are translated")
         assert not out.exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_images_of_every_width_with_resizing_and_gray(make_ckpt, photos, dtype):
+    """Float images in [0, 1] of any width go through --size's resize and the gray conversion (OpenCV takes neither
+    float16 nor float64 there) and come back in their own dtype."""
+    img = (read_image(photos / "odd.png", 3) / 255.0).astype(dtype)
+    for ckpt in (make_ckpt(), make_ckpt(1, 1)):
+        G = load_generator(ckpt)
+        out = translate(G, img, size=16)
+        assert out.dtype == dtype and out.shape[:2] == (16, round(97 * 16 / 61))
+        assert out.min() >= 0 and out.max() <= 1
+
+
+def test_a_file_the_system_will_not_read_is_not_called_corrupt(cli, photos, make_ckpt, tmp_path, monkeypatch):
+    """Permissions or a vanished network share: the system's reason, not "corrupt or truncated"."""
+    from i2i.images import unreadable_reason
+
+    folder = tmp_path / "looks.png"
+    folder.mkdir()
+    with pytest.raises(I2IError, match=r"cannot read .*looks\.png: Is a directory; check that it exists"):
+        read_image(folder)
+    assert unreadable_reason(folder).startswith(f"cannot read {folder}: Is a directory")
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(np, "fromfile", refused)
+    one_line_error(cli("translate", photos / "odd.png", "--ckpt", make_ckpt(), "-o", tmp_path / "out"),
+                   f"cannot read {photos / 'odd.png'}: Permission denied; check that it exists and that its "
+                   f"permissions allow reading")
+    assert not (tmp_path / "out").exists()

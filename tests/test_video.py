@@ -144,6 +144,11 @@ def test_bad_videos(cli, clip, make_ckpt, tmp_path):
     one_line_error(cli("video", clip, "--ckpt", ckpt, "-o", tmp_path / "o.mp4", "--start", "60"),
                    "no decodable frames", alone=False)
     assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
+    # checked before the checkpoint loads (this one does not exist)
+    for part, shown in ((["--start", "-1"], "--start -1"), (["--duration", "0"], "--start 0 --duration 0"),
+                        (["--start", "nan"], "--start nan")):
+        one_line_error(cli("video", clip, "--ckpt", tmp_path / "none.pt", "-o", tmp_path / "o.mp4", *part),
+                       f"--start must be >= 0 and --duration > 0 (got {shown})")
 
 
 @needs_ffmpeg

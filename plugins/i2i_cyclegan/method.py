@@ -87,6 +87,9 @@ class CycleGAN(Method):
     def __init__(self, params: CycleGANParams, build: Components) -> None:
         self.p = params
         ca, cb = build.channels["A"], build.channels["B"]
+        if params.lambda_identity > 0 and ca != cb:  # check_config sees the built-in datasets' parameters only
+            raise I2IError(f"the identity loss needs domains with equal channels, and dataset "
+                           f"'{build.config.data.name}' gives A {ca} and B {cb}; set method.lambda_identity=0")
         self.nets = nn.ModuleDict({
             "G_AB": build.generator(ca, cb), "G_BA": build.generator(cb, ca),
             "D_A": build.discriminator(ca), "D_B": build.discriminator(cb),
