@@ -275,5 +275,10 @@ def load_generator(
             f"{path}: weights do not fit generator '{comp['name']}' with its recorded parameters "
             f"({state_dict_mismatch(exc)})"
         ) from exc
+    bad = [k for k, t in record["state_dict"].items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise I2IError(f"{path} holds weights that are not finite numbers (NaN or Inf in {bad[0]}{more}): it would "
+                       f"translate every image to one colour; use a generator saved before its training diverged")
     net.i2i_info = {k: v for k, v in record.items() if k != "state_dict"}
     return net.to(device).eval()

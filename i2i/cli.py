@@ -93,7 +93,7 @@ def cli_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .device import out_of_memory_error
+        from .device import out_of_memory, out_of_memory_error
         from .interrupts import Interrupted
 
         quiet = os.environ.get("RANK", "0") != "0"  # in a torchrun job, rank 0 alone reports interruptions
@@ -122,6 +122,9 @@ def cli_errors(fn):
         except Exception as exc:
             if hasattr(exc, "exit_code"):  # typer.Exit, and click's usage errors (main() words those)
                 raise
+            if out_of_memory(exc):  # the CPU's allocator (the GPU's is above)
+                _error(f"out of memory ({first_line(exc, 100)}); use smaller images (--size N) or batches "
+                       f"(--batch-size), or a machine with more memory")
             from .bugs import describe
             from .plugins import ENTRY_POINT_GROUP
 

@@ -12,6 +12,13 @@ def out_of_memory_error() -> type[BaseException]:
     return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: a GPU's, or the CPU allocator's (a RuntimeError), or Python's."""
+    said = ("out of memory", "can't allocate memory", "Cannot allocate memory", "not enough memory")
+    return isinstance(exc, (out_of_memory_error(), MemoryError)) or isinstance(exc, RuntimeError) and any(
+        s in str(exc) for s in said)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU; an unavailable device is a clear error."""
     if name == "auto":

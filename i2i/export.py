@@ -51,6 +51,11 @@ def check_export(fmt: str | None, opset: int | None, out: Path) -> tuple[str, in
         if opset is not None:
             raise I2IError(f"--opset applies to ONNX only; drop it for {fmt}")
         return fmt, None
+    try:
+        import onnx  # noqa: F401  (PyTorch's exporter writes through it)
+    except ImportError:
+        raise I2IError("ONNX export needs the onnx package: pip install \"i2i[export]\" (or pip install onnx); "
+                       "TorchScript (-o NAME.pt) needs nothing more") from None
     opset = DEFAULT_OPSET if opset is None else opset
     opsets = supported_opsets()
     if opset not in opsets:

@@ -20,18 +20,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        tmp = temp_beside(path)
     except OSError as exc:
         blocker = file_in_the_way(path)
         if blocker is not None:
             raise I2IError(f"cannot write {path}: {blocker} is a file, not a folder; choose another location") from exc
         raise I2IError(f"cannot write into {path.parent} ({exc.strerror or exc}): choose a writable location") from exc
-    os.close(fd)
-    tmp = Path(name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if path.is_dir():
@@ -49,6 +46,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def temp_beside(path: Path, kind: str = "tmp") -> Path:
+    """A new empty file beside ``path``, ``.STEM.XXXXXXXX.KIND.SUFFIX``, unique to this call: runs writing the same
+    output never share one."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{kind}{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename the finished ``tmp`` to ``path``, with the permissions of a newly created file (mkstemp makes it
+    private)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 #: free space below which a failed write is put down to a full disk (torch.save's writer loses the errno)

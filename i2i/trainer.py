@@ -34,7 +34,7 @@ from torchvision.utils import make_grid, save_image
 from . import __version__
 from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load, state_dict_mismatch
 from .config import Config, save_yaml
-from .device import resolve_device
+from .device import out_of_memory, resolve_device
 from .distributed import Distributed
 from .errors import I2IError, first_line, warn
 from .evaluate import evaluate, plan
@@ -407,7 +407,7 @@ class Trainer:
             with self._aside():
                 self.method.probe(self.sample_batch)
         except (RuntimeError, ValueError) as exc:
-            if "out of memory" in str(exc) or not _from_torch(exc):
+            if out_of_memory(exc) or not _from_torch(exc):
                 raise
             raise I2IError(f"the networks cannot take the training images ({first_line(exc, 160)}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
@@ -512,7 +512,7 @@ class Trainer:
                         finally:
                             net.train(training)
             except Exception as exc:
-                if "out of memory" in str(exc):
+                if out_of_memory(exc):
                     raise
                 raise I2IError(f"generator '{g}' cannot take domain {src}'s training images ({x.shape[1]} channel(s), "
                                f"{x.shape[-1]}×{x.shape[-2]}): {first_line(exc, 120)}; use a larger --size, or check "
@@ -579,7 +579,7 @@ class Trainer:
             with self._aside():
                 self.method.probe(batch)
         except Exception as exc:
-            if meta is None and ("out of memory" in str(exc) or not isinstance(exc, (RuntimeError, ValueError,
+            if meta is None and (out_of_memory(exc) or not isinstance(exc, (RuntimeError, ValueError,
                                                                                       NotImplementedError))):
                 raise
             return exc

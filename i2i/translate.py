@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_generator
-from .device import out_of_memory_error
+from .device import out_of_memory
 from .errors import I2IError, first_line
 from .images import COMMON_SUFFIXES, encode_image, is_image_name, scan_folder, skipped_note, to_image, to_tensor
 
@@ -167,7 +167,7 @@ class Translator:
                 break
             except (RuntimeError, ValueError) as exc:
                 side = min(x.shape[-2:])
-                if isinstance(exc, out_of_memory_error()) or min(h, w) >= MAX_GROWTH * self.multiple:
+                if out_of_memory(exc) or min(h, w) >= MAX_GROWTH * self.multiple:
                     raise
                 if side >= MAX_GROWTH * self.multiple:
                     raise I2IError(f"the generator cannot translate an input of {w}×{h} px, even padded to "

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .errors import I2IError, warn
-from .files import cannot_create, file_in_the_way
+from .files import cannot_create, file_in_the_way, publish, temp_beside
 from .interrupts import Interrupted, stop_requests
 from .translate import Prepared, Translator
 from .translate import side_by_side as compare
@@ -343,8 +343,8 @@ def _open_at(src: Path, start: float, length: float) -> tuple[_Frames, np.ndarra
 
 def check_part(start: float, duration: float | None) -> None:
     """The part of a video to translate is one that can exist."""
-    if not start >= 0 or (duration is not None and not duration > 0):  # NaN too
-        raise I2IError(f"--start must be >= 0 and --duration > 0 (got --start {start:g}"
+    if not (0 <= start < math.inf) or (duration is not None and not 0 < duration < math.inf):  # NaN too
+        raise I2IError(f"--start must be >= 0 and --duration > 0, in seconds (got --start {start:g}"
                        f"{'' if duration is None else f' --duration {duration:g}'})")
 
 
@@ -385,7 +385,6 @@ def translate_video(
     decoded: queue.Queue[Any] = queue.Queue(maxsize=2 * batch_size)
     encoded: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     counts = {"slots": 0, "ended": False}  # output frames read so far; whether the input ran out
 
     aborted = f"interrupted again: stopped at once and removed the partial output; {dst} was not written"
@@ -450,10 +449,16 @@ def translate_video(
             first_prep = translator.prepare(rgb(first))
             out_w = first_prep.width * (2 if side_by_side else 1)
             dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = temp_beside(dst, "partial")  # this run's own: another run writing dst never shares it
+        except BaseException:
+            source.release()
+            raise
+        try:
             encoder = _Encoder(tmp, src, (out_w, first_prep.height), info.fps, start, audio,
                                lambda: signalled["stop"])
         except BaseException:
             source.release()
+            tmp.unlink(missing_ok=True)
             raise
         if any(encoder.pad):
             why = (f"H.264 ({dst.suffix}) needs even sizes; .avi keeps the size" if encoder.proc is not None
@@ -510,7 +515,7 @@ def translate_video(
         if frames == 0:
             tmp.unlink(missing_ok=True)
             raise I2IError(f"no frames of {src} were translated (is --duration shorter than one frame?)")
-        tmp.replace(dst)
+        publish(tmp, dst)
     written = encoder.frames
     if counts["ended"] and written < expected - max(2, expected // 50):
         # a stream duration the file states (Matroska tags) outranks OpenCV's count, estimated from the longest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -172,3 +173,10 @@ def test_inspect_shows_bracketed_text_as_it_is(cli, make_ckpt, tmp_path, monkeyp
     assert res.exit_code == 0, res.stderr
     for fragment in ("[v1]/G.pt", "[bold]x", "runs/[v1]", "[/]"):
         assert fragment in res.stdout, fragment
+
+
+def test_onnx_export_without_the_onnx_package_says_what_to_install(cli, make_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # what an environment without the package gives
+    one_line_error(cli("export", "--ckpt", make_ckpt(), "-o", tmp_path / "G.onnx"),
+                   "ONNX export needs the onnx package: pip install \"i2i[export]\" (or pip install onnx)")
+    assert list(tmp_path.iterdir()) == []

@@ -93,7 +93,7 @@ class Evil:
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "half", "not_torch", "text", "onnx", "onnx_as_pt",
                                   "bare_state_dict", "training_ckpt", "pickle_code", "missing_plugin", "no_params",
-                                  "channels_text", "weights_list"])
+                                  "channels_text", "weights_list", "nan_weights"])
 def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
     good = make_ckpt()
     bad = tmp_path / "bad.pt"
@@ -122,6 +122,10 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
         record["component"]["name"] = "fancy_unet"
         record["provenance"]["generator_plugin"] = "i2i_fancy"
         torch.save(record, bad)
+    elif case == "nan_weights":
+        record = torch.load(good, weights_only=True)
+        record["state_dict"]["model.1.weight"][0, 0, 0, 0] = float("nan")
+        torch.save(record, bad)
     elif case in ("no_params", "channels_text", "weights_list"):  # hand-made or converted by another tool
         record = torch.load(good, weights_only=True)
         if case == "no_params":
@@ -140,7 +144,9 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
                 "missing_plugin": "plugin 'i2i_fancy', which is not installed",
                 "no_params": f"generator checkpoint {bad} is malformed: 'component.params' must be a dict, not None",
                 "channels_text": "is malformed: 'io.in_channels' must be a positive int, not '3'",
-                "weights_list": "is malformed: 'state_dict' must be names → tensors, not [tensor("}[case]
+                "weights_list": "is malformed: 'state_dict' must be names → tensors, not [tensor(",
+                "nan_weights": f"{bad} holds weights that are not finite numbers (NaN or Inf in model.1.weight): it "
+                               f"would translate every image to one colour"}[case]
     out = tmp_path / "out"
     res = cli("translate", photos / "odd.png", "--ckpt", bad, "-o", out)
     one_line_error(res, expected)
@@ -470,3 +476,22 @@ def test_a_file_the_system_will_not_read_is_not_called_corrupt(cli, photos, make
                    f"cannot read {photos / 'odd.png'}: Permission denied; check that it exists and that its "
                    f"permissions allow reading")
     assert not (tmp_path / "out").exists()
+
+
+def test_running_out_of_memory_on_the_cpu_is_one_line_with_the_fix(cli, photos, make_ckpt, tmp_path, monkeypatch):
+    """The CPU allocator's failure (a 24-megapixel photo on a laptop) is the user's to fix, not a bug to report, and
+    is not taken for an input too small for the generator (which retries with more padding)."""
+    from i2i.translate import Translator
+
+    calls = []
+
+    def exhausted(self, batch):
+        calls.append(batch.shape)
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 94371840000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(Translator, "_run", exhausted)
+    one_line_error(cli("translate", photos / "odd.png", "--ckpt", make_ckpt(), "-o", tmp_path / "out"),
+                   "out of memory ([enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate",
+                   "use smaller images (--size N) or batches (--batch-size), or a machine with more memory")
+    assert len(calls) == 1 and not (tmp_path / "out").exists()

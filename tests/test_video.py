@@ -146,9 +146,10 @@ def test_bad_videos(cli, clip, make_ckpt, tmp_path):
     assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
     # checked before the checkpoint loads (this one does not exist)
     for part, shown in ((["--start", "-1"], "--start -1"), (["--duration", "0"], "--start 0 --duration 0"),
-                        (["--start", "nan"], "--start nan")):
+                        (["--start", "nan"], "--start nan"), (["--duration", "inf"], "--start 0 --duration inf"),
+                        (["--start", "inf"], "--start inf")):
         one_line_error(cli("video", clip, "--ckpt", tmp_path / "none.pt", "-o", tmp_path / "o.mp4", *part),
-                       f"--start must be >= 0 and --duration > 0 (got {shown})")
+                       f"--start must be >= 0 and --duration > 0, in seconds (got {shown})")
 
 
 @needs_ffmpeg
@@ -545,3 +546,28 @@ def test_frames_smaller_than_the_generator_takes(cli, clip, make_ckpt, tmp_path)
     assert res.exit_code == 0, res.stderr
     n, _, size = frames_of(dst)
     assert n == 30 and min(size) == 4
+
+
+@needs_ffmpeg
+def test_two_runs_writing_one_output_each_write_a_whole_video(make_ckpt, tmp_path):
+    """A second run started while the first is encoding (a re-run, a script's parallel jobs) has its own temporary
+    file: both finish, and the output is one run's complete video (they shared one and wrote a corrupt file)."""
+    src, dst = tmp_path / "src" / "long.mkv", tmp_path / "same.mp4"  # 1000 frames: ~5 s to translate
+    src.parent.mkdir()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=25:duration=40", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=40", "-c:v", "mjpeg", "-c:a", "aac", "-shortest", src)
+    args = [sys.executable, "-m", "i2i", "video", str(src), "--ckpt", str(make_ckpt()), "-o", str(dst), "--device",
+            "cpu", "--batch-size", "1"]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".same*partial*")):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.02)
+        second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
+    assert frames_of(dst)[0] == 1000 and "audio" in streams(dst)
+    assert sorted(tmp_path.iterdir()) == [dst, src.parent]
