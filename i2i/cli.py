@@ -446,7 +446,17 @@ def translate_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .device import resolve_device
-    from .images import first_names, holds_alpha, read_image, readable, unreadable_reason, write_image
+    from .images import (
+        UnusableImage,
+        first_names,
+        holds_16_bits,
+        holds_alpha,
+        read_image,
+        readable,
+        unreadable_reason,
+        write_image,
+    )
+    from .interrupts import Interrupted, stop_requests
     from .translate import Translator, collect_inputs, output_paths
     from .translate import side_by_side as compare
 
@@ -460,23 +470,29 @@ def translate_cmd(
     targets = output_paths(inputs, files, out_path)
     sources = {src.resolve() for src, _ in files}
     for (src, _), target in zip(files, targets, strict=True):
+        if target.is_dir():
+            raise I2IError(f"the output of {src} would be {target}, which is a folder; move it or choose another --out")
+        if target.resolve() == src.resolve():
+            raise I2IError(f"writing {target} would overwrite that input; choose another --out")
         if target.resolve() in sources:
-            raise I2IError(f"writing {target} would overwrite the input {src}; choose another --out")
+            raise I2IError(f"the output of {src} would be {target}, which is one of the inputs (an earlier run's "
+                           f"output inside the input folder?); choose an --out outside the inputs")
         if not readable(src):  # named on the command line (a folder's unreadable files were skipped)
             raise I2IError(unreadable_reason(src))
     translator.check_outputs(targets, named=targets == [out_path])
     loaded: dict[Path, np.ndarray] = {}
     queued: deque[tuple[Path, Path]] = deque()  # (input, output) of the images read and not yet written
-    undecodable: list[Path] = []  # a header that looked fine, then a failed decoding (e.g. a truncated file)
+    unusable: list[str] = []  # why images whose header looked fine could not be used (e.g. a truncated file)
     held: list[str] = []  # their warnings until an image is read: when none can be, one error says it all
 
     def read_all():
         for (src, rel), target in zip(files, targets, strict=True):
-            img = read_image(src)
-            if img is None:
-                undecodable.append(src)
+            try:
+                img = read_image(src)
+            except UnusableImage as exc:
+                unusable.append(str(exc))
                 skipped.append(rel)
-                note = f"skipped {src}: it is corrupt or truncated (it could not be decoded)"
+                note = f"skipped: {exc}"
                 if queued or written:  # an image was read, so the run goes on: say it now
                     warn(note, progress.console)
                 else:
@@ -490,9 +506,11 @@ def translate_cmd(
             queued.append((src, target))
             yield img
 
-    written, alpha_dropped = 0, False
-    with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, disable=not err.is_terminal) as progress:
+    written, alpha_dropped, depth_dropped = 0, False, False
+    aborted = "interrupted again: stopped at once; the images written before are complete (each is written whole)"
+    with stop_requests(aborted) as stop, Progress(
+            TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+            disable=not err.is_terminal) as progress:
         task = progress.add_task("translate", total=len(files))
         for result in translator.translate_arrays(read_all(), batch_size):
             src, target = queued.popleft()
@@ -503,14 +521,22 @@ def translate_cmd(
                 alpha_dropped = True
                 warn(f"{target.suffix} has no transparency: {target.name} is written without the alpha channel of "
                      f"{src.name} (name the output .png to keep it)", progress.console)
+            if not depth_dropped and result.dtype == np.uint16 and not holds_16_bits(
+                    target.suffix.lower(), result.shape[2] if result.ndim == 3 else 1):
+                depth_dropped = True
+                warn(f"{target.suffix} has 8 bits per sample: {target.name} is written in 8 bits, not in the 16 bits "
+                     f"of {src.name} (name the output .png or .tiff to keep them)", progress.console)
             write_image(target, result)
             written += 1
             progress.advance(task)
-    if not written:  # every image failed to decode: nothing was written
-        if len(undecodable) == 1:
-            raise I2IError(f"{undecodable[0]} is corrupt or truncated (it could not be decoded); use a complete file")
-        raise I2IError(f"none of the {len(undecodable)} images could be decoded, they are corrupt or truncated "
-                       f"({first_names([str(p) for p in undecodable])}); use complete files")
+            if stop["stop"] and written < len(files):  # Ctrl-C / SIGTERM: after a whole image
+                raise Interrupted(f"interrupted after {written} of {len(files)} image(s), written to {out_path}; "
+                                  f"the others were not translated")
+    if not written:  # no image could be used: nothing was written
+        if len(unusable) == 1:
+            raise I2IError(unusable[0])
+        raise I2IError(f"none of the {len(unusable)} images could be used: {unusable[0]} (and {len(unusable) - 1} "
+                       f"more)")
     note = f"; skipped {len(skipped)} file(s): {first_names([str(p) for p in skipped])}" if skipped else ""
     out.print(f"[green]translated[/] {escape(f'{written} image(s) with {ckpt} → {out_path}{note}')}",
               highlight=False, soft_wrap=True)
@@ -521,7 +547,8 @@ def translate_cmd(
 def video_cmd(
     src: Path = typer.Argument(..., help="input video (any format OpenCV/ffmpeg decodes)"),
     ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G_AB.pt / G_BA.pt)"),
-    dst: Path = typer.Option(None, "--out", "-o", help="output video (default: INPUT_i2i.mp4 beside the input)"),
+    dst: Path = typer.Option(None, "--out", "-o", help="output video, or a folder for FOLDER/INPUT.mp4 (default: "
+                                                        "INPUT_i2i.mp4 beside the input)"),
     size: int = typer.Option(None, "--size", help="resize the shorter side to this first"),
     batch_size: int = typer.Option(4, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
@@ -709,7 +736,10 @@ def eval_cmd(
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
     for note in report.warnings:
         warn(note)
-    table = Table(title=escape(f"{ckpt.name} on {report.counts['source']} image(s) of {source}"))
+    counts = report.counts
+    partly = truth is not None and counts["truth"] != counts["source"]
+    paired = f" ({counts['truth']} with their truth)" if partly else ""
+    table = Table(title=escape(f"{ckpt.name} on {counts['source']} image(s) of {source}{paired}"))
     for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
         table.add_column(col)
     for name, row in report.scores.items():

@@ -17,7 +17,7 @@ import torch
 from .errors import I2IError
 from .features import EVAL_OPTIONS, FeatureExtractor
 from .files import cannot_create, file_in_the_way
-from .images import first_names, read_image, scan_folder, skipped_note
+from .images import UnusableImage, first_names, read_image, scan_folder, skipped_note
 from .registry import Registry
 from .translate import Translator
 
@@ -182,13 +182,14 @@ def evaluate(
     paired, dist = p.paired, p.distribution
 
     resized = 0
-    undecodable: list[Path] = []  # passed the header check, failed to decode (truncated, corrupt): skipped
+    undecodable: list[Path] = []  # passed the header check, could not be used (truncated, corrupt): skipped
 
     def decoded(path: Path) -> np.ndarray | None:
-        img = read_image(path)
-        if img is None:
+        try:
+            return read_image(path)
+        except UnusableImage:
             undecodable.append(path)
-        return img
+            return None
 
     identity_paired = {n: registry.get("metric", n).build(None) for n in paired}
     used_targets = 0
@@ -226,7 +227,8 @@ def evaluate(
             outputs.append(_float_rgb(out))
             originals.append(_float_rgb(img))
     if undecodable:
-        skipped = (f"skipped {len(undecodable)} image(s) that could not be decoded, corrupt or truncated "
+        skipped = (f"skipped {len(undecodable)} image(s) that could not be used (corrupt, truncated, or of a kind "
+                   f"i2i does not read) "
                    f"({first_names([str(p) for p in undecodable])})")
         notes.append(skipped)
         if dist and min(scored, used_targets) < 2 <= min(len(sources), len(targets)):

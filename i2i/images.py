@@ -109,8 +109,10 @@ def image_size(path: Path) -> tuple[int, int] | None:
             w, h = im.size
             return (w, h) if _orientation(im) >= 5 else (h, w)  # 5-8 swap the sides
     except Exception:  # a format Pillow does not read (EXR, HDR, ...): decode it
-        img = read_image(path)
-        return None if img is None else img.shape[:2]
+        try:
+            return read_image(path).shape[:2]
+        except UnusableImage:
+            return None
 
 
 def _header(path: Path) -> Image.Image:
@@ -145,24 +147,40 @@ def orient(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def read_image(path: Path, channels: int | None = None) -> np.ndarray | None:
-    """HWC uint8/uint16 image in RGB (or gray when ``channels == 1``); None if it cannot be decoded (an I2IError if
-    the system refuses to read the file).
+class UnusableImage(I2IError):
+    """An image file that cannot be used, and why, with the fix (the message): the system will not read it, it does
+    not decode, or its samples are of a type i2i does not take. Runs over many files skip it with this warning."""
 
-    ``channels=None`` keeps the file's own channels (gray, RGB or RGBA) and bit depth. The EXIF orientation is
-    applied in every mode, so all modes give the picture viewers show.
+
+#: sample types read_image gives (float64 is taken as float32; floats are in [0, 1])
+SAMPLE_TYPES = (np.uint8, np.uint16, np.float32)
+
+
+def read_image(path: Path, channels: int | None = None) -> np.ndarray:
+    """HWC uint8/uint16 image in RGB (or gray when ``channels == 1``), or UnusableImage.
+
+    ``channels=None`` keeps the file's own channels (gray, RGB or RGBA) and sample type (8 or 16 bit, float32 in
+    [0, 1]). The EXIF orientation is applied in every mode, so all modes give the picture viewers show.
     """
     flag = cv2.IMREAD_UNCHANGED if channels is None else cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:  # the system's refusal, not a corrupt file: one line, whoever asked
-        raise I2IError(cannot_read(path, exc)) from None
-    try:
-        img = cv2.imdecode(data, flag) if data.size else None
-    except cv2.error:
-        return None
+    except OSError as exc:  # the system's refusal, not a corrupt file
+        raise UnusableImage(cannot_read(path, exc)) from None
+    with _opencv_silent():  # its own lines about the file: i2i says what went wrong
+        try:
+            img = cv2.imdecode(data, flag) if data.size else None
+        except cv2.error:
+            img = None
     if img is None:
-        return None
+        raise UnusableImage(f"{path} could not be decoded: it is corrupt or truncated, or a kind of "
+                            f"{path.suffix or 'image'} OpenCV does not read; use a complete file, or convert it to "
+                            f".png")
+    if img.dtype == np.float64:
+        img = img.astype(np.float32)
+    if img.dtype not in SAMPLE_TYPES:
+        raise UnusableImage(f"{path} holds {img.dtype} samples, which i2i does not take; convert it to 8 or 16 bit "
+                            f"(unsigned) or to float32 in [0, 1]")
     if flag == cv2.IMREAD_UNCHANGED:  # the one mode in which OpenCV does not apply the EXIF orientation
         img = orient(img, exif_orientation(path))
     if img.ndim == 2:

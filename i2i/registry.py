@@ -329,10 +329,16 @@ class Registry:
             again = f" (pip install --force-reinstall {distribution})" if distribution else ""
             return f"which failed to load ({self.failed[plugin]}); fix or reinstall it{again}"
         installed = next((e.version for k in KINDS for e in self.entries[k].values() if e.plugin == plugin), None)
+        if installed is not None and known and version == installed:
+            return (f"whose installed version {installed}, the one this file was made with, does not register it "
+                    f"(was the file made with a modified copy of the plugin, or edited?)")
+        if installed is not None and known:
+            pin = f": pip install '{distribution}=={version}'" if distribution else ""
+            return (f"whose installed version {installed} does not register it (this file was made with version "
+                    f"{version}); install that version{pin}")
         if installed is not None:
-            made = f" (this file was made with version {version})" if known and version != installed else ""
-            pin = f": pip install '{distribution}=={version}'" if distribution and known else ""
-            return f"whose installed version {installed} does not register it{made}; install that version{pin}"
+            return (f"whose installed version {installed} does not register it, and the file does not say which "
+                    f"version made it; install the version it was made with")
         made = f" (this file was made with version {version})" if known else ""
         install = f"install it: pip install {distribution}" if distribution else "install that plugin"
         return f"which is not installed or failed to load (see `i2i plugins`); {install}{made}"

@@ -24,7 +24,16 @@ from torch import nn
 from .checkpoint import load_generator
 from .device import out_of_memory
 from .errors import I2IError, first_line
-from .images import COMMON_SUFFIXES, encode_image, is_image_name, scan_folder, skipped_note, to_image, to_tensor
+from .images import (
+    COMMON_SUFFIXES,
+    encode_image,
+    is_image_name,
+    readable,
+    scan_folder,
+    skipped_note,
+    to_image,
+    to_tensor,
+)
 
 #: a generator that fails on a small input is retried on larger padding, up to this many times its size multiple
 MAX_GROWTH = 4
@@ -236,27 +245,38 @@ def collect_inputs(inputs: list[str], recursive: bool = False, warn: Callable[[s
     found: list[tuple[Path, Path]] = []
     for spec in inputs:
         path = Path(spec)
+        def keep(root: Path, good: list[Path], rejected: list[Path]) -> None:
+            """A folder's (or pattern's) images, mirrored below ``root``; its other files skipped with a note."""
+            if rejected:
+                (warn or partial(warnings.warn, stacklevel=3))(skipped_note(root, rejected))
+                if skipped is not None:
+                    skipped.extend(p.relative_to(root) for p in rejected)
+            found.extend((p, p.relative_to(root)) for p in good)
+
         if path.is_dir():
             good, rejected = scan_folder(path, recursive=recursive)
-            if rejected:
-                (warn or partial(warnings.warn, stacklevel=2))(skipped_note(path, rejected))
-                if skipped is not None:
-                    skipped += [p.relative_to(path) for p in rejected]
-            found += [(p, p.relative_to(path)) for p in good]
+            keep(path, good, rejected)
             if not good:
                 raise I2IError(f"folder {path} holds no images OpenCV can read"
                                + ("" if recursive else " (use --recursive for sub-folders)"))
         elif path.is_file():
             found.append((path, Path(path.name)))
-        elif any(ch in spec for ch in "*?["):
+        elif any(ch in spec for ch in "*?["):  # like a folder: its images below the pattern's fixed folder
             anchor = Path(spec.split("*")[0].split("?")[0].split("[")[0] or ".")
             root = anchor if anchor.is_dir() else anchor.parent
-            matches = sorted(p for p in root.glob(str(Path(spec).relative_to(root))) if p.is_file())
+            matches = sorted(p for p in root.glob(str(Path(spec).relative_to(root)))
+                             if p.is_file() and not p.name.startswith("."))
             if not matches:
                 raise I2IError(f"no file matches {spec}")
-            found += [(p, Path(p.name)) for p in matches]
+            good = [p for p in matches if readable(p)]
+            taken = set(good)
+            keep(root, good, [p for p in matches if p not in taken])
+            if not good:
+                raise I2IError(f"no image OpenCV can read matches {spec}")
         else:
             raise I2IError(f"input not found: {spec}")
+    first = {src.resolve(): i for i, (src, _) in reversed(list(enumerate(found)))}  # a file named twice: once
+    found = [f for i, f in enumerate(found) if first[f[0].resolve()] == i]
     seen: dict[Path, Path] = {}
     for src, rel in found:
         if rel in seen and seen[rel] != src:

@@ -110,6 +110,9 @@ class VideoInfo:
 
 
 def probe(path: Path) -> VideoInfo:
+    if path.is_dir():
+        raise I2IError(f"{path} is a folder, not a video; give a video file (translate a folder of images with "
+                       f"`i2i translate`)")
     if not path.is_file():
         raise I2IError(f"video not found: {path}")
     cap = cv2.VideoCapture(str(path))
@@ -385,7 +388,8 @@ def translate_video(
     decoded: queue.Queue[Any] = queue.Queue(maxsize=2 * batch_size)
     encoded: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
-    counts = {"slots": 0, "ended": False}  # output frames read so far; whether the input ran out
+    # output frames read so far; whether the input ran out; frames left out (they came faster than the frame rate)
+    counts = {"slots": 0, "ended": False, "dropped": 0}
 
     aborted = f"interrupted again: stopped at once and removed the partial output; {dst} was not written"
     with stop_requests(aborted) as signalled:
@@ -414,17 +418,25 @@ def translate_video(
             return _END
 
         def read() -> None:
+            def slot(ms: float) -> int:  # the output frame a picture shown at ``ms`` belongs to
+                return round((ms - first_ms) / 1000 * info.fps) if math.isfinite(ms) else 0
+
             try:
-                frame, ms = first, first_ms
+                (frame, ms), ahead = (first, first_ms), source.read()
                 while frame is not None and (limit is None or counts["slots"] < limit):
+                    if ahead is not None and ahead[1] > ms and slot(ahead[1]) <= slot(ms):
+                        # the next picture falls into the same output frame (a variable rate, faster here than the
+                        # average): it is the nearer one to show there; this one is left out
+                        counts["dropped"] += 1
+                        (frame, ms), ahead = ahead, source.read()
+                        continue
                     # frames before this one's time slot repeat the previous picture
-                    slot = round((ms - first_ms) / 1000 * info.fps) if math.isfinite(ms) else 0
-                    gap = max(0, min(slot, (expected or 1) - 1) - counts["slots"])
+                    gap = max(0, min(slot(ms), (expected or 1) - 1) - counts["slots"])
                     image = rgb(frame)
                     if not put(decoded, (translator.prepare(image), image if side_by_side else None, gap)):
                         return
                     counts["slots"] += gap + 1
-                    frame, ms = got if (got := source.read()) is not None else (None, ms)
+                    (frame, ms), ahead = (ahead or (None, ms)), source.read() if ahead is not None else None
                 counts["ended"] = frame is None
             finally:
                 source.release()
@@ -517,6 +529,10 @@ def translate_video(
             raise I2IError(f"no frames of {src} were translated (is --duration shorter than one frame?)")
         publish(tmp, dst)
     written = encoder.frames
+    if counts["dropped"]:
+        on_warning(f"{src} has a variable frame rate: it was written at a constant {info.fps:.4g} frames/s (its "
+                   f"average), leaving out {counts['dropped']} frame(s) that came faster, so that every picture and "
+                   f"the audio keep their time")
     if counts["ended"] and written < expected - max(2, expected // 50):
         # a stream duration the file states (Matroska tags) outranks OpenCV's count, estimated from the longest
         # stream's: a video shorter than its audio is not truncated

@@ -394,7 +394,8 @@ def test_images_that_do_not_decode_are_skipped_and_counted(demo_data, registry, 
     report = evaluate(tr, registry, folders["source"], folders["target"], folders["truth"],
                       metrics=["kid", "mae"], features=lambda: features)
     assert report.counts == {"source": 4, "target": 3, "truth": 3}
-    assert report.warnings == [f"skipped 2 image(s) that could not be decoded, corrupt or truncated ({cut}, "
+    assert report.warnings == [f"skipped 2 image(s) that could not be used (corrupt, truncated, or of a kind i2i "
+                               f"does not read) ({cut}, "
                                f"{bad_truth})"]
     assert report.scores["mae"]["translated"] == pytest.approx(0, abs=2e-3)  # the 3 intact pairs are identical
     assert report.scores["kid"]["translated"] == report.scores["kid"]["translated"]  # computed (4 > 3 targets)
@@ -432,3 +433,17 @@ def test_a_distribution_metric_without_features_scores_a_single_clean_image(demo
 
     report = evaluate(identity_translator(), registry, source, demo_data / "testB", metrics=["count_all"])
     assert report.counts["source"] == 1 and report.warnings == []
+
+
+def test_the_title_says_how_many_images_had_their_truth(cli, demo_data, make_ckpt, tmp_path):
+    """A truth image that fails to decode leaves its source out of the paired scores: the title says so."""
+    source, truth = tmp_path / "a", tmp_path / "b"
+    for folder, originals in ((source, "testA"), (truth, "testB")):
+        folder.mkdir()
+        for p in sorted((demo_data / originals).iterdir())[:3]:
+            (folder / p.name).write_bytes(p.read_bytes())
+    cut = sorted(truth.iterdir())[1]
+    cut.write_bytes(cut.read_bytes()[:600])
+    res = cli("eval", "--ckpt", make_ckpt(), "--source", source, "--truth", truth, "--metrics", "mae")
+    assert res.exit_code == 0, res.stderr
+    assert f"on 3 image(s) of {source} (2 with their truth)" in " ".join(res.stdout.split())

@@ -147,8 +147,8 @@ def test_an_image_found_corrupt_while_training_is_a_one_line_warning(cli, small_
     first.write_bytes(first.read_bytes()[:300])  # a valid header, then nothing: found only when decoded
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "r", "--max-steps", "2", *TINY)
     assert res.exit_code == 0, res.stderr
-    lines = [li for li in res.stderr.splitlines() if "is corrupt" in li]
-    assert len(lines) == 1 and lines[0].startswith(f"warning: {first} is corrupt"), res.stderr  # once per run
+    lines = [li for li in res.stderr.splitlines() if "could not be decoded" in li]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {first} could not be decoded"), res.stderr  # once
     assert "UserWarning" not in res.stderr and "datasets.py" not in res.stderr
     assert "WARN" not in capfd.readouterr().err  # OpenCV's own log line, written by C++ to the process's stderr
 
@@ -163,8 +163,10 @@ def test_a_corrupt_image_is_warned_about_once_per_run(small_data, tmp_path, work
            str(tmp_path / "r"), *TINY, "--max-steps", "12", f"data.workers={workers}"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert res.returncode == 0, res.stderr
-    lines = [li for li in res.stderr.splitlines() if "is corrupt" in li]
-    assert lines == [f"warning: {first} is corrupt and cannot be decoded; using another image"], res.stderr
+    lines = [li for li in res.stderr.splitlines() if "could not be decoded" in li]
+    assert lines == [f"warning: {first} could not be decoded: it is corrupt or truncated, or a kind of .png OpenCV "
+                     f"does not read; use a complete file, or convert it to .png; using another image meanwhile"], \
+        res.stderr
 
 
 @pytest.mark.parametrize("bad_step", [3, 1])

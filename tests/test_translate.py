@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
 
+import i2i
 from conftest import one_line_error, psnr8
 from i2i import I2IError, load_generator
 from i2i.images import read_image
@@ -84,6 +88,14 @@ def test_glob_input_and_grayscale_generator(cli, photos, make_ckpt, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert sorted(p.name for p in out.iterdir()) == ["deep.png", "odd.png"]
     assert cv2.imread(str(out / "odd.png"), cv2.IMREAD_UNCHANGED).ndim == 2
+    # a pattern is read like a folder: files that are not images are skipped with a note, and the outputs mirror
+    # the matches below the pattern's fixed folder (in/*/... keeps its sub-folder)
+    out = tmp_path / "all"
+    res = cli("translate", str(photos / "*"), str(photos / "*" / "*.png"), "--ckpt", make_ckpt(), "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.strip() == f"warning: skipped 1 file(s) in {photos} that are not readable images (notes.txt)"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.*")) == [
+        "deep.png", "odd.png", "sub/alpha.png", "sub/gray.png", "wide.jpg"]
 
 
 class Evil:
@@ -93,7 +105,7 @@ class Evil:
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "half", "not_torch", "text", "onnx", "onnx_as_pt",
                                   "bare_state_dict", "training_ckpt", "pickle_code", "missing_plugin", "no_params",
-                                  "channels_text", "weights_list", "nan_weights"])
+                                  "channels_text", "weights_list", "nan_weights", "renamed"])
 def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
     good = make_ckpt()
     bad = tmp_path / "bad.pt"
@@ -122,6 +134,11 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
         record["component"]["name"] = "fancy_unet"
         record["provenance"]["generator_plugin"] = "i2i_fancy"
         torch.save(record, bad)
+    elif case == "renamed":  # a component the installed plugin, of the version that made the file, never had
+        record = torch.load(good, weights_only=True)
+        record["component"]["name"] = "resnet_5blocks"
+        record["provenance"]["versions"] = {"cyclegan": i2i.__version__}
+        torch.save(record, bad)
     elif case == "nan_weights":
         record = torch.load(good, weights_only=True)
         record["state_dict"]["model.1.weight"][0, 0, 0, 0] = float("nan")
@@ -145,6 +162,9 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
                 "no_params": f"generator checkpoint {bad} is malformed: 'component.params' must be a dict, not None",
                 "channels_text": "is malformed: 'io.in_channels' must be a positive int, not '3'",
                 "weights_list": "is malformed: 'state_dict' must be names → tensors, not [tensor(",
+                "renamed": f"from plugin 'cyclegan', whose installed version {i2i.__version__}, the one this file was "
+                           f"made with, does not register it (was the file made with a modified copy of the plugin, "
+                           f"or edited?)",
                 "nan_weights": f"{bad} holds weights that are not finite numbers (NaN or Inf in model.1.weight): it "
                                f"would translate every image to one colour"}[case]
     out = tmp_path / "out"
@@ -210,9 +230,16 @@ def test_named_files_of_formats_i2i_does_not_take_say_so(cli, photos, make_ckpt,
 
 def test_never_overwrites_an_input(cli, photos, make_ckpt):
     before = (photos / "odd.png").read_bytes()
-    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", photos), "would overwrite the input",
+    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", photos),
+                   f"writing {photos / 'deep.png'} would overwrite that input; choose another --out",
                    alone=False)  # after the warning about notes.txt
     assert (photos / "odd.png").read_bytes() == before
+    # a second run with the output folder inside a recursive input: the earlier outputs are inputs now
+    nested = photos / "out"
+    assert cli("translate", photos / "odd.png", "--ckpt", make_ckpt(), "-o", nested / "odd.png").exit_code == 0
+    one_line_error(cli("translate", photos, "-r", "--ckpt", make_ckpt(), "-o", nested),
+                   f"would be {nested / 'odd.png'}, which is one of the inputs (an earlier run's output inside the "
+                   f"input folder?); choose an --out outside the inputs", alone=False)
 
 
 def test_an_image_that_does_not_decode_is_skipped_and_the_rest_translated(cli, photos, make_ckpt, tmp_path):
@@ -225,8 +252,9 @@ def test_an_image_that_does_not_decode_is_skipped_and_the_rest_translated(cli, p
     out = tmp_path / "o"
     res = cli("translate", photos, "--ckpt", make_ckpt(), "-o", out, "--batch-size", "1", "--device", "cpu")
     assert res.exit_code == 0, res.stderr
-    assert res.stderr.splitlines()[1:] == [f"warning: skipped {photos / 'm_broken.png'}: it is corrupt or truncated "
-                                           f"(it could not be decoded)"]  # after the one about notes.txt
+    assert res.stderr.splitlines()[1:] == [f"warning: skipped: {photos / 'm_broken.png'} could not be decoded: it is "
+                                           f"corrupt or truncated, or a kind of .png OpenCV does not read; use a "
+                                           f"complete file, or convert it to .png"]  # after the one about notes.txt
     assert sorted(p.name for p in out.iterdir()) == ["deep.png", "odd.png", "wide.jpg"]
     assert "translated 3 image(s)" in res.stdout and "skipped 2 file(s): notes.txt, m_broken.png" in res.stdout
     # when no image decodes, one error line names them, and nothing is written
@@ -235,9 +263,10 @@ def test_an_image_that_does_not_decode_is_skipped_and_the_rest_translated(cli, p
     for name in ("a.png", "b.png"):
         (broken / name).write_bytes(big.read_bytes()[:5000])
     one_line_error(cli("translate", broken, "--ckpt", make_ckpt(), "-o", tmp_path / "none"),
-                   "none of the 2 images could be decoded", f"({broken / 'a.png'}, {broken / 'b.png'})")
+                   f"none of the 2 images could be used: {broken / 'a.png'} could not be decoded: it is corrupt or "
+                   f"truncated", "(and 1 more)")
     one_line_error(cli("translate", broken / "a.png", "--ckpt", make_ckpt(), "-o", tmp_path / "none"),
-                   f"{broken / 'a.png'} is corrupt or truncated (it could not be decoded)")
+                   f"{broken / 'a.png'} could not be decoded: it is corrupt or truncated")
     assert not (tmp_path / "none").exists()
 
 
@@ -495,3 +524,67 @@ def test_running_out_of_memory_on_the_cpu_is_one_line_with_the_fix(cli, photos, 
                    "out of memory ([enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate",
                    "use smaller images (--size N) or batches (--batch-size), or a machine with more memory")
     assert len(calls) == 1 and not (tmp_path / "out").exists()
+
+
+def test_tiff_sample_types(cli, make_ckpt, tmp_path):
+    """float64 TIFFs (what scikit-image writes for float images) are translated like float32 ones; samples i2i does
+    not take (signed integers) are named, skipped in a folder and refused alone, not reported as a bug."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    assert cv2.imwrite(str(src / "f64.tif"), rng.random((20, 30, 3)))
+    assert cv2.imwrite(str(src / "i16.tif"), (rng.random((20, 30, 3)) * 100).astype(np.int16))
+    res = cli("translate", src, "--ckpt", make_ckpt(), "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.strip() == (f"warning: skipped: {src / 'i16.tif'} holds int16 samples, which i2i does not take; "
+                                  f"convert it to 8 or 16 bit (unsigned) or to float32 in [0, 1]")
+    result = cv2.imread(str(out / "f64.tif"), cv2.IMREAD_UNCHANGED)
+    assert result.dtype == np.float32 and result.shape == (20, 30, 3) and 0 <= result.min() <= result.max() <= 1
+    one_line_error(cli("translate", src / "i16.tif", "--ckpt", make_ckpt(), "-o", tmp_path / "one"),
+                   f"{src / 'i16.tif'} holds int16 samples, which i2i does not take")
+    assert sorted(p.name for p in out.iterdir()) == ["f64.tif"] and not (tmp_path / "one").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_folder_run_stops_after_a_whole_image_and_says_how_far_it_got(cli, photos, make_ckpt,
+                                                                                       tmp_path, monkeypatch, sig):
+    import i2i.images
+
+    real, out = i2i.images.write_image, tmp_path / "out"
+
+    def write_then_signal(path, img):  # the signal arrives while the second image is being written
+        real(path, img)
+        if len(list(out.iterdir())) == 2:
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(i2i.images, "write_image", write_then_signal)
+    res = cli("translate", photos, "--ckpt", make_ckpt(), "-o", out, "--batch-size", "1")
+    assert res.exit_code == 130, res.stderr
+    assert res.stderr.splitlines()[-1] == (f"interrupted after 2 of 3 image(s), written to {out}; the others were not "
+                                           f"translated")
+    assert len(list(out.iterdir())) == 2 and all(cv2.imread(str(p)) is not None for p in out.iterdir())
+
+
+def test_sixteen_bits_written_in_an_eight_bit_format_are_warned_about(cli, photos, make_ckpt, tmp_path):
+    res = cli("translate", photos / "deep.png", "--ckpt", make_ckpt(), "-o", tmp_path / "deep.jpg")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.strip() == ("warning: .jpg has 8 bits per sample: deep.jpg is written in 8 bits, not in the 16 "
+                                  "bits of deep.png (name the output .png or .tiff to keep them)")
+    assert cv2.imread(str(tmp_path / "deep.jpg"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    res = cli("translate", photos / "deep.png", "--ckpt", make_ckpt(), "-o", tmp_path / "deep.png")
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
+
+
+def test_a_file_named_twice_is_translated_once_and_a_folder_in_the_way_is_found_first(cli, photos, make_ckpt,
+                                                                                          tmp_path, monkeypatch):
+    monkeypatch.chdir(photos.parent)
+    out = tmp_path / "twice"
+    res = cli("translate", photos / "odd.png", "./in/odd.png", "in/sub/../odd.png", "--ckpt", make_ckpt(), "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert "translated 1 image(s)" in res.stdout and [p.name for p in out.iterdir()] == ["odd.png"]
+    blocked = tmp_path / "blocked"
+    (blocked / "wide.jpg").mkdir(parents=True)  # where the last output would go
+    one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", blocked),
+                   f"the output of {photos / 'wide.jpg'} would be {blocked / 'wide.jpg'}, which is a folder",
+                   alone=False)
+    assert [p.name for p in blocked.iterdir()] == ["wide.jpg"]  # nothing written before the check

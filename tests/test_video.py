@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -138,6 +139,7 @@ def test_bad_videos(cli, clip, make_ckpt, tmp_path):
     junk.write_bytes(b"\0" * 1000)
     one_line_error(cli("video", junk, "--ckpt", ckpt, "-o", tmp_path / "o.mp4"), "cannot open", alone=False)
     one_line_error(cli("video", tmp_path / "none.mp4", "--ckpt", ckpt), "video not found", alone=False)
+    one_line_error(cli("video", tmp_path, "--ckpt", ckpt), f"{tmp_path} is a folder, not a video", alone=False)
     one_line_error(cli("video", clip, "--ckpt", ckpt, "-o", clip), "is the input video", alone=False)
     one_line_error(cli("video", clip, "--ckpt", ckpt, "-o", tmp_path / "o.gif"), "unsupported output format",
                    alone=False)
@@ -571,3 +573,34 @@ def test_two_runs_writing_one_output_each_write_a_whole_video(make_ckpt, tmp_pat
     assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
     assert frames_of(dst)[0] == 1000 and "audio" in streams(dst)
     assert sorted(tmp_path.iterdir()) == [dst, src.parent]
+
+
+@needs_ffmpeg
+def test_a_variable_frame_rate_keeps_every_picture_at_its_time(cli, make_ckpt, tmp_path):
+    """A phone-style variable rate (here 10 frames/s for 1 s, then 3.3): written at the average rate, frames that
+    came faster are left out (with a warning) instead of pushing every later picture, and the audio, out of time."""
+    src, dst = tmp_path / "vfr.mp4", tmp_path / "out.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x48:r=10:d=2,geq=lum='40+N*8':cb=128:cr=128", "-vf",
+           "setpts='if(lt(N,10),N,10+(N-10)*3)/10/TB'", "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-crf", "0", src)
+
+    def frames(path: Path, part: slice) -> list[tuple[float, float]]:
+        """(time in s, brightness of the ``part`` columns) of each decoded frame."""
+        cap, found = cv2.VideoCapture(str(path)), []
+        while (got := cap.read())[0]:
+            found.append((cap.get(cv2.CAP_PROP_POS_MSEC) / 1000, cv2.cvtColor(got[1][:, part], cv2.COLOR_BGR2GRAY)
+                          .mean()))
+        return found
+
+    shown = frames(src, slice(None))  # each picture's own brightness: which one an output frame shows
+    assert len(shown) == 20 and shown[11][0] - shown[10][0] > 0.25  # the slow part
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--side-by-side", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert "has a variable frame rate" in res.stderr and "leaving out 5 frame(s) that came faster" in res.stderr
+    fps = cv2.VideoCapture(str(dst)).get(cv2.CAP_PROP_FPS)
+    written = frames(dst, slice(0, 64))  # the left half: the input frame, untranslated
+    for k, (_, level) in enumerate(written):  # a picture on screen at some moment of output frame k's time slot
+        i = min(range(len(shown)), key=lambda j: abs(shown[j][1] - level))
+        until = shown[i + 1][0] if i + 1 < len(shown) else math.inf
+        assert shown[i][0] <= (k + 0.5) / fps and until > (k - 0.5) / fps, (k, shown[i][0])
+    assert abs(len(written) / fps - 3.8) < 0.3  # as long as the input

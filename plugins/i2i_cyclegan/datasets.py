@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from i2i import I2IError
-from i2i.images import image_size, read_image, scan_folder, to_tensor
+from i2i.images import UnusableImage, image_size, read_image, scan_folder, to_tensor
 
 from .transforms import Preprocess, Transform
 
@@ -82,14 +82,14 @@ class ImageFolder:
         for k in range(len(self.files)):
             i = (index + k) % len(self.files)
             path = self.files[i]
-            img = read_image(path, self.channels)
-            if img is not None:
-                return img, path
-            if self.strict:
-                raise I2IError(f"{path} is corrupt and cannot be decoded (--strict); remove or replace it")
-            if not self.warned[i]:
-                self.warned[i] = True
-                warnings.warn(f"{path} is corrupt and cannot be decoded; using another image", stacklevel=2)
+            try:
+                return read_image(path, self.channels), path
+            except UnusableImage as exc:
+                if self.strict:
+                    raise I2IError(f"{exc} (--strict: remove or replace it)") from None
+                if not self.warned[i]:
+                    self.warned[i] = True
+                    warnings.warn(f"{exc}; using another image meanwhile", stacklevel=2)
         raise I2IError(f"no image under {self.files[0].parent} can be decoded")
 
 
