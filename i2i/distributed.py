@@ -9,12 +9,13 @@ same: the mean over ranks of each parameter's gradient.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,37 +163,38 @@ def launch(nproc: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    _quiet_launcher(logging)
-    # each rank its share of the cores (torchrun would set 1, with a warning, where this is unset)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    os.environ[LAUNCHED_ENV] = "1"
-    try:
-        run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
-    except ChildFailedError as exc:
-        handed = [line for _, f in sorted(exc.failures.items()) if (line := _handed_line(f.error_file_data))]
-        if handed:  # see hand_to_launcher; the ranks usually meet the same problem: rank 0's line, else the first
-            sys.stderr.write(f"error: {handed[0]}\n")
-            return 2
-        codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
-        reported = [c for _, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
-        if reported:  # a rank said why it stopped (torchrun then stopped the others with SIGTERM)
-            return reported[0]
-        # a process the system killed said nothing; the others stopped quietly (see lost_peer) or were stopped by
-        # torchrun with SIGTERM, so another signal names the process that was killed first
-        killed = sorted((c == -signal.SIGTERM, rank, c) for rank, c in codes.items() if c < 0)
-        if not killed:
-            sys.stderr.write("error: the training processes lost contact with each other; the run keeps its last "
-                             "checkpoint: continue it with --resume\n")
-            return 1
-        _, rank, code = killed[0]
-        why = " (out of memory?)" if code == -signal.SIGKILL else ""
-        sys.stderr.write(f"error: training process {rank} of {nproc} was killed by {_signal_name(-code)}{why}; the "
-                         f"run keeps its last checkpoint: continue it with --resume\n")
-        return 128 - code
-    except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has passed it on to the ranks and waited for them
-        # both ask the run to stop and save, as in one process: 130, as the README says; other signals 128 + N
-        return 130 if exc.sigval in (signal.SIGINT, signal.SIGTERM) else 128 + int(exc.sigval)
-    return 0
+    # the ranks inherit this environment: each rank its share of the cores (torchrun would set 1, with a warning,
+    # where this is unset), and the mark by which they hand their errors here; this process's own is restored after
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc)),
+           LAUNCHED_ENV: "1"}
+    with _environment(env), _quiet_launcher(logging):
+        try:
+            run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
+        except ChildFailedError as exc:
+            handed = [line for _, f in sorted(exc.failures.items()) if (line := _handed_line(f.error_file_data))]
+            if handed:  # see hand_to_launcher; the ranks usually meet the same problem: rank 0's line, else the first
+                sys.stderr.write(f"error: {handed[0]}\n")
+                return 2
+            codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
+            reported = [c for _, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
+            if reported:  # a rank said why it stopped (torchrun then stopped the others with SIGTERM)
+                return reported[0]
+            # a process the system killed said nothing; the others stopped quietly (see lost_peer) or were stopped by
+            # torchrun with SIGTERM, so another signal names the process that was killed first
+            killed = sorted((c == -signal.SIGTERM, rank, c) for rank, c in codes.items() if c < 0)
+            if not killed:
+                sys.stderr.write("error: the training processes lost contact with each other; the run keeps its last "
+                                 "checkpoint: continue it with --resume\n")
+                return 1
+            _, rank, code = killed[0]
+            why = " (out of memory?)" if code == -signal.SIGKILL else ""
+            sys.stderr.write(f"error: training process {rank} of {nproc} was killed by {_signal_name(-code)}{why}; the "
+                             f"run keeps its last checkpoint: continue it with --resume\n")
+            return 128 - code
+        except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has passed it on to the ranks and waited for them
+            # both ask the run to stop and save, as in one process: 130, as the README says; other signals 128 + N
+            return 130 if exc.sigval in (signal.SIGINT, signal.SIGTERM) else 128 + int(exc.sigval)
+        return 0
 
 
 def hand_to_launcher(text: str) -> bool:
@@ -230,12 +232,35 @@ def lost_peer(exc: BaseException) -> bool:
     return any(s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe"))
 
 
-def _quiet_launcher(logging: Any) -> None:
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set meanwhile (what child processes inherit), as it was afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _quiet_launcher(logging: Any) -> Iterator[None]:
     """Keep torchrun's own log lines (its failure reports, "Received 2 death signal, shutting down workers") off
-    the terminal: the ranks word what happened. Its module loggers set their own levels, so a level on their parent
-    is not enough; their records stop at the parent instead."""
+    the terminal meanwhile: the ranks word what happened. Its module loggers set their own levels, so a level on
+    their parent is not enough; their records stop at the parent instead (not at Python's last-resort handler)."""
     parent = logging.getLogger("torch.distributed.elastic")
+    saved = parent.level, parent.propagate
+    quiet = logging.NullHandler()
     parent.setLevel(logging.CRITICAL)
     parent.propagate = False
-    if not any(isinstance(h, logging.NullHandler) for h in parent.handlers):
-        parent.addHandler(logging.NullHandler())  # not Python's last-resort handler either
+    parent.addHandler(quiet)
+    try:
+        yield
+    finally:
+        parent.setLevel(saved[0])
+        parent.propagate = saved[1]
+        parent.removeHandler(quiet)

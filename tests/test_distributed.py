@@ -296,3 +296,30 @@ def test_under_nproc_a_ranks_error_line_goes_to_the_launcher(cli, tmp_path, monk
     capsys.readouterr()
     assert launch(2, ["train"]) == 2
     assert capsys.readouterr().err == f"error: {line}\n"
+
+
+def test_the_launcher_leaves_its_own_process_as_it_was(monkeypatch):
+    """The ranks inherit the core share and the launched mark; the launching process (a Python session calling
+    launch(), a test) gets its environment and torchrun's logger back, so that a later run in it is not taken for a
+    launched rank."""
+    import logging
+
+    import torch.distributed.run
+
+    from i2i.distributed import LAUNCHED_ENV, launch
+
+    seen = {}
+
+    def fake_run(args):
+        seen.update(env=os.environ.get(LAUNCHED_ENV), omp=os.environ.get("OMP_NUM_THREADS"),
+                    propagate=logging.getLogger("torch.distributed.elastic").propagate)
+
+    monkeypatch.setattr(torch.distributed.run, "run", fake_run)
+    monkeypatch.delenv(LAUNCHED_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    parent = logging.getLogger("torch.distributed.elastic")
+    before = parent.level, parent.propagate, list(parent.handlers)
+    assert launch(2, ["train"]) == 0
+    assert seen == {"env": "1", "omp": str(max(1, (os.cpu_count() or 1) // 2)), "propagate": False}
+    assert LAUNCHED_ENV not in os.environ and "OMP_NUM_THREADS" not in os.environ
+    assert (parent.level, parent.propagate, list(parent.handlers)) == before
