@@ -44,7 +44,7 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"CPU, {torch.get_num_threads()} threads; torch {torch.__version__}; resnet {args.blocks} blocks, "
           f"batch {args.batch}; medians of {args.rounds} interleaved rounds")
-    print(f"{'size:ngf':<9} {'blocks':<13} {'pass':<9}" + "".join(f"{m:>9}" for m in MODES)
+    print(f"{'size:ngf':<9} {'blocks':<13} {'pass':<9}" + "".join(f"{m:>11}" for m in MODES)
           + f"{'default/conv2d':>16}{'forced/conv2d':>15}")
     for case in args.cases:
         size, ngf = (int(v) for v in case.split(":"))
@@ -69,7 +69,7 @@ def main() -> None:
                     times[mode].append(timed(fn))
             med = {m: statistics.median(t) for m, t in times.items()}
             blocks = f"{4 * ngf}ch@{size // 4}²"
-            print(f"{case:<9} {blocks:<13} {name:<9}" + "".join(f"{med[m]:8.3f}s" for m in MODES)
+            print(f"{case:<9} {blocks:<13} {name:<9}" + "".join(f" {med[m]:9.3g}s" for m in MODES)
                   + f"{med['default'] / med['conv2d']:16.3f}{med['forced'] / med['conv2d']:15.3f}", flush=True)
     wc.MIN_CHANNELS, wc.MIN_TILES = MODES["default"]
 
