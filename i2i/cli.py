@@ -714,6 +714,8 @@ def eval_cmd(
     size: int = typer.Option(None, "--size", help="resize the source's shorter side before translating"),
     device: str = typer.Option("auto", "--device"),
     strict_sizes: bool = typer.Option(False, "--strict-sizes", help="fail if truth and output sizes differ"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (the exact outputs), or auto (fp16 on CUDA), "
+                                                               "bf16, fp16 for speed"),
 ) -> None:
     """Score a generator: FID/KID against --target, PSNR/SSIM/MAE against --truth, each beside identity."""
     import json
@@ -731,7 +733,7 @@ def eval_cmd(
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     for name in names or []:
         registry.get("metric", name)
-    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, registry)
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, registry, precision=precision)
     report = evaluate(translator, registry, source, target, truth, names,
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
     for note in report.warnings:
