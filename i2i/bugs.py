@@ -28,36 +28,71 @@ class Owner:
     name: str
     distribution: str
     version: str
-    home: str  # the package's folder (ends with a separator), or a single-module plugin's file
+    files: frozenset[str]  # its distribution's Python files (an editable install lists none)
+    folders: tuple[str, ...]  # its package folders, each ending with a separator
 
     def holds(self, filename: str) -> bool:
-        return filename.startswith(self.home) if self.home.endswith(os.sep) else filename == self.home
+        return filename in self.files or filename.startswith(self.folders)
+
+
+def _resolved(filename: str) -> str:
+    """A frame's file as an absolute path (pseudo-files such as ``<string>`` as they are)."""
+    return filename if filename.startswith("<") else str(Path(filename).resolve())
 
 
 def _owners(group: str) -> list[Owner]:
-    """Third-party plugins of the entry-point ``group`` whose code is imported (i2i's own count as i2i)."""
+    """Third-party plugins of the entry-point ``group`` whose code is imported (i2i's own count as i2i): their files
+    from the distribution's record, and the folders of the entry point's package and of its top-level package (a
+    namespace package has none)."""
     owners = []
     for ep in importlib.metadata.entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else ""
-        module = sys.modules.get(ep.module.split(".")[0])
-        file = getattr(module, "__file__", None)
-        if dist == "i2i" or not file:
+        if dist == "i2i" or ep.module not in sys.modules:
             continue
-        path = Path(file).resolve()
-        home = f"{path.parent}{os.sep}" if path.name == "__init__.py" else str(path)
-        owners.append(Owner(ep.name, dist, ep.dist.version if ep.dist is not None else "unknown", home))
+        files = frozenset(_resolved(str(ep.dist.locate_file(f))) for f in (ep.dist.files or [])
+                          if f.suffix == ".py") if ep.dist is not None else frozenset()
+        folders = []
+        for name in dict.fromkeys([ep.module, ep.module.split(".")[0]]):
+            file = getattr(sys.modules.get(name), "__file__", None)
+            if file and Path(file).name == "__init__.py":
+                folders.append(f"{Path(file).resolve().parent}{os.sep}")
+            elif file:
+                files |= {_resolved(file)}
+        owners.append(Owner(ep.name, dist, ep.dist.version if ep.dist is not None else "unknown", files,
+                            tuple(folders)))
     return owners
+
+
+#: what PyTorch puts before the traceback of an exception raised in a data-loading process
+_QUOTED = "Original Traceback (most recent call last):"
 
 
 def _frames(exc: BaseException) -> tuple[list[tuple[str, int, str]], str]:
     """(file, line, function) of ``exc``'s traceback, outermost first, and what went wrong (type: message). An
-    exception raised in a data-loading process arrives with that process's traceback quoted in its message: its
-    frames come last and its own last line says what went wrong."""
-    frames = [(str(Path(f.filename).resolve()), f.lineno or 0, f.name) for f in traceback.extract_tb(exc.__traceback__)]
-    quoted = [(str(Path(f).resolve()), int(n), fn) for f, n, fn in _QUOTED_FRAME.findall(str(exc))]
+    exception raised in a data-loading process arrives with that process's traceback quoted in its message after
+    :data:`_QUOTED`: its frames come last, and the line after them says what went wrong."""
+    frames = [(_resolved(f.filename), f.lineno or 0, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+    text = str(exc)
+    what = f"{type(exc).__name__}: {first_line(exc, 160)}" if text.strip() else type(exc).__name__
+    if _QUOTED not in text:
+        return frames, what
+    lines = text.split(_QUOTED, 1)[1].splitlines()
+    quoted = [(i, m) for i, li in enumerate(lines) if (m := _QUOTED_FRAME.search(li))]
     if quoted:
-        return frames + quoted, first_line(Exception(str(exc).strip().splitlines()[-1]), 160)
-    return frames, f"{type(exc).__name__}: {first_line(exc, 160)}" if str(exc).strip() else type(exc).__name__
+        frames += [(_resolved(m.group(1)), int(m.group(2)), m.group(3)) for _, m in quoted]
+        after = lines[quoted[-1][0] + 1:]
+        said = next((li for li in after if li.strip() and not li.startswith((" ", "\t"))), "")
+        what = first_line(Exception(said), 160) if said else what
+    return frames, what
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling, outermost first."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
 
 
 def _short_path(filename: str) -> str:
@@ -82,8 +117,11 @@ def _save_traceback(exc: BaseException) -> str:
 def describe(exc: BaseException, group: str, version: str) -> str:
     """The one error line for an unexpected exception (the traceback is saved to a file the line names)."""
     frames, what = _frames(exc)
+    what = what.rstrip(" :")  # a message's first line that introduces the next ("compiling failed:")
     owners = _owners(group)
-    culprit = next(((o, f) for f in reversed(frames) for o in owners if o.holds(f[0])), None)
+    # the innermost plugin frame of the exception, else of one it was raised from (a plugin's error re-raised)
+    culprit = next(((o, f) for e in _chain(exc) for f in reversed(_frames(e)[0]) for o in owners if o.holds(f[0])),
+                   None)
     saved = _save_traceback(exc)
     kept = f"the traceback saved in {saved}" if saved else "the traceback above"
     if culprit is not None:

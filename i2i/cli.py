@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -109,6 +110,9 @@ def cli_errors(fn):
         except out_of_memory_error() as exc:
             _error(f"out of GPU memory ({first_line(exc, 100)}); lower --batch-size or --size, or use --precision bf16")
         except OSError as exc:  # a path the OS refused (permissions, a folder where a file goes, a full disk)
+            if exc.errno == errno.ENOMEM:  # e.g. starting a data-loading process
+                _error(f"out of memory ({exc.strerror}); use smaller images (--size N), batches (--batch-size) or "
+                       f"fewer --workers, or a machine with more memory")
             where = f" {exc.filename}" if exc.filename else ""
             _error(f"cannot use{where}: {exc.strerror or exc}; check the path, its permissions and free space")
         except Interrupted as exc:
@@ -449,10 +453,11 @@ def translate_cmd(
     from .images import (
         UnusableImage,
         first_names,
-        holds_16_bits,
         holds_alpha,
         read_image,
         readable,
+        samples,
+        stored_type,
         unreadable_reason,
         write_image,
     )
@@ -521,15 +526,16 @@ def translate_cmd(
                 alpha_dropped = True
                 warn(f"{target.suffix} has no transparency: {target.name} is written without the alpha channel of "
                      f"{src.name} (name the output .png to keep it)", progress.console)
-            if not depth_dropped and result.dtype == np.uint16 and not holds_16_bits(
-                    target.suffix.lower(), result.shape[2] if result.ndim == 3 else 1):
+            if not depth_dropped and result.dtype != np.uint8 and (kept := stored_type(target.suffix, result)) != (
+                    result.dtype):
                 depth_dropped = True
-                warn(f"{target.suffix} has 8 bits per sample: {target.name} is written in 8 bits, not in the 16 bits "
-                     f"of {src.name} (name the output .png or .tiff to keep them)", progress.console)
+                warn(f"{target.suffix} cannot hold {samples(result.dtype)}: {target.name} is written in "
+                     f"{samples(kept)}, not in the {samples(result.dtype)} of {src.name} (name the output "
+                     f"{'.tiff' if result.dtype.kind == 'f' else '.png or .tiff'} to keep them)", progress.console)
             write_image(target, result)
             written += 1
             progress.advance(task)
-            if stop["stop"] and written < len(files):  # Ctrl-C / SIGTERM: after a whole image
+            if stop["stop"] and written + len(unusable) < len(files):  # Ctrl-C / SIGTERM: after a whole image
                 raise Interrupted(f"interrupted after {written} of {len(files)} image(s), written to {out_path}; "
                                   f"the others were not translated")
     if not written:  # no image could be used: nothing was written

@@ -154,8 +154,9 @@ def teardown(d: Distributed) -> None:
 
 def launch(nproc: int, args: list[str]) -> int:
     """``torchrun --standalone --nproc_per_node nproc -m i2i ARGS`` in this process, with one line instead of
-    torchrun's failure report: the error a rank handed over (:func:`hand_to_launcher`, exit 2), or the process the
-    system killed (128 + its signal); otherwise the first failed rank's exit code. 130 when this process is stopped
+    torchrun's failure report: the error a rank handed over (:func:`hand_to_launcher`, with that rank's exit code: 2
+    for a user's error, 1 for a bug), or the process the system killed (128 + its signal); otherwise the first failed
+    rank's exit code. 130 when this process is stopped
     by Ctrl-C or SIGTERM (rank 0 says what it saved; 128 + N for another signal N)."""
     import logging
 
@@ -171,10 +172,11 @@ def launch(nproc: int, args: list[str]) -> int:
         try:
             run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "i2i", *args]))
         except ChildFailedError as exc:
-            handed = [line for _, f in sorted(exc.failures.items()) if (line := _handed_line(f.error_file_data))]
+            handed = [(line, f.exitcode) for _, f in sorted(exc.failures.items())
+                      if (line := _handed_line(f.error_file_data))]
             if handed:  # see hand_to_launcher; the ranks usually meet the same problem: rank 0's line, else the first
-                sys.stderr.write(f"error: {handed[0]}\n")
-                return 2
+                sys.stderr.write(f"error: {handed[0][0]}\n")
+                return handed[0][1] if handed[0][1] and handed[0][1] > 0 else 2  # 2: the user's to fix, 1: a bug
             codes = {rank: f.exitcode or 1 for rank, f in exc.failures.items()}
             reported = [c for _, c in sorted(codes.items()) if c > 0 and c != LOST_PEER_EXIT]
             if reported:  # a rank said why it stopped (torchrun then stopped the others with SIGTERM)

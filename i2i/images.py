@@ -173,9 +173,9 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
         except cv2.error:
             img = None
     if img is None:
+        fix = "re-save it" if path.suffix.lower() == ".png" else "convert it to .png"
         raise UnusableImage(f"{path} could not be decoded: it is corrupt or truncated, or a kind of "
-                            f"{path.suffix or 'image'} OpenCV does not read; use a complete file, or convert it to "
-                            f".png")
+                            f"{path.suffix or 'image'} OpenCV does not read; use a complete file, or {fix}")
     if img.dtype == np.float64:
         img = img.astype(np.float32)
     if img.dtype not in SAMPLE_TYPES:
@@ -218,11 +218,21 @@ def _round_trip(suffix: str, channels: int, dtype: str) -> tuple[int, str] | Non
     return None if back is None else (back.shape[2] if back.ndim == 3 else 1, str(back.dtype))
 
 
-def holds_16_bits(suffix: str, channels: int = 3) -> bool:
-    """Whether OpenCV writes a 16-bit image of ``channels`` (1, 3 or 4, in its own order) in the format of
-    ``suffix`` as 16 bits (PNG, TIFF, PPM/PGM, ...); the others (JPEG, WebP, BMP, ...) would clip it to 8 bits."""
-    back = _round_trip(suffix, channels, "uint16")
-    return back is not None and back[1] == "uint16"
+def samples(dtype: np.dtype) -> str:
+    """A sample type in words: "8-bit samples", "16-bit samples", "float32 samples"."""
+    return {"uint8": "8-bit samples", "uint16": "16-bit samples"}.get(np.dtype(dtype).name, f"{dtype} samples")
+
+
+def stored_type(suffix: str, img: np.ndarray) -> np.dtype:
+    """The sample type in which the format of ``suffix`` stores ``img`` (as :func:`encode_image` writes it): its own
+    where OpenCV writes that type in it (PNG, TIFF: 16 bits; TIFF: floats), else the deepest unsigned type it does
+    (16 or 8 bits; JPEG, WebP, BMP: 8)."""
+    channels = {2: 4, 3: 3, 4: 4}.get(img.shape[2], 1) if img.ndim == 3 else 1  # gray+alpha is stored as RGBA
+    for dtype in dict.fromkeys([img.dtype.name, "uint16", "uint8"]):
+        back = _round_trip(suffix.lower(), channels, dtype)
+        if back is not None and back[1] == dtype:
+            return np.dtype(dtype)
+    return np.dtype(np.uint8)
 
 
 def holds_alpha(suffix: str) -> bool:
@@ -233,13 +243,15 @@ def holds_alpha(suffix: str) -> bool:
 
 def encode_image(suffix: str, img: np.ndarray) -> np.ndarray | None:
     """The bytes of an HWC RGB/RGBA/gray/gray+alpha image in the format of ``suffix`` (gray+alpha is stored as
-    RGBA; a 16-bit image is scaled to 8 bits for a format that has no 16 bits), or None when OpenCV cannot write
-    that format or it cannot hold such an image."""
+    RGBA; samples of a type the format has not are scaled to its deepest: :func:`stored_type`), or None when OpenCV
+    cannot write that format or it cannot hold such an image."""
     suffix = suffix or ".png"
+    stored = stored_type(suffix, img)
     if img.ndim == 3 and img.shape[2] in (2, 3, 4):  # to OpenCV's BGR(A); gray+alpha as BGRA (no such encoding)
         img = img[:, :, {2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[img.shape[2]]]
-    if img.dtype == np.uint16 and not holds_16_bits(suffix.lower(), img.shape[2] if img.ndim == 3 else 1):
-        img = (img / 257.0).round().astype(np.uint8)
+    if stored != img.dtype:  # floats in [0, 1] or 16 bits, in the deepest unsigned type the format holds
+        top = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
+        img = (np.clip(img, 0, top) * (np.iinfo(stored).max / top)).round().astype(stored)
     try:
         with _opencv_silent():
             ok, buf = cv2.imencode(suffix, img)

@@ -19,7 +19,7 @@ import signal
 import tempfile
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -278,24 +278,24 @@ def _from_torch(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) or bool(frames) and frames[-1].filename.startswith(home)
 
 
-def _checked_losses(method: str, losses: Any) -> Mapping[str, torch.Tensor]:
+def _checked_losses(method: Callable[[], str], losses: Any) -> Mapping[str, torch.Tensor]:
     """``losses`` if it is what ``Method.train_step`` returns (a dict of one-number tensors by name), else one line
-    naming the method (a plugin's code would otherwise fail inside the loop)."""
+    naming the method (``method()``: "method 'x' (plugin p)"; a plugin's code would otherwise fail in the loop)."""
     if isinstance(losses, Mapping) and losses and all(
             isinstance(k, str) and torch.is_tensor(v) and v.numel() == 1 for k, v in losses.items()):
         return losses
-    raise I2IError(f"method '{method}': train_step() returned {_described(losses)}; it must return a dict of "
-                   f"one-number loss tensors by name (a bug in the method's plugin)")
+    raise I2IError(f"{method()}: train_step() returned {_described(losses)}; it must return a dict of one-number loss "
+                   f"tensors by name (see docs/plugins.md)")
 
 
-def _checked_rows(method: str, rows: Any) -> list[list[torch.Tensor]]:
+def _checked_rows(method: Callable[[], str], rows: Any) -> list[list[torch.Tensor]]:
     """``rows`` if it is what ``Method.samples`` returns (rows of NCHW image batches of one N), else one line."""
     if (isinstance(rows, (list, tuple)) and rows and all(isinstance(r, (list, tuple)) and r for r in rows)
             and all(torch.is_tensor(t) and t.ndim == 4 for r in rows for t in r)
             and len({t.shape[0] for r in rows for t in r}) == 1):
         return rows
-    raise I2IError(f"method '{method}': samples() returned {_described(rows)}; it must return rows (lists) of NCHW "
-                   f"image batches with one batch size (a bug in the method's plugin)")
+    raise I2IError(f"{method()}: samples() returned {_described(rows)}; it must return rows (lists) of NCHW image "
+                   f"batches with one batch size (see docs/plugins.md)")
 
 
 def _described(value: Any) -> str:
@@ -587,6 +587,10 @@ class Trainer:
             self.method.nets = nets
         return None
 
+    def _method_label(self) -> str:
+        """"method 'x' (plugin p)": for errors about what the method's code does."""
+        return f"method '{self.cfg.method.name}' (plugin {self.registry.get('method', self.cfg.method.name).plugin})"
+
     @contextlib.contextmanager
     def _aside(self) -> Iterator[None]:
         """Run the networks outside training (probes, samples, validation) as if they had not run: the random
@@ -791,7 +795,7 @@ class Trainer:
     def save_samples(self) -> Path:
         # e.g. [[real A, fake B, rec A], [real B, fake A, rec B]]
         with self._aside():
-            rows = _checked_rows(self.cfg.method.name, self.method.samples(self.sample_batch))
+            rows = _checked_rows(self._method_label, self.method.samples(self.sample_batch))
         images = [t[i] for i in range(rows[0][0].shape[0]) for row in rows for t in row]
         images = [t.expand(3, *t.shape[1:]) if t.shape[0] == 1 else t[:3] for t in images]
         cols = sum(len(row) for row in rows)
@@ -891,7 +895,7 @@ class Trainer:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start * self.cfg.data.batch_size)
                 for batch in self.loader:
-                    losses = _checked_losses(self.cfg.method.name,
+                    losses = _checked_losses(self._method_label,
                                              self.method.train_step(_to(batch, self.device, self.memory_format)))
                     self.precision.update()
                     for k, v in losses.items():  # detached: a method's tensor would keep its graph alive

@@ -275,8 +275,9 @@ def collect_inputs(inputs: list[str], recursive: bool = False, warn: Callable[[s
                 raise I2IError(f"no image OpenCV can read matches {spec}")
         else:
             raise I2IError(f"input not found: {spec}")
-    first = {src.resolve(): i for i, (src, _) in reversed(list(enumerate(found)))}  # a file named twice: once
-    found = [f for i, f in enumerate(found) if first[f[0].resolve()] == i]
+    # a file named twice for one output (x.png and ./x.png): once; a link beside its target keeps its own output
+    first = {(src.resolve(), rel): i for i, (src, rel) in reversed(list(enumerate(found)))}
+    found = [f for i, f in enumerate(found) if first[f[0].resolve(), f[1]] == i]
     seen: dict[Path, Path] = {}
     for src, rel in found:
         if rel in seen and seen[rel] != src:

@@ -424,14 +424,19 @@ def translate_video(
             try:
                 (frame, ms), ahead = (first, first_ms), source.read()
                 while frame is not None and (limit is None or counts["slots"] < limit):
-                    if ahead is not None and ahead[1] > ms and slot(ahead[1]) <= slot(ms):
-                        # the next picture falls into the same output frame (a variable rate, faster here than the
-                        # average): it is the nearer one to show there; this one is left out
-                        counts["dropped"] += 1
-                        (frame, ms), ahead = ahead, source.read()
-                        continue
+                    at = slot(ms)
+                    if expected and ahead is not None and ahead[1] > ms and slot(ahead[1]) <= at:
+                        # the next picture falls into the same output frame: this one takes the one before if it
+                        # is free (a late timestamp), else it is left out (a variable rate, faster here than the
+                        # average; the next one is the nearer to show); with no frame count, nothing is repeated
+                        # either, and every picture is kept
+                        if at - 1 < counts["slots"]:
+                            counts["dropped"] += counts["slots"] > 0  # not the picture on screen at --start
+                            (frame, ms), ahead = ahead, source.read()
+                            continue
+                        at -= 1
                     # frames before this one's time slot repeat the previous picture
-                    gap = max(0, min(slot(ms), (expected or 1) - 1) - counts["slots"])
+                    gap = max(0, min(at, (expected or 1) - 1) - counts["slots"])
                     image = rgb(frame)
                     if not put(decoded, (translator.prepare(image), image if side_by_side else None, gap)):
                         return
@@ -527,7 +532,11 @@ def translate_video(
         if frames == 0:
             tmp.unlink(missing_ok=True)
             raise I2IError(f"no frames of {src} were translated (is --duration shorter than one frame?)")
-        publish(tmp, dst)
+        try:
+            publish(tmp, dst)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
     written = encoder.frames
     if counts["dropped"]:
         on_warning(f"{src} has a variable frame rate: it was written at a constant {info.fps:.4g} frames/s (its "

@@ -297,6 +297,12 @@ def test_under_nproc_a_ranks_error_line_goes_to_the_launcher(cli, tmp_path, monk
     assert launch(2, ["train"]) == 2
     assert capsys.readouterr().err == f"error: {line}\n"
 
+    def bug(_args):  # a rank's line about a bug (exit 1) keeps its exit code
+        raise ChildFailedError("i2i", {1: ProcessFailure(local_rank=1, pid=1, exitcode=1, error_file=str(error_file))})
+
+    monkeypatch.setattr(torch.distributed.run, "run", bug)
+    assert launch(2, ["train"]) == 1 and capsys.readouterr().err == f"error: {line}\n"
+
 
 def test_the_launcher_leaves_its_own_process_as_it_was(monkeypatch):
     """The ranks inherit the core share and the launched mark; the launching process (a Python session calling

@@ -308,3 +308,40 @@ def test_name_clash_blames_no_plugin_for_its_load_order(tmp_path, monkeypatch):
     assert infos["cyclegan"].status == infos["aardvark"].status == "conflict"
     assert "also registered by plugin 'aardvark'" in infos["cyclegan"].reason
     assert "also registered by plugin 'cyclegan'" in infos["aardvark"].reason
+
+
+def test_bug_reports_find_the_plugin_in_namespace_packages_chains_and_quoted_tracebacks(tmp_path, monkeypatch):
+    """The plugin is found by its distribution's files (a namespace package has no folder of its own), in the
+    exception an error was raised from, and in a data-loading process's quoted traceback, whose exception line is the
+    one after its frames (not a message's last line); a message that merely quotes frames keeps its own type."""
+    from i2i.bugs import describe
+
+    site = tmp_path / "site"
+    (site / "acme").mkdir(parents=True)  # no __init__.py: a namespace package
+    (site / "acme" / "i2iplug.py").write_text("def bad():\n    return {}['B']\n")
+    info = site / "acme_i2iplug-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-i2iplug\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[i2i]\nacme = acme.i2iplug\n")
+    (info / "RECORD").write_text("acme/i2iplug.py,,\nacme_i2iplug-0.3.dist-info/METADATA,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    import acme.i2iplug
+
+    blamed = "plugin 'acme' (acme-i2iplug 0.3) failed in acme/i2iplug.py:2 (bad): "
+    try:
+        acme.i2iplug.bad()
+    except KeyError as exc:
+        assert describe(exc, "i2i", "9").startswith(blamed + "KeyError: 'B'; this is a bug in that plugin")
+        try:
+            raise TypeError("the dataset's item is not a dict") from exc  # as i2i's code would re-raise it
+        except TypeError as wrapped:
+            assert describe(wrapped, "i2i", "9").startswith(blamed + "TypeError: the dataset's item is not a dict")
+    plugin_file = (site / "acme" / "i2iplug.py").resolve()
+    worker = ValueError(f"Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        f"last):\n  File \"{plugin_file}\", line 2, in bad\n    return {{}}['B']\n           ^^^\n"
+                        f"ValueError: bad sample\nexpected 3 channels")
+    assert describe(worker, "i2i", "9").startswith(blamed + "ValueError: bad sample; this is a bug")
+    quoting = RuntimeError(f"compiling failed:\n  File \"{tmp_path / 'x.py'}\", line 3, in forward\nSet TORCH_LOGS")
+    assert describe(quoting, "i2i", "9").startswith("unexpected error: RuntimeError: compiling failed; this is a bug "
+                                                    "in i2i 9")

@@ -449,8 +449,17 @@ def test_the_title_says_how_many_images_had_their_truth(cli, demo_data, make_ckp
     assert f"on 3 image(s) of {source} (2 with their truth)" in " ".join(res.stdout.split())
 
 
-def test_eval_scores_exact_outputs_unless_told_otherwise(cli, demo_data, make_ckpt, tmp_path):
+def test_eval_scores_exact_outputs_unless_told_otherwise(cli, demo_data, make_ckpt, tmp_path, monkeypatch):
     """fp32 by default (on CUDA, translate's auto would score fp16 outputs); a faster precision on request."""
+    from i2i.translate import Translator
+
+    asked, real = [], Translator.from_checkpoint.__func__
+
+    def recording(cls, *args, precision="auto", **kwargs):
+        asked.append(precision)
+        return real(cls, *args, precision=precision, **kwargs)
+
+    monkeypatch.setattr(Translator, "from_checkpoint", classmethod(recording))
     args = ["eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--truth", demo_data / "testB", "--metrics",
             "mae"]
     scores = {}
@@ -460,6 +469,7 @@ def test_eval_scores_exact_outputs_unless_told_otherwise(cli, demo_data, make_ck
         scores[precision] = json.loads((tmp_path / f"{precision}.json").read_text())["scores"]["mae"]["translated"]
     default = cli(*args, "--json", tmp_path / "default.json")
     assert default.exit_code == 0, default.stderr
+    assert asked == ["fp32", "bf16", "fp32"]
     assert json.loads((tmp_path / "default.json").read_text())["scores"]["mae"]["translated"] == scores["fp32"]
     assert scores["bf16"] != scores["fp32"] and abs(scores["bf16"] - scores["fp32"]) < 0.05
     one_line_error(cli(*args, "--precision", "fp8"), "unknown precision 'fp8'; use auto, fp32, bf16 or fp16")

@@ -642,13 +642,14 @@ def test_generators_that_break_the_contract_are_refused_before_training(tmp_path
                    "set method.lambda_identity=0")
     assert not (tmp_path / "j").exists()
     one_line_error(cli(*train, "--out", tmp_path / "h", "--method", "float_losses"),
-                   "method 'float_losses': train_step() returned {'G_AB': a float, 'G_BA': a float, "
+                   "method 'float_losses' (plugin contract): train_step() returned {'G_AB': a float, 'G_BA': a float, "
                    "'cycle_A': a float, 'cycle_B': a float, …}; it must return a dict of one-number loss tensors",
                    alone=False)
     one_line_error(cli(*train, "--out", tmp_path / "i", "--method", "unbatched_samples"),
-                   "method 'unbatched_samples': samples() returned [[a tensor of shape (3, 32, 32), a tensor of shape "
-                   "(3, 32, 32), a tensor of shape (3, 32, 32)], [", "it must return rows (lists) of NCHW image "
-                   "batches with one batch size (a bug in the method's plugin)", alone=False)
+                   "method 'unbatched_samples' (plugin contract): samples() returned [[a tensor of shape (3, 32, 32), "
+                   "a tensor of shape (3, 32, 32), a tensor of shape (3, 32, 32)], [",
+                   "it must return rows (lists) of NCHW image batches with one batch size (see docs/plugins.md)",
+                   alone=False)
 
     res = cli(*train, "--out", tmp_path / "e", "generator=halver")  # 32 px crops: fine in training
     assert res.exit_code == 0, res.stderr

@@ -165,7 +165,7 @@ def test_a_corrupt_image_is_warned_about_once_per_run(small_data, tmp_path, work
     assert res.returncode == 0, res.stderr
     lines = [li for li in res.stderr.splitlines() if "could not be decoded" in li]
     assert lines == [f"warning: {first} could not be decoded: it is corrupt or truncated, or a kind of .png OpenCV "
-                     f"does not read; use a complete file, or convert it to .png; using another image meanwhile"], \
+                     f"does not read; use a complete file, or re-save it; using another image meanwhile"], \
         res.stderr
 
 

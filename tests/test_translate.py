@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -254,7 +255,7 @@ def test_an_image_that_does_not_decode_is_skipped_and_the_rest_translated(cli, p
     assert res.exit_code == 0, res.stderr
     assert res.stderr.splitlines()[1:] == [f"warning: skipped: {photos / 'm_broken.png'} could not be decoded: it is "
                                            f"corrupt or truncated, or a kind of .png OpenCV does not read; use a "
-                                           f"complete file, or convert it to .png"]  # after the one about notes.txt
+                                           f"complete file, or re-save it"]  # after the one about notes.txt
     assert sorted(p.name for p in out.iterdir()) == ["deep.png", "odd.png", "wide.jpg"]
     assert "translated 3 image(s)" in res.stdout and "skipped 2 file(s): notes.txt, m_broken.png" in res.stdout
     # when no image decodes, one error line names them, and nothing is written
@@ -525,6 +526,14 @@ def test_running_out_of_memory_on_the_cpu_is_one_line_with_the_fix(cli, photos, 
                    "use smaller images (--size N) or batches (--batch-size), or a machine with more memory")
     assert len(calls) == 1 and not (tmp_path / "out").exists()
 
+    def no_process(self, batch):  # the system refusing memory for a new process (a data-loading worker)
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(Translator, "_run", no_process)
+    one_line_error(cli("translate", photos / "odd.png", "--ckpt", make_ckpt(), "-o", tmp_path / "out"),
+                   "out of memory (Cannot allocate memory); use smaller images (--size N), batches (--batch-size) or "
+                   "fewer --workers, or a machine with more memory")
+
 
 def test_tiff_sample_types(cli, make_ckpt, tmp_path):
     """float64 TIFFs (what scikit-image writes for float images) are translated like float32 ones; samples i2i does
@@ -543,6 +552,13 @@ def test_tiff_sample_types(cli, make_ckpt, tmp_path):
     one_line_error(cli("translate", src / "i16.tif", "--ckpt", make_ckpt(), "-o", tmp_path / "one"),
                    f"{src / 'i16.tif'} holds int16 samples, which i2i does not take")
     assert sorted(p.name for p in out.iterdir()) == ["f64.tif"] and not (tmp_path / "one").exists()
+    # a float result in a format without floats: scaled to its deepest samples (it was written black), with a note
+    res = cli("translate", src / "f64.tif", "--ckpt", make_ckpt(), "-o", tmp_path / "f64.png")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.strip() == ("warning: .png cannot hold float32 samples: f64.png is written in 16-bit samples, "
+                                  "not in the float32 samples of f64.tif (name the output .tiff to keep them)")
+    png = cv2.imread(str(tmp_path / "f64.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and np.abs(png / 65535.0 - result).max() < 1e-4  # both as OpenCV reads them
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -568,8 +584,8 @@ def test_an_interrupted_folder_run_stops_after_a_whole_image_and_says_how_far_it
 def test_sixteen_bits_written_in_an_eight_bit_format_are_warned_about(cli, photos, make_ckpt, tmp_path):
     res = cli("translate", photos / "deep.png", "--ckpt", make_ckpt(), "-o", tmp_path / "deep.jpg")
     assert res.exit_code == 0, res.stderr
-    assert res.stderr.strip() == ("warning: .jpg has 8 bits per sample: deep.jpg is written in 8 bits, not in the 16 "
-                                  "bits of deep.png (name the output .png or .tiff to keep them)")
+    assert res.stderr.strip() == ("warning: .jpg cannot hold 16-bit samples: deep.jpg is written in 8-bit samples, not "
+                                  "in the 16-bit samples of deep.png (name the output .png or .tiff to keep them)")
     assert cv2.imread(str(tmp_path / "deep.jpg"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
     res = cli("translate", photos / "deep.png", "--ckpt", make_ckpt(), "-o", tmp_path / "deep.png")
     assert res.exit_code == 0 and res.stderr == "", res.stderr
@@ -582,6 +598,12 @@ def test_a_file_named_twice_is_translated_once_and_a_folder_in_the_way_is_found_
     res = cli("translate", photos / "odd.png", "./in/odd.png", "in/sub/../odd.png", "--ckpt", make_ckpt(), "-o", out)
     assert res.exit_code == 0, res.stderr
     assert "translated 1 image(s)" in res.stdout and [p.name for p in out.iterdir()] == ["odd.png"]
+    linked = tmp_path / "linked"  # a link beside its target is an image of its own name
+    linked.mkdir()
+    (linked / "a.png").write_bytes((photos / "odd.png").read_bytes())
+    (linked / "b.png").symlink_to(linked / "a.png")
+    res = cli("translate", linked, "--ckpt", make_ckpt(), "-o", tmp_path / "both")
+    assert res.exit_code == 0 and sorted(p.name for p in (tmp_path / "both").iterdir()) == ["a.png", "b.png"]
     blocked = tmp_path / "blocked"
     (blocked / "wide.jpg").mkdir(parents=True)  # where the last output would go
     one_line_error(cli("translate", photos, "--ckpt", make_ckpt(), "-o", blocked),

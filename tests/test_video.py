@@ -576,7 +576,7 @@ def test_two_runs_writing_one_output_each_write_a_whole_video(make_ckpt, tmp_pat
 
 
 @needs_ffmpeg
-def test_a_variable_frame_rate_keeps_every_picture_at_its_time(cli, make_ckpt, tmp_path):
+def test_a_variable_frame_rate_keeps_every_picture_at_its_time(cli, make_ckpt, tmp_path, monkeypatch):
     """A phone-style variable rate (here 10 frames/s for 1 s, then 3.3): written at the average rate, frames that
     came faster are left out (with a warning) instead of pushing every later picture, and the audio, out of time."""
     src, dst = tmp_path / "vfr.mp4", tmp_path / "out.mp4"
@@ -604,3 +604,37 @@ def test_a_variable_frame_rate_keeps_every_picture_at_its_time(cli, make_ckpt, t
         until = shown[i + 1][0] if i + 1 < len(shown) else math.inf
         assert shown[i][0] <= (k + 0.5) / fps and until > (k - 0.5) / fps, (k, shown[i][0])
     assert abs(len(written) / fps - 3.8) < 0.3  # as long as the input
+    # a container that does not say how many frames it holds: nothing can be repeated, so nothing is left out either
+    # (the output kept 15 of 20 pictures: 2.85 s of 3.8)
+    import dataclasses
+
+    import i2i.video
+
+    real = i2i.video.probe
+    monkeypatch.setattr(i2i.video, "probe", lambda path: dataclasses.replace(real(path), frames=0))
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", tmp_path / "uncounted.avi", "--device", "cpu")
+    assert res.exit_code == 0 and "variable frame rate" not in res.stderr, res.stderr
+    assert frames_of(tmp_path / "uncounted.avi")[0] == 20
+
+
+@needs_ffmpeg
+def test_a_late_timestamp_in_a_constant_rate_video_loses_no_frame(cli, make_ckpt, tmp_path):
+    """Frame 5 of a 10 frames/s clip stamped 59 ms late rounds into frame 6's slot: it keeps its own free slot (it was
+    left out, frame 4 shown twice, and the clip called variable-rate)."""
+    src, dst = tmp_path / "jitter.mkv", tmp_path / "out.avi"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x48:r=10:d=3,geq=lum='40+N*6':cb=128:cr=128", "-vf",
+           "settb=1/1000,setpts='if(eq(N,5),559,N*100)'", "-fps_mode", "vfr", "-enc_time_base", "1:1000", "-c:v",
+           "libx264", "-pix_fmt", "yuv420p", "-crf", "0", src)
+    cap, levels, times = cv2.VideoCapture(str(src)), [], []
+    while (got := cap.read())[0]:
+        levels.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2GRAY).mean())
+        times.append(round(cap.get(cv2.CAP_PROP_POS_MSEC)))
+    assert times[4:7] == [400, 559, 600]
+    res = cli("video", src, "--ckpt", make_ckpt(), "-o", dst, "--side-by-side", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    assert "variable frame rate" not in res.stderr
+    cap, shown = cv2.VideoCapture(str(dst)), []
+    while (got := cap.read())[0]:
+        level = cv2.cvtColor(got[1][:, :64], cv2.COLOR_BGR2GRAY).mean()
+        shown.append(min(range(len(levels)), key=lambda i: abs(levels[i] - level)))
+    assert shown == list(range(30))

@@ -89,6 +89,10 @@ def create_encoder(name: str, in_chans: int, pretrained: bool, weights: str | No
                                f"when offline, pass a local file with generator.weights=PATH") from exc
             raise I2IError(f"{WHERE}: timm cannot build '{name}' as a feature extractor "
                            f"({_first_line(exc)})") from exc
+    for holder in (encoder, *encoder.modules()):  # timm keeps the overlay: a second copy of every weight
+        cfg = getattr(holder, "pretrained_cfg", None)
+        if isinstance(cfg, dict):
+            cfg.pop("state_dict", None)
     if weights is not None:
         # timm reports keys relative to the full classifier; keep those the feature extractor actually holds
         # (compared with '.' and '_' alike: some extractors flatten 'stages.0' into 'stages_0')

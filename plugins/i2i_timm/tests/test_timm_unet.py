@@ -155,6 +155,8 @@ def test_weights_files_are_read_without_running_code_and_from_training_checkpoin
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
     net = registry.build("generator", "timm_unet", {**TINY, "weights": str(path)}, 3, 3)
     assert torch.equal(net.encoder.conv1.weight, source.conv1.weight)
+    # the weights live in the network only (timm kept the state dict it was given in its config: twice the memory)
+    assert not any("state_dict" in getattr(m, "pretrained_cfg", {}) for m in net.modules())
 
 
 def test_weights_of_a_larger_architecture_are_refused(registry, tmp_path):
