@@ -256,6 +256,11 @@ def train(
     distributed, rank_device = setup(device)
     try:
         _train(distributed, rank_device, **options)
+        if distributed.enabled and os.environ.get(LAUNCHED_ENV) == "1":  # `--nproc`, finished: leave as on an error
+            distributed.barrier()  # every rank is done; rank 0 first, the others after it (see _error)
+            if distributed.rank != 0:
+                time.sleep(RANK_GRACE_S)
+            _leave(0)
     except RuntimeError as exc:
         if not (distributed.enabled and lost_peer(exc)):
             raise
