@@ -116,12 +116,11 @@ def _save_traceback(exc: BaseException) -> str:
 
 def describe(exc: BaseException, group: str, version: str) -> str:
     """The one error line for an unexpected exception (the traceback is saved to a file the line names)."""
-    frames, what = _frames(exc)
-    what = what.rstrip(" :")  # a message's first line that introduces the next ("compiling failed:")
+    chain = [_frames(e) for e in _chain(exc)]
+    frames, what = chain[0][0], chain[0][1].rstrip(" :")  # a first line may introduce the next ("failed:")
     owners = _owners(group)
     # the innermost plugin frame of the exception, else of one it was raised from (a plugin's error re-raised)
-    culprit = next(((o, f) for e in _chain(exc) for f in reversed(_frames(e)[0]) for o in owners if o.holds(f[0])),
-                   None)
+    culprit = next(((o, f) for fs, _ in chain for f in reversed(fs) for o in owners if o.holds(f[0])), None)
     saved = _save_traceback(exc)
     kept = f"the traceback saved in {saved}" if saved else "the traceback above"
     if culprit is not None:

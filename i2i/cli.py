@@ -147,9 +147,9 @@ RANK_GRACE_S = 2.0
 def _error(text: str, code: int = 2) -> NoReturn:
     """One ``error:`` line, then exit ``code`` (2: a problem the user can fix; 1: a bug).
 
-    Under ``--nproc`` a rank hands its line to the launcher (torchelastic's
-    error file), which prints rank 0's line, or else the first failed rank's, once every rank has stopped (ranks
-    other than 0 still wait before exiting: two tearing the process group down at once can abort). Under a plain
+    Under ``--nproc`` a rank hands its line to the launcher (torchelastic's error file), which prints rank 0's line,
+    or else the first failed rank's, once every rank has stopped (ranks other than 0 still wait before exiting: two
+    tearing the process group down at once can abort). Under a plain
     torchrun a rank other than 0 first gives rank 0 time to report (ranks usually meet the same problem, and the
     launcher stops every rank as soon as one exits, which would cut rank 0 off before its line); it reports only an
     error that rank 0 did not stop on, naming its rank."""

@@ -156,8 +156,8 @@ def launch(nproc: int, args: list[str]) -> int:
     """``torchrun --standalone --nproc_per_node nproc -m i2i ARGS`` in this process, with one line instead of
     torchrun's failure report: the error a rank handed over (:func:`hand_to_launcher`, with that rank's exit code: 2
     for a user's error, 1 for a bug), or the process the system killed (128 + its signal); otherwise the first failed
-    rank's exit code. 130 when this process is stopped
-    by Ctrl-C or SIGTERM (rank 0 says what it saved; 128 + N for another signal N)."""
+    rank's exit code. 130 when this process is stopped by Ctrl-C or SIGTERM (rank 0 says what it saved; 128 + N for
+    another signal N)."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.api import SignalException

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -70,11 +70,16 @@ def scan_folder(folder: Path, recursive: bool = True) -> tuple[list[Path], list[
     """
     if not folder.is_dir():
         raise I2IError(f"folder not found: {folder}")
-    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
-                   if p.is_file() and not p.name.startswith("."))
+    return split_readable(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
+
+
+def split_readable(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """(images, rejected) of ``files``, sorted, hidden files (``.DS_Store``, ...) left out: those OpenCV can decode by
+    signature (:func:`readable`), and the others."""
     good, bad = [], []
-    for p in files:
-        (good if readable(p) else bad).append(p)
+    for p in sorted(files):
+        if not p.name.startswith("."):
+            (good if readable(p) else bad).append(p)
     return good, bad
 
 

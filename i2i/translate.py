@@ -28,9 +28,9 @@ from .images import (
     COMMON_SUFFIXES,
     encode_image,
     is_image_name,
-    readable,
     scan_folder,
     skipped_note,
+    split_readable,
     to_image,
     to_tensor,
 )
@@ -243,16 +243,17 @@ def collect_inputs(inputs: list[str], recursive: bool = False, warn: Callable[[s
     folder) when it is given.
     """
     found: list[tuple[Path, Path]] = []
+
+    def keep(root: Path, good: list[Path], rejected: list[Path]) -> None:
+        """A folder's (or pattern's) images, mirrored below ``root``; its other files skipped with a note."""
+        if rejected:
+            (warn or partial(warnings.warn, stacklevel=3))(skipped_note(root, rejected))
+            if skipped is not None:
+                skipped.extend(p.relative_to(root) for p in rejected)
+        found.extend((p, p.relative_to(root)) for p in good)
+
     for spec in inputs:
         path = Path(spec)
-        def keep(root: Path, good: list[Path], rejected: list[Path]) -> None:
-            """A folder's (or pattern's) images, mirrored below ``root``; its other files skipped with a note."""
-            if rejected:
-                (warn or partial(warnings.warn, stacklevel=3))(skipped_note(root, rejected))
-                if skipped is not None:
-                    skipped.extend(p.relative_to(root) for p in rejected)
-            found.extend((p, p.relative_to(root)) for p in good)
-
         if path.is_dir():
             good, rejected = scan_folder(path, recursive=recursive)
             keep(path, good, rejected)
@@ -264,13 +265,10 @@ def collect_inputs(inputs: list[str], recursive: bool = False, warn: Callable[[s
         elif any(ch in spec for ch in "*?["):  # like a folder: its images below the pattern's fixed folder
             anchor = Path(spec.split("*")[0].split("?")[0].split("[")[0] or ".")
             root = anchor if anchor.is_dir() else anchor.parent
-            matches = sorted(p for p in root.glob(str(Path(spec).relative_to(root)))
-                             if p.is_file() and not p.name.startswith("."))
-            if not matches:
+            good, rejected = split_readable(p for p in root.glob(str(Path(spec).relative_to(root))) if p.is_file())
+            if not good and not rejected:
                 raise I2IError(f"no file matches {spec}")
-            good = [p for p in matches if readable(p)]
-            taken = set(good)
-            keep(root, good, [p for p in matches if p not in taken])
+            keep(root, good, rejected)
             if not good:
                 raise I2IError(f"no image OpenCV can read matches {spec}")
         else:

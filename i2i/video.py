@@ -462,20 +462,18 @@ def translate_video(
                 if on_frames:
                     on_frames(n)
 
+        tmp: Path | None = None
         try:
             first_prep = translator.prepare(rgb(first))
             out_w = first_prep.width * (2 if side_by_side else 1)
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = temp_beside(dst, "partial")  # this run's own: another run writing dst never shares it
-        except BaseException:
-            source.release()
-            raise
-        try:
             encoder = _Encoder(tmp, src, (out_w, first_prep.height), info.fps, start, audio,
                                lambda: signalled["stop"])
         except BaseException:
             source.release()
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise
         if any(encoder.pad):
             why = (f"H.264 ({dst.suffix}) needs even sizes; .avi keeps the size" if encoder.proc is not None
