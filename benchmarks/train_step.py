@@ -60,9 +60,9 @@ def as_official(nets: torch.nn.Module) -> torch.nn.Module:
     """The official layer configuration of the same networks: plain ``nn.Conv2d`` output and residual-block layers,
     stock ``nn.InstanceNorm2d`` and in-place activations (i2i computes the same functions faster; see
     narrow_conv.py, winograd_conv.py, norms.py and generators.py)."""
-    from i2i_cyclegan.narrow_conv import NarrowConv2d
-    from i2i_cyclegan.norms import InstanceNorm
-    from i2i_cyclegan.winograd_conv import WinogradConv2d
+    from i2i_components.narrow_conv import NarrowConv2d
+    from i2i_components.norms import InstanceNorm
+    from i2i_components.winograd_conv import WinogradConv2d
 
     for m in nets.modules():
         if isinstance(m, NarrowConv2d | WinogradConv2d):

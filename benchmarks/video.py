@@ -37,7 +37,7 @@ VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 def make_clip(path: Path, frames: int, size: int) -> Path:
     """``frames`` frames of real footage (vtest.avi when installed, else panning over a demo photo)."""
     src = cv2.VideoCapture(str(VTEST)) if VTEST.is_file() else None
-    photo = cv2.imread(str(ROOT / "i2i" / "data" / "demo" / "rocket.jpg"))
+    photo = cv2.imread(str(ROOT / "plugins" / "i2i_components" / "data" / "demo" / "rocket.jpg"))
     h = size
     w = round(size * 4 / 3) // 4 * 4
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (w, h))

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import torch
 
-import i2i_cyclegan.winograd_conv as wc
-from i2i_cyclegan.generators import ResnetGenerator
+import i2i_components.winograd_conv as wc
+from i2i_components.generators import ResnetGenerator
 
 MODES = {"conv2d": (10**9, 10**9), "default": (wc.MIN_CHANNELS, wc.MIN_TILES), "forced": (1, 1)}
 

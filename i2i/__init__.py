@@ -2,7 +2,8 @@
 
 Public API for users and plugin authors: ``hookimpl`` (mark ``register_*`` implementations), ``load_generator``,
 ``translate``, ``load_plugins`` / ``load_registry``, the ``Method`` interface with ``Components`` and ``Config``,
-and ``I2IError``.
+``init_weights`` (the official weight initialisation) and ``I2IError``. For plugin authors also: ``i2i.images``
+(reading, listing and writing images), ``i2i.heldout`` (held-out pairs), ``i2i.presets`` and ``i2i.testing``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ hookimpl = pluggy.HookimplMarker("i2i")
 from .checkpoint import load_generator  # noqa: E402
 from .config import Component, Config  # noqa: E402
 from .errors import I2IError  # noqa: E402
+from .init import init_weights  # noqa: E402
 from .method import Components, Method  # noqa: E402
 from .plugins import load_plugins, load_registry  # noqa: E402
 from .translate import translate  # noqa: E402
@@ -28,6 +30,7 @@ __all__ = [
     "Method",
     "__version__",
     "hookimpl",
+    "init_weights",
     "load_generator",
     "load_plugins",
     "load_registry",

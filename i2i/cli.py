@@ -18,9 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .config import find_preset, load_yaml, method_name, parse_overrides, resolve
+from .config import method_name, parse_overrides, resolve
 from .errors import I2IError, first_line, warn
 from .plugins import load_plugins
+from .presets import demo_name, load_preset
 from .registry import KINDS
 
 
@@ -197,7 +198,8 @@ def train(
                                           help="config overrides, e.g. generator.ngf=32 train.seed=1"),
     method: str = typer.Option(None, "--method", "-m", help="training method (see `i2i list method`)"),
     data: str = typer.Option(None, "--data", metavar="DIR",
-                             help="dataset folder (DIR/trainA, DIR/trainB); omit for data.root or the demo"),
+                             help="dataset folder, in the layout of the method's dataset (`i2i list dataset`); omit "
+                                  "for data.root or the method's demo"),
     out_dir: str = typer.Option(None, "--out", "-o", metavar="DIR", help="run folder (default runs/METHOD-TIME)"),
     config: str = typer.Option(None, "--config", "-c", metavar="FILE",
                                help="YAML config file or preset name (a relative data.root in it is relative to "
@@ -221,7 +223,7 @@ def train(
                                        help="NHWC memory format (default: on for CUDA)"),
     nproc: int = typer.Option(None, "--nproc", help="processes (GPUs) on this machine: launches torchrun"),
 ) -> None:
-    """Train a method on unpaired folders (or on the built-in demo data)."""
+    """Train a method on a dataset folder (or, with no data, on the method's demo)."""
     options = dict(locals())
     from .config import FLAG_KEYS, flag_conflict
     from .device import resolve_device
@@ -279,7 +281,6 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
            overwrite: bool, strict: bool, precision: str | None, compile_nets: bool | None,
            channels_last: bool | None, nproc: int | None) -> None:
     """`i2i train` in one process (of a torchrun job, possibly)."""
-    from . import demo
     from .config import absolute_root, changed_keys, data_root, ignored_edits
     from .trainer import Trainer, check_providers, prepare_run_dir
 
@@ -341,32 +342,28 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
             warn(note)
     else:
         layers: list[dict[str, Any]] = []
-        config_path = find_preset(config) if config else None
-        config_layer = absolute_root(load_yaml(config_path), config_path.parent) if config_path else {}
+        config_layer = load_preset(config, registry) if config else {}
         demo_data = data is None and not any(data_root(layer) for layer in (config_layer, *cli_layers))
         named = [n for layer in (config_layer, *cli_layers) if (n := method_name(layer)) is not None]
         name = method or (named[-1] if named else None)
+        demo = None
         if demo_data:
             if not name:
                 raise I2IError("pass --method NAME (see `i2i list method`), and --data DIR or nothing for the demo")
             registry.get("method", name)
-            try:
-                layers.append(load_yaml(find_preset(f"{name}/demo")))
-            except I2IError:
-                raise I2IError(f"method '{name}' has no demo preset; pass --data DIR") from None
+            demo = registry.entries["preset"].get(demo_name(name))
+            if demo is None:
+                raise I2IError(f"method '{name}' has no demo (no preset {demo_name(name)}); pass --data DIR")
+            layers.append(load_preset(demo.name, registry))
         if config:
             layers.append(config_layer)
         cfg = resolve(registry, method, [*layers, *cli_layers], flags)
         if out_dir is None:
             out_dir = Path("runs") / f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         state = prepare_run_dir(out_dir, resume=False, overwrite=overwrite)
-        if demo_data:
-            cfg.data.root = str(demo.demo_root())
-            if main:
-                err.print(
-                    f"[cyan]No --data given: training on the built-in demo dataset[/] ({escape(cfg.data.root)}: "
-                    f"{demo.DESCRIPTION}; held-out pairs in testA/testB)", highlight=False, soft_wrap=True,
-                )
+        if demo is not None and main:
+            err.print(f"[cyan]No --data given: training on the demo of {escape(name)}[/] ({escape(demo.description)}; "
+                      f"{escape(str(cfg.data.root))})", highlight=False, soft_wrap=True)
         elif data is not None:
             cfg.data.root = os.path.abspath(data)
 
@@ -447,6 +444,8 @@ def translate_cmd(
     device: str = typer.Option("auto", "--device"),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="write input|output comparison images"),
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16"),
+    train_mode: bool = typer.Option(False, "--train-mode", help="run the generator as the official pix2pix test "
+                                    "script does: dropout on, batch statistics; default: eval mode"),
 ) -> None:
     """Translate images with a trained generator; each keeps its resolution, names mirror the inputs (one image
     file may be written to the file -o names, its format from the suffix)."""
@@ -474,7 +473,8 @@ def translate_cmd(
         raise I2IError("--batch-size must be >= 1")
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
-    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision,
+                                            train_mode=train_mode)
     skipped: list[Path] = []  # as the user knows them: relative to their input folder
     files = collect_inputs(inputs, recursive, warn=warn, skipped=skipped)
     targets = output_paths(inputs, files, out_path)
@@ -712,12 +712,18 @@ def inspect_cmd(ckpt: Path = typer.Argument(..., help="exported generator (G.pt)
 @app.command("eval")
 @cli_errors
 def eval_cmd(
-    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G_AB.pt)"),
-    source: Path = typer.Option(..., "--source", help="images to translate"),
+    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G.pt)"),
+    source: Path = typer.Option(None, "--source", help="images to translate"),
     target: Path = typer.Option(None, "--target", help="real images of the target domain (FID, KID)"),
     truth: Path = typer.Option(None, "--truth", help="paired ground truth for --source, matched by file name"),
-    metrics: str = typer.Option(None, "--metrics", help="comma-separated (default: fid,kid with --target; "
-                                                         "psnr,ssim,mae with --truth); see `i2i list metric`"),
+    data: Path = typer.Option(None, "--data", metavar="DIR",
+                              help="a dataset folder: score the held-out pairs of its --split (instead of --source "
+                                   "and --truth)"),
+    split: str = typer.Option("test", "--split", help="with --data: the held-out split (e.g. test, val)"),
+    dataset: str = typer.Option(None, "--dataset", help="with --data: the dataset kind (default: the one the "
+                                                        "generator was trained on; see `i2i list dataset`)"),
+    metrics: str = typer.Option(None, "--metrics", help="comma-separated (default: fid,kid with --target; psnr,"
+                                                         "ssim,mae with --truth or --data); see `i2i list metric`"),
     json_path: Path = typer.Option(None, "--json", help="also write the report as JSON"),
     features: str = typer.Option("inception", "--features", help="FID/KID features: inception or timm:NAME"),
     feature_weights: Path = typer.Option(None, "--feature-weights", help="local weights for --features timm:NAME"),
@@ -728,25 +734,37 @@ def eval_cmd(
     precision: str = typer.Option("fp32", "--precision", help="fp32 (the exact outputs), or auto (fp16 on CUDA), "
                                                                "bf16, fp16 for speed"),
 ) -> None:
-    """Score a generator: FID/KID against --target, PSNR/SSIM/MAE against --truth, each beside identity."""
+    """Score a generator: FID/KID against --target, PSNR/SSIM/MAE against --truth (or the held-out pairs of a
+    dataset's --split), each beside identity."""
     import json
 
+    from .checkpoint import read_generator
     from .device import resolve_device
     from .evaluate import check_report_path, evaluate
     from .features import build_extractor
+    from .heldout import generator_pairs
     from .translate import Translator
 
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
+    if data is not None and (source is not None or truth is not None):
+        raise I2IError("--data scores a dataset's held-out pairs, --source/--truth folders; give one or the other")
+    if data is None and source is None:
+        raise I2IError("nothing to score: give --data DIR (a dataset's held-out pairs) or --source DIR")
     if json_path is not None:
         check_report_path(json_path)
     registry = load_plugins().registry
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    for name in names or []:
-        registry.get("metric", name)
+    from .metric import metric_specs
+
+    metric_specs(registry, names or [], "--metrics")  # NAME or NAME:key=value: a typo fails before the model loads
+    pairs = generator_pairs(read_generator(ckpt), registry, data, split, dataset) if data is not None else None
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, registry, precision=precision)
     report = evaluate(translator, registry, source, target, truth, names,
-                      lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes)
+                      lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes,
+                      pairs=pairs)
+    if data is not None:
+        source = Path(f"{data} ({split} split)")
     for note in report.warnings:
         warn(note)
     counts = report.counts

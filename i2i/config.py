@@ -1,9 +1,9 @@
 """Run configuration: YAML files and ``key=value`` overrides mapped onto typed dataclasses, validated whole.
 
 Layers, later wins: engine defaults < the method's defaults < ``--config`` file < CLI options < ``key=value``.
-Components are ``{name, params}``; ``generator.ngf=32`` is short for ``generator.params.ngf=32`` and
-``generator=unet_256`` for ``generator.name=unet_256``. Changing a component's name drops the parameters that
-earlier layers gave the old one.
+Components are ``{name, params}``; ``generator.ngf=32`` is short for ``networks.generator.params.ngf=32`` and
+``generator=unet_256`` for ``networks.generator.name=unet_256`` (any role: ``networks.ROLE.KEY=VALUE``). Changing
+a component's name drops the parameters that earlier layers gave the old one.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import I2IError, did_you_mean
+from .metric import metric_specs
 from .registry import Registry
 from .typecheck import coerce, hints
 
@@ -62,12 +63,15 @@ class TrainConfig:
 
 @dataclass
 class ValidationConfig:
-    """Scoring a generator on held-out images every ``every`` steps (0 = never); paths are relative to
-    ``data.root``. ``best`` names the metric whose best value keeps ``{network}_best.pt``."""
+    """Scoring a generator on held-out images every ``every`` steps (0 = never): the pairs of the dataset's
+    ``split``, or the folders ``source`` (with ``truth`` and/or ``target``), relative to ``data.root``. ``metrics``
+    are ``NAME`` or ``NAME:key=value[:key=value...]`` (e.g. ``kid:subset_size=20``); ``best`` names (by NAME) the
+    metric whose best value keeps ``{network}_best.pt``."""
 
     every: int = 0
     network: str | None = None  # default: the method's first exported network
-    source: str = "testA"
+    split: str | None = None  # the dataset's held-out split of (source, truth) pairs (e.g. test), instead of folders
+    source: str | None = None
     target: str | None = None
     truth: str | None = None
     metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim"])
@@ -79,19 +83,34 @@ class ValidationConfig:
 
 @dataclass
 class Config:
+    """A whole run's settings. ``networks`` maps each network role the method declares (``Method.network_roles``)
+    to the component built for it; ``generator`` and ``discriminator`` are short for ``networks.generator`` and
+    ``networks.discriminator``."""
+
     method: Component
-    generator: Component
-    discriminator: Component
+    networks: dict[str, Component] = field(default_factory=dict)
     losses: dict[str, Component] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
+    @property
+    def generator(self) -> Component:
+        return self.networks.get("generator") or Component("")
+
+    @property
+    def discriminator(self) -> Component:
+        return self.networks.get("discriminator") or Component("")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-COMPONENT_SECTIONS = ("method", "generator", "discriminator")
+#: network roles that may be written at the top level (``generator: NAME`` for ``networks.generator``)
+SHORT_ROLES = ("generator", "discriminator")
+COMPONENT_SECTIONS = ("method", *SHORT_ROLES)
+#: sections that map names (network roles, loss roles) to components
+ROLE_SECTIONS = ("networks", "losses")
 
 
 def _duplicate_key(node: yaml.Node, path: str = "", seen: set[int] | None = None) -> tuple[str, int, int] | None:
@@ -208,6 +227,18 @@ def _component_shorthand(section: str, value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
+def parse_scalar(raw: str) -> Any:
+    """A value written on the command line, read as a YAML scalar (``1`` int, ``true`` bool, ``1e-4`` float)."""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "infinity"):
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-4" as a string
+            value = float(value)
+    return value
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars (``1`` int, ``true`` bool...)."""
     out: dict[str, Any] = {}
@@ -217,27 +248,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise I2IError(f"override '{item}' is not key=value (example: generator.params.ngf=32)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "infinity"):
-            with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-4" as a string
-                value = float(value)
+        value = parse_scalar(raw)
         parts = key.split(".")
         named = (*COMPONENT_SECTIONS, "data")  # `generator=NAME`: the component's name
         if isinstance(value, str) and ((len(parts) == 1 and parts[0] in named) or (len(parts) == 2 and
-                                                                                   parts[0] == "losses")):
+                                                                                   parts[0] in ROLE_SECTIONS)):
             parts.append("name")
         if parts[0] in COMPONENT_SECTIONS and len(parts) == 2 and parts[1] not in ("name", "params"):
             parts = [parts[0], "params", parts[1]]
-        elif parts[0] == "losses" and len(parts) == 3 and parts[2] not in ("name", "params"):
+        elif parts[0] in ROLE_SECTIONS and len(parts) == 3 and parts[2] not in ("name", "params"):
             parts = [parts[0], parts[1], "params", parts[2]]
+        if parts[0] in SHORT_ROLES:  # generator.ngf: networks.generator.params.ngf
+            parts = ["networks", *parts]
         elif parts[0] == "data" and len(parts) == 2 and parts[1] not in _field_names(DataConfig):
             parts = ["data", "params", parts[1]]
         dotted = ".".join(parts)
         if dotted in seen:
-            raise I2IError(f"overrides '{seen[dotted]}' and '{item}' both set {dotted}; keep one of them")
+            short = ".".join(parts[1:]) if parts[0] == "networks" and parts[1] in SHORT_ROLES else dotted
+            raise I2IError(f"overrides '{seen[dotted]}' and '{item}' both set {short}; keep one of them")
         seen[dotted] = item
         node = out
         for p in parts[:-1]:
@@ -253,12 +281,25 @@ def _field_names(cls: type) -> list[str]:
 
 
 def _normalize(layer: dict[str, Any]) -> dict[str, Any]:
+    """A layer in the canonical form: components as ``{name, params}``, short network roles under ``networks``."""
     layer = copy.deepcopy(layer)
     for section in (*COMPONENT_SECTIONS, "data"):
         if section in layer:
             layer[section] = _component_shorthand(section, layer[section])
-    if isinstance(layer.get("losses"), dict):
-        layer["losses"] = {k: _component_shorthand(k, v) for k, v in layer["losses"].items()}
+    shorts = {role: layer.pop(role) for role in SHORT_ROLES if role in layer}
+    if shorts:
+        networks = layer.get("networks")
+        if networks is None:
+            networks = layer["networks"] = {}
+        if not isinstance(networks, dict):
+            raise I2IError("config section 'networks' must map network roles to components")
+        for role, spec in shorts.items():
+            if role in networks:
+                raise I2IError(f"the config sets both {role} and networks.{role}; keep one of them")
+            networks[role] = spec
+    for section in ROLE_SECTIONS:
+        if isinstance(layer.get(section), dict):
+            layer[section] = {k: _component_shorthand(k, v) for k, v in layer[section].items()}
     return layer
 
 
@@ -268,13 +309,17 @@ def _is_component(node: Any) -> bool:
 
 def merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``layer`` over ``base``; a component whose name changes starts from fresh parameters."""
+    return _merge(_normalize(base), _normalize(layer))
+
+
+def _merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
-    for key, value in _normalize(layer).items():
+    for key, value in layer.items():
         old = out.get(key)
         if isinstance(old, dict) and isinstance(value, dict):
             if _is_component(old) and "name" in value and value["name"] != old["name"]:
                 old = {}
-            out[key] = merge(old, value)
+            out[key] = _merge(old, value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -295,9 +340,10 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
         annotation = types[key]
         if annotation is Component:
             kwargs[key] = _build_dataclass(Component, _component_shorthand(key, value), path)
-        elif key == "losses":
+        elif key in ROLE_SECTIONS:
             if not isinstance(value, dict):
-                raise I2IError(f"config section '{path}' must map loss roles to components")
+                kind = "loss" if key == "losses" else "network"
+                raise I2IError(f"config section '{path}' must map {kind} roles to components")
             kwargs[key] = {
                 role: _build_dataclass(Component, _component_shorthand(role, spec), f"{path}.{role}")
                 for role, spec in value.items()
@@ -335,17 +381,25 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
         available = ", ".join(e.name for e in registry.list("method")) or "none installed"
         raise I2IError(f"no training method given; pass --method NAME (available: {available})")
     method_cls = registry.get("method", name).factory
-    base = merge(Config(Component(name), Component(""), Component("")).to_dict(), getattr(method_cls, "defaults", {}))
+    base = merge(Config(Component(name)).to_dict(), getattr(method_cls, "defaults", {}))
     merged = merge(base, merged)
     merged["method"] = merge(merged.get("method") or {}, {"name": name})
     cfg: Config = _build_dataclass(Config, merged, "")
 
     cfg.method.params = registry.validate("method", cfg.method.name, cfg.method.params, "method.params")
-    for section in ("generator", "discriminator"):
-        comp: Component = getattr(cfg, section)
-        if not comp.name:
-            raise I2IError(f"config needs {section}.name (see `i2i list {section}`)")
-        comp.params = registry.validate(section, comp.name, comp.params, f"{section} '{comp.name}'")
+    network_roles = network_roles_of(method_cls)
+    for role in cfg.networks:
+        if role not in network_roles:
+            key = role if role in SHORT_ROLES else f"networks.{role}"
+            raise I2IError(f"unknown config key '{key}'{did_you_mean(role, network_roles)}; method '{name}' builds "
+                           f"networks {', '.join(network_roles) or '(none)'}")
+    for role, kind in network_roles.items():
+        key = role if role in SHORT_ROLES else f"networks.{role}"
+        comp = cfg.networks.get(role)
+        if comp is None or not comp.name:
+            raise I2IError(f"config needs {key}.name: the {kind} method '{name}' builds as its {role} "
+                           f"(see `i2i list {kind}`)")
+        comp.params = registry.validate(kind, comp.name, comp.params, f"{key} '{comp.name}'")
     roles = getattr(method_cls, "loss_roles", {})
     for role in cfg.losses:
         if roles and role not in roles:
@@ -376,13 +430,18 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     if cfg.data.batch_size < 1 or (cfg.data.workers is not None and cfg.data.workers < 0):
         raise I2IError("data.batch_size must be >= 1 and data.workers >= 0")
     v = cfg.validation
+    if v.every and v.split is None and v.source is None:
+        raise I2IError("validation.every is set but there is nothing to validate on: set validation.split (the "
+                       "dataset's held-out pairs, e.g. validation.split=test) or validation.source (a folder)")
+    if v.split is not None and v.source is not None:
+        raise I2IError(f"validation.split and validation.source ({v.source}) both say what to validate on; keep one "
+                       f"of them (validation.source=null to validate on the split)")
     if v.every and not v.metrics:
         raise I2IError("validation.metrics is empty; name the metrics to compute (e.g. validation.metrics=[psnr,ssim]) "
                        "or set validation.every=0")
-    for metric in v.metrics:
-        registry.get("metric", metric)
-    if v.best is not None and v.best not in v.metrics:
-        raise I2IError(f"validation.best '{v.best}' must be one of validation.metrics ({', '.join(v.metrics)})")
+    named = metric_specs(registry, v.metrics, "validation.metrics")  # NAME or NAME:key=value, checked
+    if v.best is not None and v.best not in named:
+        raise I2IError(f"validation.best '{v.best}' must be one of validation.metrics ({', '.join(named)})")
     exports = getattr(method_cls, "exports", {})
     if v.network is not None and v.network not in exports:
         raise I2IError(f"validation.network '{v.network}'{did_you_mean(v.network, exports)} is not one of "
@@ -393,6 +452,12 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     if check is not None:
         check(cfg)
     return cfg
+
+
+def network_roles_of(method_cls: Any) -> dict[str, str]:
+    """A method's network roles and the component kind each is built from (``Method.network_roles``)."""
+    roles = getattr(method_cls, "network_roles", None)
+    return dict(roles) if isinstance(roles, Mapping) else {"generator": "generator", "discriminator": "discriminator"}
 
 
 def _finite(tree: Any, key: str = "") -> None:
@@ -409,7 +474,8 @@ def _finite(tree: Any, key: str = "") -> None:
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two config dicts (nested mappings compared key by key)."""
+    """The dotted keys whose values differ between two config dicts (nested mappings compared key by key), as a
+    user writes them (``generator.params.ngf`` for ``networks.generator.params.ngf``)."""
     keys = []
     for k in sorted(set(old) | set(new), key=str):
         path = f"{prefix}{k}"
@@ -418,10 +484,18 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
             keys += changed_keys(a, b, path + ".")
         elif a != b:
             keys.append(path)
-    return keys
+    return [short_key(k) for k in keys] if not prefix else keys
+
+
+def short_key(key: str) -> str:
+    """``key`` with a short network role written at the top level: ``networks.generator.x`` -> ``generator.x``."""
+    parts = key.split(".")
+    return ".".join(parts[1:]) if len(parts) > 1 and parts[0] == "networks" and parts[1] in SHORT_ROLES else key
 
 
 def _at(tree: Any, key: str) -> Any:
+    if key.split(".")[0] in SHORT_ROLES:
+        key = f"networks.{key}"
     for part in key.split("."):
         tree = tree.get(part) if isinstance(tree, dict) else None
     return tree
@@ -482,23 +556,3 @@ def _flow(value: Any) -> str:
 
 def save_yaml(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def preset_dirs() -> list[Path]:
-    """Where named presets live: inside the installed package, or the repository's ``configs/``."""
-    here = Path(__file__).resolve().parent
-    return [d for d in (here / "configs", here.parent / "configs") if d.is_dir()]
-
-
-def find_preset(spec: str) -> Path:
-    """A config file path, or a preset name such as ``cyclegan/demo``."""
-    path = Path(spec)
-    if path.is_file():
-        return path
-    for d in preset_dirs():
-        for candidate in (d / spec, d / f"{spec}.yaml"):
-            if candidate.is_file():
-                return candidate
-    names = sorted(str(p.relative_to(d).with_suffix("")) for d in preset_dirs() for p in d.rglob("*.yaml"))
-    raise I2IError(f"config '{spec}' is neither a file nor a preset{did_you_mean(spec, names)}; "
-                   f"presets: {', '.join(names) or 'none'}")

@@ -7,6 +7,7 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import torch
 from .errors import I2IError
 from .features import EVAL_OPTIONS, FeatureExtractor
 from .files import cannot_create, file_in_the_way
+from .heldout import Pair
 from .images import UnusableImage, first_names, read_image, scan_folder, skipped_note
+from .metric import metric_specs
 from .registry import Registry
 from .translate import Translator
 
@@ -98,46 +101,74 @@ def _fit(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class Plan:
     """What an evaluation will compare, checked and built before any image is translated."""
 
-    sources: list[Path]
-    truth_files: dict[Path, Path]  # source image -> its ground truth
+    sources: list[Pair]  # each image to translate, with its truth where there is one (``truth`` None otherwise)
     targets: list[Path]
     paired: dict[str, Any]  # name -> built metric against ground truth
     distribution: dict[str, Any]  # name -> built metric against the target set
     extractor: FeatureExtractor | None
     notes: list[str]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> the parameters it was built with
+
+
+def _folder_sources(source: Path, truth: Path | None, notes: list[str], limit: int | None,
+                    options: dict[str, str]) -> list[Pair]:
+    """The images of ``source`` with their truth in ``truth``, matched by file name."""
+    files = _images(source, "source", notes, limit, options)
+    if truth is None:
+        return [Pair(str(p.relative_to(source)), partial(read_image, p), None, (p, p)) for p in files]
+    if truth.resolve() == source.resolve():
+        setting = options["truth"].format(truth)
+        raise I2IError(f"{setting} is the source folder: every image would be compared with itself; give the folder "
+                       f"of the ground truth")
+    by_stem = {p.relative_to(truth).with_suffix(""): p for p in _images(truth, "truth", notes, options=options)}
+    missing = [p for p in files if p.relative_to(source).with_suffix("") not in by_stem]
+    if missing:
+        raise I2IError(f"{len(missing)} source image(s) have no truth image of the same name in {truth} "
+                       f"(e.g. {missing[0].relative_to(source)}); truth is matched by file name")
+    return [Pair(str(p.relative_to(source)), partial(read_image, p),
+                 partial(read_image, by_stem[p.relative_to(source).with_suffix("")]),
+                 (p, by_stem[p.relative_to(source).with_suffix("")])) for p in files]
 
 
 def plan(
     registry: Registry,
-    source: Path,
+    source: Path | None = None,
     target: Path | None = None,
     truth: Path | None = None,
     metrics: list[str] | None = None,
     features: Callable[[], FeatureExtractor] | None = None,
     limit: int | None = None,
     options: dict[str, str] = EVAL_OPTIONS,
+    pairs: list[Pair] | None = None,
 ) -> Plan:
-    """Check the folders and metrics and build the metrics (and the feature extractor, with ``features``, when
-    one is needed): every mistake in an evaluation's settings surfaces here, before the work. ``options`` name the
-    settings in the errors' advice."""
+    """Check the folders (or the held-out ``pairs`` a dataset gave, instead of ``source`` and ``truth``) and
+    metrics and build the metrics (and the feature extractor, with ``features``, when one is needed): every mistake
+    in an evaluation's settings surfaces here, before the work. ``options`` name the settings in the errors' advice.
+    ``metrics`` are ``NAME`` or ``NAME:key=value[:key=value...]`` (:func:`i2i.metric.parse_metric`; scores are keyed
+    by NAME); those not named (``metrics`` None) are those the given data allow; where the feature extractor cannot
+    be had, the distribution metrics are skipped with a note when paired ones remain."""
     target_dir, truth_dir = options["target"].format("DIR"), options["truth"].format("DIR")
+    has_truth = truth is not None or pairs is not None
+    named = metrics is not None
     if metrics is None:
-        metrics = (["fid", "kid"] if target else []) + (["psnr", "ssim", "mae"] if truth else [])
+        metrics = (["fid", "kid"] if target else []) + (["psnr", "ssim", "mae"] if has_truth else [])
     if not metrics:
         raise I2IError(f"nothing to compute: give {target_dir} (for FID/KID) and/or {truth_dir} (for PSNR/SSIM/MAE)")
-    entries = {name: registry.get("metric", name) for name in metrics}
+    specs = metric_specs(registry, metrics)  # NAME or NAME:key=value; the report is keyed by NAME
+    entries = {name: registry.get("metric", name) for name in specs}
     notes: list[str] = []
-    sources = _images(source, "source", notes, limit, options)
-    truth_files: dict[Path, Path] = {}
-    if truth is not None:
-        by_stem = {p.relative_to(truth).with_suffix(""): p for p in _images(truth, "truth", notes, options=options)}
-        missing = [p for p in sources if p.relative_to(source).with_suffix("") not in by_stem]
-        if missing:
-            raise I2IError(f"{len(missing)} source image(s) have no truth image of the same name in {truth} "
-                           f"(e.g. {missing[0].relative_to(source)}); truth is matched by file name")
-        truth_files = {p: by_stem[p.relative_to(source).with_suffix("")] for p in sources}
+    if pairs is not None:
+        sources = pairs[:limit] if limit else list(pairs)
+    elif source is None:
+        raise I2IError(f"nothing to translate: give the source images (or a dataset split) and {truth_dir}")
+    else:
+        sources = _folder_sources(source, truth, notes, limit, options)
+    same = next((p for p in sources if p.truth is not None and p.files[0].resolve() == p.files[1].resolve()
+                 and pairs is None), None)
+    if same is not None:
+        raise I2IError(f"{same.name} is its own truth: every image would be compared with itself; give the folder of "
+                       f"the ground truth")
     targets = _images(target, "target", notes, options=options) if target is not None else []
-
     wants_features = [n for n, e in entries.items() if needs_features(e.factory)]
     if wants_features and target is None:
         raise I2IError(f"metric(s) {', '.join(wants_features)} need a target set: pass {target_dir}")
@@ -145,29 +176,37 @@ def plan(
         raise I2IError(f"metric(s) {', '.join(wants_features)} compare distributions and need at least 2 source and "
                        f"2 target images (got {len(sources)} and {len(targets)})")
     extractor = None
+    if wants_features:
+        if features is None:
+            raise I2IError(f"metric '{wants_features[0]}' needs a feature extractor")
+        try:
+            extractor = features()
+        except I2IError as exc:  # metrics not named: the paired ones are still reported, the others said skipped
+            if named or len(wants_features) == len(entries):
+                raise
+            notes.append(f"skipped {', '.join(wants_features)}: {exc}")
+            entries = {n: e for n, e in entries.items() if n not in wants_features}
     built: dict[str, Any] = {}
+    used: dict[str, dict[str, Any]] = {}
     for name, entry in entries.items():
         params: dict[str, Any] = {}
-        if "subset_size" in entry.parameters():  # KID: subsets cannot exceed the smaller set
+        if "subset_size" in entry.parameters():  # KID: subsets cannot exceed the smaller set (unless the user says)
             params["subset_size"] = max(2, min(50, len(sources), len(targets) or 2))
-        if needs_features(entry.factory) and extractor is None:
-            if features is None:
-                raise I2IError(f"metric '{name}' needs a feature extractor")
-            extractor = features()
+        used[name] = params = {**params, **specs[name]}
         built[name] = entry.build(extractor if needs_features(entry.factory) else None, **params)
     paired = {n: m for n, m in built.items() if m.paired}
     dist = {n: m for n, m in built.items() if not m.paired}
-    if paired and truth is None:
+    if paired and not has_truth:
         raise I2IError(f"metric(s) {', '.join(paired)} need paired ground truth: pass {truth_dir}")
     if dist and target is None:
         raise I2IError(f"metric(s) {', '.join(dist)} need a target set: pass {target_dir}")
-    return Plan(sources, truth_files, targets, paired, dist, extractor, notes)
+    return Plan(sources, targets, paired, dist, extractor, notes, used)
 
 
 def evaluate(
     translator: Translator,
     registry: Registry,
-    source: Path,
+    source: Path | None = None,
     target: Path | None = None,
     truth: Path | None = None,
     metrics: list[str] | None = None,
@@ -175,26 +214,28 @@ def evaluate(
     strict_sizes: bool = False,
     limit: int | None = None,
     options: dict[str, str] = EVAL_OPTIONS,
+    pairs: list[Pair] | None = None,
 ) -> EvalReport:
-    """Translate every image of ``source`` and score it; ``features`` builds the extractor when one is needed."""
-    p = plan(registry, source, target, truth, metrics, features, limit, options)
-    sources, truth_files, targets, extractor, notes = p.sources, p.truth_files, p.targets, p.extractor, p.notes
+    """Translate every image of ``source`` (or of the held-out ``pairs``) and score it; ``features`` builds the
+    extractor when one is needed."""
+    p = plan(registry, source, target, truth, metrics, features, limit, options, pairs)
+    sources, targets, extractor, notes = p.sources, p.targets, p.extractor, p.notes
     paired, dist = p.paired, p.distribution
 
     resized = 0
-    undecodable: list[Path] = []  # passed the header check, could not be used (truncated, corrupt): skipped
+    undecodable: list[str] = []  # passed the header check, could not be used (truncated, corrupt): skipped
 
-    def decoded(path: Path) -> np.ndarray | None:
+    def decoded(load: Callable[[], np.ndarray], name: str) -> np.ndarray | None:
         try:
-            return read_image(path)
+            return load()
         except UnusableImage:
-            undecodable.append(path)
+            undecodable.append(name)
             return None
 
-    identity_paired = {n: registry.get("metric", n).build(None) for n in paired}
+    identity_paired = {n: registry.get("metric", n).build(None, **p.params.get(n, {})) for n in paired}
     used_targets = 0
     for t in targets:
-        img = decoded(t)
+        img = decoded(partial(read_image, t), str(t))
         if img is None:
             continue
         used_targets += 1
@@ -202,18 +243,18 @@ def evaluate(
             m.update(_float_rgb(img), real=True)
     outputs: list[torch.Tensor] = []
     originals: list[torch.Tensor] = []
-    scored = pairs = 0
-    for src in sources:
-        img = decoded(src)
+    scored = pairs_scored = 0
+    for item in sources:
+        img = decoded(item.source, str(item.files[0]))
         if img is None:
             continue
         out = next(translator.translate_arrays([img], 1))
         scored += 1
-        ref = decoded(truth_files[src]) if truth_files else None
+        ref = decoded(item.truth, str(item.files[1])) if item.truth is not None else None
         if ref is not None:
             if ref.shape[:2] != out.shape[:2]:
                 if strict_sizes:
-                    raise I2IError(f"{truth_files[src]} is {ref.shape[1]}×{ref.shape[0]} but its source image "
+                    raise I2IError(f"the truth of {item.name} is {ref.shape[1]}×{ref.shape[0]} but its source image "
                                    f"translates to {out.shape[1]}×{out.shape[0]}; resize the truth images")
                 ref = _fit(ref, out.shape[:2])
                 resized += 1
@@ -222,19 +263,19 @@ def evaluate(
             for n, m in paired.items():
                 m.update(_float_rgb(out), ref_t)
                 identity_paired[n].update(_float_rgb(src_img), ref_t)
-            pairs += 1
+            pairs_scored += 1
         if dist:
             outputs.append(_float_rgb(out))
             originals.append(_float_rgb(img))
     if undecodable:
         skipped = (f"skipped {len(undecodable)} image(s) that could not be used (corrupt, truncated, or of a kind "
                    f"i2i does not read) "
-                   f"({first_names([str(p) for p in undecodable])})")
+                   f"({first_names(undecodable)})")
         notes.append(skipped)
         if dist and min(scored, used_targets) < 2 <= min(len(sources), len(targets)):
             raise I2IError(f"metric(s) {', '.join(dist)} need at least 2 decodable source and target images (got "
                            f"{scored} and {used_targets}; {skipped})")
-        if paired and not pairs:
+        if paired and not pairs_scored:
             raise I2IError(f"no source image and its truth could both be decoded ({skipped}); replace the corrupt "
                            f"files")
     if resized:
@@ -255,6 +296,6 @@ def evaluate(
                 m.update(o, real=False)
             identity = m.compute()
         scores[n] = {"translated": translated, "identity": identity, "higher_is_better": m.higher_is_better}
-    counts = {"source": scored, "target": used_targets, "truth": pairs}
+    counts = {"source": scored, "target": used_targets, "truth": pairs_scored}
     folders = {k: None if v is None else str(v) for k, v in (("source", source), ("target", target), ("truth", truth))}
     return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes, folders)

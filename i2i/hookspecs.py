@@ -49,4 +49,12 @@ def register_importers(register):
 
 @hookspec
 def register_metrics(register):
-    """Register evaluation metrics. ``factory(**params)`` returns an object following :class:`i2i.metric`."""
+    """Register evaluation metrics. ``factory(features, **params)`` returns a :class:`i2i.metric.PairedMetric` or
+    :class:`i2i.metric.DistributionMetric`; ``features`` (the feature extractor, or None where the factory gives it a
+    default) comes from the engine, ``params`` from the user's ``NAME:key=value`` (:func:`i2i.metric.parse_metric`)."""
+
+
+@hookspec
+def register_presets(register):
+    """Register config presets (``--config NAME``; ``METHOD/demo`` is what ``i2i train --method METHOD`` trains
+    with no data). ``factory()`` returns a config layer (a dict); :func:`i2i.presets.from_yaml` reads a YAML file."""

@@ -36,6 +36,7 @@ HOOKS = {
     "method": "register_methods",
     "metric": "register_metrics",
     "importer": "register_importers",
+    "preset": "register_presets",
 }
 
 

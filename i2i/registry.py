@@ -21,7 +21,7 @@ from torch import nn
 from .errors import I2IError, did_you_mean
 from .typecheck import coerce, describe, hints
 
-KINDS = ("generator", "discriminator", "loss", "dataset", "method", "metric", "importer")
+KINDS = ("generator", "discriminator", "loss", "dataset", "method", "metric", "importer", "preset")
 
 #: Leading factory arguments that the engine supplies; they are not user parameters.
 ENGINE_ARGS: dict[str, tuple[str, ...]] = {

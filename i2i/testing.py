@@ -6,16 +6,19 @@ the ``i2i_registry`` fixture. i2i's own suite runs these checks over every regis
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 import torch
 from torch import nn
 
 from .checkpoint import atomic_save, generator_record, load_generator
 from .registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from .features import FeatureExtractor
 
 #: parameters that shrink the usual architectures so checks run in milliseconds
 SMALL = {"ngf": 8, "ndf": 8}
@@ -117,9 +120,161 @@ def check_dataset(registry: Registry, name: str, root: Path, params: dict[str, A
         assert t.min() >= -1 and t.max() <= 1, f"dataset '{name}': {domain} leaves [-1, 1]"
 
 
-@pytest.fixture(scope="session")
-def i2i_registry() -> Registry:
-    """The registry of all installed plugins (pytest plugin fixture)."""
-    from .plugins import load_registry
+def tiny_extractor() -> FeatureExtractor:
+    """A small fixed convolutional feature network (8 features of 32 px inputs, the same weights every time): checks
+    of distribution metrics need no InceptionV3 download."""
+    from .features import FeatureExtractor
 
-    return load_registry()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten())
+    return FeatureExtractor(net, "tiny (i2i.testing)", 8, size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def _score(metric_name: str, value: Any, what: str, finite: bool = True) -> float:
+    """``value``, checked to be what ``compute()`` must return: a Python float (finite unless ``finite`` is False,
+    where only NaN is refused: PSNR of identical images is infinite)."""
+    got = type(value).__name__
+    assert isinstance(value, float), f"metric '{metric_name}': compute() must return a float, got {got}"
+    assert not math.isnan(value), f"metric '{metric_name}': compute() returned NaN for {what}"
+    assert not finite or math.isfinite(value), f"metric '{metric_name}': compute() returned {value} for {what}"
+    return value
+
+
+def check_metric(registry: Registry, name: str, params: dict[str, Any] | None = None) -> None:
+    """The contract of :mod:`i2i.metric`, built as the engine builds it (a distribution metric with
+    :func:`tiny_extractor`'s features, a paired one with None): ``paired`` and ``higher_is_better`` are bools and the
+    methods exist; a paired metric scores identical images better than different ones; a distribution metric takes
+    real and generated batches, scores the real set against itself better than against unlike images, and after
+    ``reset_fake`` scores as a fresh metric does (the generated set forgotten, the real one kept); every score is a
+    finite float."""
+    from .evaluate import needs_features
+    from .metric import DistributionMetric, PairedMetric
+
+    entry = registry.get("metric", name)
+    params = dict(params or {})
+    distribution = needs_features(entry.factory)
+    n = 8
+    if distribution and "subset_size" in entry.parameters() and "subset_size" not in params:
+        params["subset_size"] = n  # as evaluation sets it: subsets cannot exceed the sets
+    params = entry.validate(params)
+    features = tiny_extractor() if distribution else None
+
+    def built() -> Any:
+        metric = entry.build(features, **params)
+        for attr in ("paired", "higher_is_better"):
+            assert isinstance(getattr(metric, attr, None), bool), f"metric '{name}' needs a bool attribute {attr}"
+        protocol = PairedMetric if metric.paired else DistributionMetric
+        assert isinstance(metric, protocol), (f"metric '{name}' (paired={metric.paired}) lacks a method of "
+                                              f"i2i.metric.{protocol.__name__}")
+        return metric
+
+    with torch.random.fork_rng(devices=[]):  # KID draws its subsets at random: the same ones every check
+        torch.manual_seed(0)
+        real = torch.rand(n, 3, 32, 32)
+        unlike = real.pow(4) * 0.3  # darker, lower-contrast images
+        first = built()
+        better = (lambda a, b: a > b) if first.higher_is_better else (lambda a, b: a < b)
+        if first.paired:
+            assert not distribution, f"metric '{name}' is paired but its factory needs features (give it a default)"
+            first.update(real, real.clone())
+            same = _score(name, first.compute(), "identical images", finite=False)
+            other = built()
+            other.update(real[: n // 2], unlike[: n // 2])
+            other.update(real[n // 2:], unlike[n // 2:])
+            different = _score(name, other.compute(), "different images")
+            assert better(same, different), (f"metric '{name}' scores identical images ({same}) no better than "
+                                             f"different ones ({different}) (higher_is_better="
+                                             f"{first.higher_is_better})")
+            return
+        first.update(real[: n // 2], real=True)
+        first.update(real[n // 2:], real=True)
+        first.update(real.clone(), real=False)
+        near = _score(name, first.compute(), "the real set against itself")
+        first.reset_fake()
+        first.update(unlike, real=False)
+        after = _score(name, first.compute(), "unlike images after reset_fake()")
+        fresh = built()
+        fresh.update(real, real=True)
+        fresh.update(unlike, real=False)
+        far = _score(name, fresh.compute(), "unlike sets")
+        assert better(near, far), (f"metric '{name}' scores the real set against itself ({near}) no better than "
+                                   f"against unlike images ({far}) (higher_is_better={first.higher_is_better})")
+        assert abs(after - far) <= 0.25 * abs(far - near), (
+            f"metric '{name}': after reset_fake() unlike images score {after}, a fresh metric {far}: reset_fake() "
+            f"must forget the generated set and keep the real one")
+
+
+try:  # a pytest plugin where pytest is installed; the checks above need no pytest
+    import pytest
+except ImportError:  # pragma: no cover - exercised in a subprocess by the test suite
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def i2i_registry() -> Registry:
+        """The registry of all installed plugins (pytest plugin fixture)."""
+        from .plugins import load_registry
+
+        return load_registry()
+
+
+def check_method(registry: Registry, name: str, data: str | Path | None = None, overrides: list[str] | None = None,
+                 steps: int = 2) -> None:
+    """Train method ``name`` for ``2 * steps`` steps on ``data`` (default: its demo preset's data and small networks)
+    on the CPU, and check what the engine relies on: finite losses by name, every export loads with
+    :func:`load_generator` and translates, ``extra_state`` survives a checkpoint, and a run stopped after ``steps``
+    and resumed ends bit for bit where the uninterrupted run does (networks and optimizer states). ``overrides``:
+    ``key=value`` settings (e.g. smaller networks)."""
+    from rich.console import Console
+
+    from .config import parse_overrides, resolve
+    from .presets import demo_name, load_preset
+    from .trainer import Trainer, prepare_run_dir
+
+    base = [load_preset(demo_name(name), registry)] if data is None else [{"data": {"root": str(data)}}]
+    quiet = {"train": {"device": "cpu", "checkpoint_every": 10**6, "sample_every": 10**6, "log_every": 1,
+                       "precision": "fp32"}, "validation": {"every": 0}}
+    layers = [*base, quiet, parse_overrides(list(overrides or []))]
+
+    def config(max_steps: int) -> Any:
+        return resolve(registry, name, [*layers, {"train": {"max_steps": max_steps}}])
+
+    def trained(out: Path, max_steps: int, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        cfg = config(max_steps) if state is None else resolve(registry, name, [state["config"],
+                                                                               {"train": {"max_steps": max_steps}}])
+        Trainer(cfg, registry, out, state=state, console=Console(quiet=True)).run()
+        return torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = trained(Path(tmp) / "whole", 2 * steps)
+        half = trained(Path(tmp) / "half", steps)
+        assert half["step"] == steps, f"method '{name}': the run stopped at step {half['step']}, not {steps}"
+        log = [line for line in (Path(tmp) / "half" / "log.jsonl").read_text().splitlines() if '"losses"' in line]
+        assert log, f"method '{name}': no losses logged"
+        resumed = trained(Path(tmp) / "half", 2 * steps, prepare_run_dir(Path(tmp) / "half", True, False))
+        for net, sd in whole["nets"].items():
+            for key, value in sd.items():
+                assert torch.equal(value, resumed["nets"][net][key]), (
+                    f"method '{name}': resuming after step {steps} does not continue exactly ({net}.{key} differs)")
+        for opt, sd in whole["optimizers"].items():
+            for pid, st in sd["state"].items():
+                for key, value in st.items():
+                    other = resumed["optimizers"][opt]["state"][pid][key]
+                    same = torch.equal(value, other) if torch.is_tensor(value) else value == other
+                    assert same, f"method '{name}': optimizer {opt} state {key} differs after resuming"
+        assert whole["method"] is not None, f"method '{name}': extra_state() missing from the checkpoint"
+        exports = [p for p in (Path(tmp) / "whole").glob("*.pt")]
+        assert exports, f"method '{name}' exported no generator"
+        for path in exports:
+            net = load_generator(path, registry)
+            record = torch.load(path, map_location="cpu", weights_only=True)
+            m = int(record["io"]["size_multiple"])
+            x = torch.rand(1, record["io"]["in_channels"], m * max(1, 32 // m), m * max(1, 32 // m)) * 2 - 1
+            with torch.no_grad():
+                y = net(x)
+            assert y.shape[1] == record["io"]["out_channels"] and torch.isfinite(y).all(), (
+                f"method '{name}': export {path.name} does not translate")
+

@@ -33,15 +33,16 @@ from torchvision.utils import make_grid, save_image
 
 from . import __version__
 from .checkpoint import TRAIN_FORMAT, atomic_save, generator_record, safe_load, state_dict_mismatch
-from .config import Config, save_yaml
+from .config import SHORT_ROLES, Config, network_roles_of, save_yaml
 from .device import out_of_memory, resolve_device
 from .distributed import Distributed
 from .errors import I2IError, first_line, warn
 from .evaluate import evaluate, plan
 from .features import FeatureExtractor, build_extractor
 from .files import atomic_write
+from .heldout import Pair, dataset_pairs
 from .interrupts import Interrupted, stop_requests
-from .method import Components, Method
+from .method import Built, Components, Method
 from .precision import Precision
 from .registry import Registry, known_version
 from .runlog import RunLog, logged_run_id, settings_records, write_settings
@@ -51,14 +52,14 @@ from .translate import Translator
 
 RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml")
 #: what i2i writes into a run folder and each of its folders, as name patterns (``atomic_write``'s temporary files,
-#: left by a killed process, included): ``--overwrite`` deletes these and nothing else
-RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", "G_*.pt", ".config.*.tmp.yaml",
-                      ".G_*.tmp.pt", ".log.*.tmp.jsonl"),
+#: left by a killed process, included), besides the exported generators (``export_files``): ``--overwrite``
+#: deletes these and nothing else
+RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", ".config.*.tmp.yaml", ".log.*.tmp.jsonl"),
                 "checkpoints": ("last.pt", ".last.*.tmp.pt"), "samples": ("step_*.png", ".step_*.tmp.png"),
                 "tensorboard": ("events.out.tfevents.*",)}
 #: the performance settings that change a step's arithmetic (see ``_note_changed_arithmetic``)
 ARITHMETIC_SETTINGS = ("device", "precision", "channels_last", "compile", "cudnn_benchmark", "fused_adam")
-#: the names of exported generators (``G_AB.pt``, ``G_AB_best.pt``)
+#: the names of exported generators in runs whose log does not name them (made before logs did)
 EXPORT_FILE = re.compile(r"G_[^_]+(_best)?\.pt")
 #: the config keys that set validation's feature extractor and folders, for the advice in its errors
 VALIDATION_OPTIONS = {"features": "validation.features={}", "weights": "validation.feature_weights={}",
@@ -82,8 +83,22 @@ def run_exists(out_dir: Path) -> bool:
 
 
 def run_names(out_dir: Path) -> list[str]:
-    """The names in ``out_dir`` that a run writes (``RUN_FILES`` and exported ``G_*.pt``) and that are there."""
-    return [n for n in RUN_FILES if (out_dir / n).exists()] + sorted(p.name for p in out_dir.glob("G_*.pt"))
+    """The names in ``out_dir`` that a run writes (``RUN_FILES`` and its exported generators) and that are there."""
+    return [n for n in RUN_FILES if (out_dir / n).exists()] + sorted(p.name for p in export_files(out_dir))
+
+
+def export_files(out_dir: Path, temporary: bool = False) -> list[Path]:
+    """The exported generators of the run in ``out_dir`` (with ``temporary``: the temporary files of their writes,
+    ``.NAME.XXXXXXXX.tmp.pt``): those of the files its log names (from the method's ``exports``), else (a run
+    logged before logs named them) ``G_*.pt`` files of the form i2i wrote. A user's ``G_AB_backup.pt`` stays."""
+    named = {n for r in settings_records(out_dir / "log.jsonl") for n in r.get("exports") or []}
+
+    def exported(name: str) -> bool:
+        return name in named if named else bool(EXPORT_FILE.fullmatch(name))
+
+    if temporary:
+        return sorted(p for p in out_dir.glob(".*.tmp.pt") if p.is_file() and exported(p.name.split(".")[1] + ".pt"))
+    return sorted(p for p in out_dir.glob("*.pt") if p.is_file() and not p.is_symlink() and exported(p.name))
 
 
 def _leave_stopping_to_the_trainer(_worker: int) -> None:
@@ -131,9 +146,8 @@ def run_contents(out_dir: Path) -> tuple[list[Path], list[Path]]:
     for folder, patterns in RUN_PATTERNS.items():
         d = out_dir / folder
         if folder == ".":  # the exported generators the log names (else by form): a user's G_AB_backup.pt stays
-            named = {n for r in settings_records(out_dir / "log.jsonl") for n in r.get("exports") or []}
-            ours += sorted(p for pat in patterns for p in d.glob(pat) if p.is_file() and (
-                pat != "G_*.pt" or (p.name in named if named else EXPORT_FILE.fullmatch(p.name))))
+            ours += sorted(p for pat in patterns if not pat.endswith(".pt") for p in d.glob(pat) if p.is_file())
+            ours += export_files(out_dir) + export_files(out_dir, temporary=True)
         elif d.is_dir():
             for p in sorted(d.iterdir()):
                 mine = p.is_file() and not p.is_symlink() and any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)
@@ -198,8 +212,10 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> dict[str, A
 def providers(cfg: Config, registry: Registry) -> dict[str, dict[str, str]]:
     """Which plugin (its distribution and version) provides each component ``cfg`` names, by config key; training
     checkpoints record it so that a run whose plugin is gone can say what to install (see :func:`check_providers`)."""
-    named = {"method": ("method", cfg.method.name), "generator": ("generator", cfg.generator.name),
-             "discriminator": ("discriminator", cfg.discriminator.name), "data": ("dataset", cfg.data.name),
+    roles = network_roles_of(registry.get("method", cfg.method.name).factory)
+    named = {"method": ("method", cfg.method.name), "data": ("dataset", cfg.data.name),
+             **{role if role in SHORT_ROLES else f"networks.{role}": (roles.get(role, role), comp.name)
+                for role, comp in cfg.networks.items()},
              **{f"losses.{role}": ("loss", comp.name) for role, comp in cfg.losses.items()}}
     return {key: registry.get(kind, name).provider() for key, (kind, name) in named.items()}
 
@@ -349,7 +365,7 @@ class Trainer:
         self.data_fingerprint = fingerprint() if callable(fingerprint) else None
         if len(self.dataset) == 0:
             raise I2IError(f"dataset '{cfg.data.name}' found no training images in {cfg.data.root}; check the folder "
-                           f"(e.g. {cfg.data.root}/trainA and trainB for unaligned)")
+                           f"against the dataset's layout (`i2i list dataset`)")
 
         cuda = self.device.type == "cuda"
         precision = t.precision if t.precision != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported()
@@ -368,18 +384,15 @@ class Trainer:
             raise I2IError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
         self.precision = Precision(precision, self.device, self.dist)
         self.method_entry = registry.get("method", cfg.method.name)
-        self.method: Method = self.method_entry.build(
-            Components(registry, cfg, channels, self.device, self.precision, self.settings["fused_adam"],
-                       seed=t.seed + 7919 * self.dist.rank),
-            **cfg.method.params,
-        )
+        self.components = Components(registry, cfg, channels, self.device, self.precision, self.settings["fused_adam"],
+                                     seed=t.seed + 7919 * self.dist.rank,
+                                     network_roles=network_roles_of(self.method_entry.factory))
+        self.method: Method = self.method_entry.build(self.components, **cfg.method.params)
         for net in self.method.nets.values():
             self.dist.broadcast_module(net)
         self.memory_format = torch.channels_last if self.settings["channels_last"] else torch.contiguous_format
         for net in self.method.nets.values():
             net.to(memory_format=self.memory_format)
-        self.optimizers = self.method.configure_optimizers()
-        self.schedulers = {k: linear_decay(o, t.epochs, t.decay_epochs) for k, o in self.optimizers.items()}
 
         self.sampler = EpochSampler(len(self.dataset), t.seed, rank=self.dist.rank, world=self.dist.world)
         self.steps_per_epoch = math.ceil(math.ceil(len(self.dataset) / self.dist.world) / cfg.data.batch_size)
@@ -412,6 +425,7 @@ class Trainer:
             raise I2IError(f"the networks cannot take the training images ({first_line(exc, 160)}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
         self.settings["method"] = self.method.settings()
+        self.optimizers, self.schedulers = self._optimizers()
         self._check_extra_state()
         self._check_image_sizes()
         if t.compile:  # after the checks above, which run the networks eagerly at sizes training may never see
@@ -423,6 +437,7 @@ class Trainer:
         if v.every and self.val_network is None:
             raise I2IError(f"method '{cfg.method.name}' exports no generator to validate")
         self._extractor: FeatureExtractor | None = None
+        self._pairs: list[Pair] | None = None
         self._noted: set[str] = set()
         if v.every:
             for key in ("source", "target", "truth"):
@@ -449,6 +464,28 @@ class Trainer:
                 warn(note, self.console)
         self.dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
 
+    def _optimizers(self) -> tuple[dict[str, torch.optim.Optimizer], dict[str, Any]]:
+        """The method's optimizers and schedules, after the first probe (modules made on first use exist); an
+        optimizer without a schedule of the method's gets the engine's linear decay."""
+        made = self.method.configure_optimizers()
+        optimizers, schedules = made if isinstance(made, tuple) else (made, {})
+        if not isinstance(optimizers, Mapping) or not all(isinstance(o, torch.optim.Optimizer)
+                                                         for o in optimizers.values()):
+            raise I2IError(f"{self._method_label()}: configure_optimizers() returned {_described(made)}; it must "
+                           f"return a dict of torch optimizers by name, optionally with a dict of schedules")
+        unknown = [k for k in schedules if k not in optimizers]
+        if unknown:
+            raise I2IError(f"{self._method_label()}: configure_optimizers() gave a schedule for '{unknown[0]}', which "
+                           f"is not one of its optimizers ({', '.join(optimizers)})")
+        t = self.cfg.train
+        return dict(optimizers), {k: schedules.get(k) or linear_decay(o, t.epochs, t.decay_epochs)
+                                  for k, o in optimizers.items()}
+
+    def network_name(self, net: str) -> str:
+        """The registered name of the component the method's network ``net`` was built from (or its class)."""
+        built = self.components.built(self.method.nets[net])
+        return built.name if built is not None else type(self.method.nets[net]).__name__
+
     def _size_advice(self, m: int) -> str:
         """How to give generators that need sides in multiples of ``m`` such images, for this preprocess."""
         preprocess = str(self.cfg.data.params.get("preprocess", ""))
@@ -463,12 +500,14 @@ class Trainer:
         if missing:
             raise I2IError(f"method '{self.cfg.method.name}' exports '{missing[0]}', which is not one of its networks "
                            f"({', '.join(self.method.nets)})")
+        for name in self.method.exports:
+            self._exported(name)
         shape = next(v for v in self.sample_batch.values() if torch.is_tensor(v)).shape[-2:]
         for name in self.method.exports:
             m = int(getattr(self.method.nets[name], "size_multiple", 1))
             if shape[0] % m or shape[1] % m:
                 raise I2IError(
-                    f"training images are {shape[1]}×{shape[0]} but generator '{self.cfg.generator.name}' needs "
+                    f"training images are {shape[1]}×{shape[0]} but generator '{self.network_name(name)}' needs "
                     f"sides that are multiples of {m}; {self._size_advice(m)}"
                 )
 
@@ -490,7 +529,7 @@ class Trainer:
         its networks: ``_check_sizes``) keeps the generator contract: a domain's image in, an image of the other
         domain's channels and the same size out (run on a meta copy, or on the device where the meta device cannot
         run it)."""
-        g, data, declared = self.cfg.generator.name, self.cfg.data.name, self.dataset.channels
+        data, declared = self.cfg.data.name, self.dataset.channels
         for domain, x in self.sample_batch.items():
             if torch.is_tensor(x) and domain in declared and x.shape[1] != declared[domain]:
                 raise I2IError(f"dataset '{data}' declares {declared[domain]} channel(s) for domain {domain} but gives "
@@ -500,6 +539,7 @@ class Trainer:
             if not torch.is_tensor(self.sample_batch.get(src)) or dst not in declared:
                 continue  # a method whose domains are not the batch's keys: its own probe checks it
             x = self.sample_batch[src][:1]
+            g = self.network_name(name)
             try:
                 with torch.no_grad():
                     try:
@@ -540,7 +580,7 @@ class Trainer:
             for (h, w), path in sizes.get(src, {}).items():
                 if h % m or w % m:
                     raise I2IError(f"training image {path} is {w}×{h} after preprocessing but generator "
-                                   f"'{self.cfg.generator.name}' needs sides that are multiples of {m}; "
+                                   f"'{self.network_name(name)}' needs sides that are multiples of {m}; "
                                    f"{self._size_advice(m)}")
         base = {k: v[:1] for k, v in self.sample_batch.items() if torch.is_tensor(v)}
         meta = _meta_copy(self.method.nets)
@@ -725,30 +765,38 @@ class Trainer:
         return sums
 
     def export_generators(self, only: str | None = None, suffix: str = "") -> dict[str, Path]:
-        """Write ``G_*.pt`` for each exported network: self-describing, loadable with ``load_generator``."""
-        g = self.cfg.generator
-        gen_plugin = self.registry.get("generator", g.name)
+        """Write ``{name}.pt`` for each network the method exports: self-describing (the generator component it
+        was built from, its own channels, the run's provenance), loadable with ``load_generator``."""
         paths = {}
         for name, (src, dst) in self.method.exports.items():
             if only is not None and name != only:
                 continue
+            net = self.method.nets[name]
+            built = self._exported(name)
+            entry = self.registry.get("generator", built.name)
+            cin, cout = built.args[:2]
             provenance = {
                 "method": self.cfg.method.name, "method_plugin": self.method_entry.plugin,
                 "method_distribution": self.method_entry.distribution,
-                "generator_plugin": gen_plugin.plugin, "generator_distribution": gen_plugin.distribution,
-                "network": name, "domains": [src, dst], "step": self.step,
+                "generator_plugin": entry.plugin, "generator_distribution": entry.distribution,
+                "network": name, "role": built.role, "domains": [src, dst], "step": self.step,
                 "versions": {"i2i": __version__, "torch": str(torch.__version__),
-                             self.method_entry.plugin: self.method_entry.version,
-                             gen_plugin.plugin: gen_plugin.version},
+                             self.method_entry.plugin: self.method_entry.version, entry.plugin: entry.version},
                 "config": self.cfg.to_dict(),
             }
-            net = self.method.nets[name]
-            record = generator_record(net, g.name, g.params, self.dataset.channels[src], self.dataset.channels[dst],
-                                      provenance)
+            record = generator_record(net, built.name, built.params, cin, cout, provenance)
             paths[name] = self.out / f"{name}{suffix}.pt"
             if self.dist.main:
                 atomic_save(record, paths[name])
         return paths
+
+    def _exported(self, name: str) -> Built:
+        """What built the exported network ``name``: a registered generator, given its channels."""
+        built = self.components.built(self.method.nets[name])
+        if built is None or built.kind != "generator" or len(built.args) < 2:
+            raise I2IError(f"{self._method_label()} exports '{name}', which it did not build as a generator with "
+                           f"Components.network(role, in_channels, out_channels); only such networks can be exported")
+        return built
 
     def _validation_extractor(self) -> FeatureExtractor:
         """The feature extractor of FID/KID-like validation metrics, built once, on the training device."""
@@ -759,11 +807,23 @@ class Trainer:
         return self._extractor
 
     def _validation_settings(self) -> dict[str, Any]:
-        """What validation evaluates, as :func:`i2i.evaluate.plan` and :func:`i2i.evaluate.evaluate` take it."""
+        """What validation evaluates, as :func:`i2i.evaluate.plan` and :func:`i2i.evaluate.evaluate` take it: the
+        folders ``validation.source``/``truth``/``target``, or the held-out pairs of the dataset's split."""
         v, root = self.cfg.validation, Path(self.cfg.data.root)
         paths = {k: None if getattr(v, k) is None else root / getattr(v, k) for k in ("source", "target", "truth")}
         return {**paths, "metrics": v.metrics, "features": self._validation_extractor, "limit": v.max_images,
-                "options": VALIDATION_OPTIONS}
+                "options": VALIDATION_OPTIONS, "pairs": self._held_out()}
+
+    def _held_out(self) -> list[Pair] | None:
+        """The dataset's held-out pairs of ``validation.split`` for the validated network's domains (built once)."""
+        split = self.cfg.validation.split
+        if split is None or self._pairs is not None:
+            return self._pairs
+        data = self.cfg.data
+        dataset = self.registry.build("dataset", data.name, data.params, data.root, split)
+        src, dst = self.method.exports[self.val_network]
+        self._pairs = dataset_pairs(dataset, data.name, src, dst, split)
+        return self._pairs
 
     def _validation_plan(self) -> None:
         plan(self.registry, **self._validation_settings())

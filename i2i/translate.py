@@ -75,10 +75,13 @@ class Translator:
     """A loaded generator with the conversions around it; ``translate_arrays`` does batches of equal size."""
 
     def __init__(self, generator: nn.Module, device: str | torch.device = "cpu", size: int | None = None,
-                 io: dict[str, Any] | None = None, precision: str = "auto", channels_last: bool | None = None) -> None:
+                 io: dict[str, Any] | None = None, precision: str = "auto", channels_last: bool | None = None,
+                 train_mode: bool = False) -> None:
         """``io`` (in/out channels, size multiple) defaults to what ``load_generator`` attached to the module.
         ``precision``: fp32, bf16 or fp16 autocast; ``auto`` = fp16 on CUDA, fp32 on the CPU. ``channels_last``
-        (NHWC tensors): ``None`` = on CUDA only."""
+        (NHWC tensors): ``None`` = on CUDA only. ``train_mode``: run the generator as the official pix2pix test
+        script does (dropout on, batch norm on each image's own statistics) instead of in eval mode; see
+        :meth:`_run_train_mode`."""
         io = io or (getattr(generator, "i2i_info", None) or {"io": {}})["io"]
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
@@ -94,11 +97,12 @@ class Translator:
         self.multiple = int(io.get("size_multiple", getattr(generator, "size_multiple", 1)))
         self.min_side = self.multiple  # raised by ``forward`` when the generator rejects an input this small
         self.size = size
+        self.train_mode = train_mode
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", size: int | None = None,
-                        registry: Any = None, precision: str = "auto") -> Translator:
-        return cls(load_generator(path, registry), device, size, precision=precision)
+                        registry: Any = None, precision: str = "auto", train_mode: bool = False) -> Translator:
+        return cls(load_generator(path, registry), device, size, precision=precision, train_mode=train_mode)
 
     def prepare(self, img: np.ndarray) -> Prepared:
         """HWC (or HW) uint8/uint16/float image with 1, 3 or 4 channels -> network input."""
@@ -195,7 +199,28 @@ class Translator:
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            if self.train_mode:
+                return self._run_train_mode(x)
             return self.G(x).float()
+
+    def _run_train_mode(self, x: torch.Tensor) -> torch.Tensor:
+        """The generator in train mode, one image at a time, as the official test script runs it (``model.train()``,
+        batch size 1): dropout samples a mask and batch norm normalizes with that image's statistics, so the output
+        does not depend on which images share a batch. Nothing persistent changes: every buffer (batch norm's running
+        statistics and counter, a spectral norm's vectors) is restored afterwards and the module goes back to eval
+        mode, so each image starts from the checkpoint's state."""
+        saved = {name: buf.clone() for name, buf in self.G.named_buffers()}
+        outputs = []
+        for i in range(len(x)):
+            try:
+                self.G.train()
+                outputs.append(self.G(x[i: i + 1]).float())
+            finally:
+                self.G.eval()
+                current = dict(self.G.named_buffers())
+                for name, value in saved.items():
+                    current[name].copy_(value)
+        return torch.cat(outputs)
 
     def translate_arrays(self, images: Iterable[np.ndarray], batch_size: int = 4) -> Iterator[np.ndarray]:
         """Translate images in order, batching consecutive images of equal size."""

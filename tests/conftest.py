@@ -10,8 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from i2i import demo, load_registry
+from i2i import load_registry
 from i2i.cli import app
+from i2i_components import demo
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -36,7 +37,7 @@ def run_settings(out: Path) -> dict:
 
 def force_winograd(monkeypatch) -> None:
     """Lower ``WinogradConv2d``'s width and size rule so that tiny test networks take the Winograd path."""
-    import i2i_cyclegan.winograd_conv as wc
+    import i2i_components.winograd_conv as wc
 
     monkeypatch.setattr(wc, "MIN_CHANNELS", 1)
     monkeypatch.setattr(wc, "MIN_TILES", 1)
@@ -44,7 +45,7 @@ def force_winograd(monkeypatch) -> None:
 
 def count_winograd_calls(monkeypatch) -> list:
     """A list that gains an entry for every ``winograd_conv2d`` call ``WinogradConv2d`` makes."""
-    import i2i_cyclegan.winograd_conv as wc
+    import i2i_components.winograd_conv as wc
 
     calls: list = []
     monkeypatch.setattr(wc, "winograd_conv2d", lambda *a, f=wc.winograd_conv2d: calls.append(1) or f(*a))

@@ -24,9 +24,9 @@ def _args(**kw) -> argparse.Namespace:
 
 
 def test_reference_loop_has_its_own_official_networks():
-    from i2i_cyclegan.narrow_conv import NarrowConv2d
-    from i2i_cyclegan.norms import InstanceNorm
-    from i2i_cyclegan.winograd_conv import WinogradConv2d
+    from i2i_components.narrow_conv import NarrowConv2d
+    from i2i_components.norms import InstanceNorm
+    from i2i_components.winograd_conv import WinogradConv2d
 
     cpu = torch.device("cpu")
     i2i, ref = train_step.Loop("i2i", _args(compile=True), cpu), train_step.Loop("reference", _args(compile=True), cpu)

@@ -83,7 +83,7 @@ def test_resume_keeps_a_hand_edited_config_yaml_for_a_new_run(cli, small_data, t
     new = tmp_path / "new"
     res = cli("train", "--config", kept, "--out", new, "--max-steps", "1")
     assert res.exit_code == 0, res.stderr
-    assert safe_load(new / "checkpoints" / "last.pt")["config"]["generator"]["params"]["ngf"] == 16
+    assert safe_load(new / "checkpoints" / "last.pt")["config"]["networks"]["generator"]["params"]["ngf"] == 16
     assert "6 images/epoch" in res.stderr
     res = cli("train", "--out", out, "--resume", "--max-steps", "3")  # nothing edited since: no warning, copy kept
     assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from i2i import I2IError
-from i2i.config import find_preset, load_yaml, merge, parse_overrides, resolve
+from i2i.config import load_yaml, merge, parse_overrides, resolve
+from i2i.presets import load_preset
 
 
 def test_paper_defaults(registry):
@@ -24,18 +25,18 @@ def test_paper_defaults(registry):
 
 
 def test_default_preset_equals_built_in_defaults(registry):
-    assert resolve(registry, None, [load_yaml(find_preset("cyclegan/default"))]) == resolve(registry, "cyclegan", [])
+    assert resolve(registry, None, [load_preset("cyclegan/default", registry)]) == resolve(registry, "cyclegan", [])
 
 
 def test_overrides_parse_types_and_shorthands():
     o = parse_overrides(["generator.ngf=32", "train.seed=3", "losses.gan=hinge", "generator.dropout=true",
                          "method.lr=1e-4", "data.crop_size=128", "discriminator=pixel"])
-    assert o["generator"] == {"params": {"ngf": 32, "dropout": True}}
+    assert o["networks"]["generator"] == {"params": {"ngf": 32, "dropout": True}}
     assert o["train"] == {"seed": 3}
     assert o["losses"] == {"gan": {"name": "hinge"}}
     assert o["method"] == {"params": {"lr": 1e-4}}
     assert o["data"] == {"params": {"crop_size": 128}}
-    assert o["discriminator"] == {"name": "pixel"}
+    assert o["networks"]["discriminator"] == {"name": "pixel"}
 
 
 @pytest.mark.parametrize("items, key", [
@@ -58,7 +59,7 @@ def test_changing_component_name_drops_old_params(registry):
     assert cfg.generator.name == "unet_256" and "upsampling" not in cfg.generator.params
     assert cfg.generator.params["ngf"] == 64
     merged = merge(base, {"generator": {"params": {"ngf": 16}}})
-    assert merged["generator"]["params"] == {"ngf": 16, "upsampling": "resize"}
+    assert merged["networks"]["generator"]["params"] == {"ngf": 16, "upsampling": "resize"}
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ def test_unknown_method(registry):
         resolve(registry, "cyclegna", [])
 
 
-def test_bad_yaml_file(tmp_path):
+def test_bad_yaml_file(tmp_path, registry):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
     with pytest.raises(I2IError, match="is not valid YAML"):
@@ -100,7 +101,7 @@ def test_bad_yaml_file(tmp_path):
     with pytest.raises(I2IError, match="config file not found"):
         load_yaml(tmp_path / "missing.yaml")
     with pytest.raises(I2IError, match=r"neither a file nor a preset \(did you mean 'cyclegan/demo'\?\)"):
-        find_preset("cyclegan/dem")
+        load_preset("cyclegan/dem", registry)
 
 
 def test_int_accepted_for_float_but_not_bool_for_int(registry):

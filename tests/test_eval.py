@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import urllib.error
 from pathlib import Path
 
@@ -56,11 +58,15 @@ def registry_with_metric(name: str, metric: type, description: str):
     return load_plugins([("counter", Plugin())]).registry
 
 
-def test_identity_generator_scores_equal_identity(demo_data, registry):
-    """A generator that returns its input must score exactly like the identity baseline."""
+def test_identity_generator_scores_equal_identity(demo_data, registry, tmp_path):
+    """A generator that returns its input must score exactly like the identity baseline; a truth folder that is the
+    source folder itself is refused (every score would compare an image with itself)."""
 
     tr = identity_translator()
-    report = evaluate(tr, registry, demo_data / "testA", truth=demo_data / "testA", metrics=["psnr", "mae"])
+    with pytest.raises(I2IError, match="is the source folder: every image would be compared with itself"):
+        evaluate(tr, registry, demo_data / "testA", truth=demo_data / "testA", metrics=["psnr"])
+    shutil.copytree(demo_data / "testA", tmp_path / "same")
+    report = evaluate(tr, registry, demo_data / "testA", truth=tmp_path / "same", metrics=["psnr", "mae"])
     assert report.scores["mae"]["translated"] == pytest.approx(0, abs=2e-3)
     assert report.scores["mae"]["identity"] == 0
 
@@ -473,3 +479,167 @@ def test_eval_scores_exact_outputs_unless_told_otherwise(cli, demo_data, make_ck
     assert json.loads((tmp_path / "default.json").read_text())["scores"]["mae"]["translated"] == scores["fp32"]
     assert scores["bf16"] != scores["fp32"] and abs(scores["bf16"] - scores["fp32"]) < 0.05
     one_line_error(cli(*args, "--precision", "fp8"), "unknown precision 'fp8'; use auto, fp32, bf16 or fp16")
+
+
+# -- the metric contract (i2i.metric), metric parameters, i2i.testing.check_metric ------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(load_plugins().registry.entries["metric"]))
+def test_every_registered_metric_keeps_the_contract(name, monkeypatch):
+    """check_metric over each metric, FID/KID on a tiny local feature network: nothing is downloaded."""
+    from i2i.testing import check_metric
+
+    def offline(*args, **kwargs):
+        raise AssertionError("check_metric must not download anything")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    check_metric(load_plugins().registry, name)
+
+
+def test_check_metric_takes_parameters_and_catches_broken_metrics():
+    from i2i.testing import check_metric
+
+    kid = load_plugins().registry.get("metric", "kid")
+
+    class Plugin:
+        @hookimpl
+        def register_metrics(self, register):
+            class WrongWay:  # MAE that claims higher is better
+                paired, higher_is_better = True, True
+
+                def __init__(self):
+                    self.values = []
+
+                def update(self, pred, truth):
+                    self.values.append(float((pred - truth).abs().mean()))
+
+                def compute(self):
+                    return sum(self.values) / len(self.values)
+
+            class TensorScore(WrongWay):
+                higher_is_better = False
+
+                def compute(self):
+                    return torch.tensor(super().compute())
+
+            class KeepsFakes:  # KID whose reset_fake forgets nothing
+                paired, higher_is_better = False, False
+
+                def __init__(self, features):
+                    self.inner = kid.build(features, subset_size=8)
+
+                def update(self, images, real):
+                    self.inner.update(images, real=real)
+
+                def reset_fake(self):
+                    pass
+
+                def compute(self):
+                    return self.inner.compute()
+
+            register("wrong_way", lambda features=None: WrongWay(), "")
+            register("tensor_score", lambda features=None: TensorScore(), "")
+            register("keeps_fakes", lambda features: KeepsFakes(features), "")
+            register("no_reset", lambda features: type("NoReset", (), {"paired": False, "higher_is_better": False,
+                                                                        "update": lambda s, x, real: None,
+                                                                        "compute": lambda s: 0.0})(), "")
+
+    registry = load_plugins([("broken_metrics", Plugin())]).registry
+    check_metric(registry, "kid", {"subset_size": 4, "subsets": 3})
+    check_metric(registry, "psnr", {"data_range": 2.0})
+    for name, problem in (("wrong_way", "scores identical images"), ("tensor_score", "must return a float, got Tensor"),
+                          ("keeps_fakes", "reset_fake() must forget the generated set"),
+                          ("no_reset", "lacks a method of i2i.metric.DistributionMetric")):
+        with pytest.raises(AssertionError, match=re.escape(problem)):
+            check_metric(registry, name)
+    with pytest.raises(I2IError, match="metric 'psnr' has no parameter 'range'"):
+        check_metric(registry, "psnr", {"range": 2})
+
+
+def test_i2i_testing_imports_without_pytest():
+    """The checks are plain functions: only the fixture needs pytest."""
+    import subprocess
+    import sys
+
+    import i2i.testing
+
+    assert hasattr(i2i.testing, "i2i_registry")
+    code = ("import sys; sys.modules['pytest'] = None\nimport i2i.testing as t\nassert callable(t.check_metric)\n"
+            "assert not hasattr(t, 'i2i_registry')\nprint('imported')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "imported", res.stderr
+
+
+def test_parse_metric():
+    from i2i.metric import parse_metric
+
+    assert parse_metric("psnr") == ("psnr", {})
+    assert parse_metric(" kid:subset_size=20:subsets=10 ") == ("kid", {"subset_size": 20, "subsets": 10})
+    assert parse_metric("m:a=1e-4:b=true:c=x:y:d=") == ("m", {"a": 1e-4, "b": True, "c": "x:y", "d": None})
+    for spec, problem in (("", "no metric name"), (":a=1", "no metric name"), ("kid:", "nothing after ':'"),
+                          ("kid:subset_size", "'subset_size' is not key=value"), ("kid:=3", "'=3' has no parameter"),
+                          ("kid:a b=3", "'a b' is not a parameter name"), ("kid:a=1:a=2", "'a' is given twice")):
+        with pytest.raises(I2IError, match="is not NAME or NAME:key=value") as err:
+            parse_metric(spec)
+        assert problem in str(err.value) and "e.g. kid:subset_size=20" in str(err.value)
+    with pytest.raises(I2IError, match="must be a string"):
+        parse_metric(3)
+
+
+def test_metric_parameters_reach_the_metric_and_its_identity_baseline(demo_data, registry):
+    from i2i.evaluate import plan
+    from i2i.testing import tiny_extractor
+
+    source, target = demo_data / "testA", demo_data / "testB"
+    kid = plan(registry, source, target, metrics=["kid:subset_size=3:subsets=2"], features=tiny_extractor)
+    assert set(kid.distribution) == {"kid"} and kid.params["kid"] == {"subset_size": 3, "subsets": 2}
+    assert (kid.distribution["kid"].metric.subset_size, kid.distribution["kid"].metric.subsets) == (3, 2)
+    auto = plan(registry, source, target, metrics=["kid"], features=tiny_extractor)
+    assert auto.distribution["kid"].metric.subset_size == 22  # without one: the smaller set's size
+    tr = identity_translator()
+    plain = evaluate(tr, registry, source, truth=target, metrics=["psnr"]).scores["psnr"]
+    wide = evaluate(tr, registry, source, truth=target, metrics=["psnr:data_range=2"]).scores["psnr"]
+    for key in ("translated", "identity"):  # PSNR grows by 20·log10(2) dB with the range doubled
+        assert wide[key] - plain[key] == pytest.approx(6.0206, abs=1e-3)
+    with pytest.raises(I2IError, match="metric names metric 'psnr' twice"):
+        plan(registry, source, truth=target, metrics=["psnr", "psnr:data_range=2"])
+
+
+def test_eval_metrics_take_parameters(cli, demo_data, make_ckpt, tmp_path):
+    ckpt = make_ckpt()
+    args = ["eval", "--ckpt", ckpt, "--source", demo_data / "testA", "--truth", demo_data / "testB"]
+    scores = {}
+    for metrics in ("psnr,mae", "psnr:data_range=2, mae"):
+        res = cli(*args, "--metrics", metrics, "--json", tmp_path / "r.json")
+        assert res.exit_code == 0, res.stderr
+        scores[metrics] = json.loads((tmp_path / "r.json").read_text())["scores"]
+    assert set(scores["psnr:data_range=2, mae"]) == {"psnr", "mae"}
+    assert scores["psnr:data_range=2, mae"]["mae"] == scores["psnr,mae"]["mae"]
+    for key in ("translated", "identity"):
+        assert scores["psnr:data_range=2, mae"]["psnr"][key] - scores["psnr,mae"]["psnr"][key] == pytest.approx(
+            6.0206, abs=1e-3)
+    missing = tmp_path / "none.pt"  # the metrics are checked before the generator is read
+    one_line_error(cli("eval", "--ckpt", missing, "--source", demo_data / "testA", "--metrics", "psnr:data_rang=2"),
+                   "--metrics 'psnr:data_rang=2' has no parameter 'data_rang' (did you mean 'data_range'?)")
+    one_line_error(cli("eval", "--ckpt", missing, "--source", demo_data / "testA", "--metrics", "mae,kid:"),
+                   "metric 'kid:' is not NAME or NAME:key=value", "nothing after ':'")
+    one_line_error(cli("eval", "--ckpt", missing, "--source", demo_data / "testA", "--metrics", "kid:subset_size=x"),
+                   "--metrics 'kid:subset_size=x': subset_size")
+
+
+def test_validation_metrics_take_parameters(registry):
+    from i2i.config import parse_overrides, resolve
+
+    def resolved(*overrides: str):
+        return resolve(registry, "cyclegan", [parse_overrides(list(overrides))])
+
+    cfg = resolved('validation.metrics=[psnr, "kid:subset_size=20"]', "validation.best=kid")
+    assert cfg.validation.metrics == ["psnr", "kid:subset_size=20"] and cfg.validation.best == "kid"
+    with pytest.raises(I2IError, match=r"validation.metrics 'kid:subset_siz=20' has no parameter 'subset_siz' "
+                                       r"\(did you mean 'subset_size'\?\)"):
+        resolved("validation.metrics=[psnr, kid:subset_siz=20]")
+    with pytest.raises(I2IError, match=r"validation.best 'kid:subset_size=20' must be one of validation.metrics "
+                                       r"\(psnr, kid\)"):
+        resolved('validation.metrics=[psnr, "kid:subset_size=20"]', "validation.best=kid:subset_size=20")
+    with pytest.raises(I2IError, match="validation.metrics names metric 'psnr' twice"):
+        resolved("validation.metrics=[psnr, psnr:data_range=2]")

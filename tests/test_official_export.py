@@ -38,7 +38,7 @@ def test_import_official_reproduces_official_output(cli, official_pth, tmp_path)
     prov = G.i2i_info["provenance"]
     assert prov["imported_from"] == "latest_net_G_A.pth"
     # the generator's plugin is recorded like a trained one's (what to install when it is missing)
-    assert prov["generator_distribution"] == "i2i" and prov["versions"]["cyclegan"] == prov["versions"]["i2i"]
+    assert prov["generator_distribution"] == "i2i" and prov["versions"]["components"] == prov["versions"]["i2i"]
 
 
 def test_import_official_checks_stated_options(cli, official_pth, tmp_path):

@@ -162,7 +162,7 @@ def test_fp16_without_cuda_is_refused(cli, small_data, tmp_path):
 def test_narrow_conv_trains_like_conv2d(c_in, c_out, kernel, padding):
     """NarrowConv2d's CPU training path (a transposed convolution) gives Conv2d's output and gradients; inference
     takes Conv2d's own path, bit for bit."""
-    from i2i_cyclegan.narrow_conv import NarrowConv2d
+    from i2i_components.narrow_conv import NarrowConv2d
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(c_in, c_out, kernel, padding=padding).double()
@@ -188,7 +188,7 @@ def test_narrow_conv_trains_like_conv2d(c_in, c_out, kernel, padding):
 def test_winograd_conv2d_is_conv2d_in_float64(monkeypatch, n, c_in, c_out, height, width, band_tiles):
     """F(4×4, 3×3) equals conv2d (output, input/weight/bias gradients) for any size, including sizes that are not
     multiples of the tile and images split into several bands."""
-    import i2i_cyclegan.winograd_conv as wc
+    import i2i_components.winograd_conv as wc
 
     monkeypatch.setattr(wc, "BAND_ELEMENTS", 36 * max(c_in, c_out) * band_tiles)
     torch.manual_seed(0)
@@ -212,7 +212,7 @@ def test_winograd_conv2d_is_conv2d_in_float64(monkeypatch, n, c_in, c_out, heigh
 
 
 def test_winograd_conv2d_refuses_what_conv2d_refuses():
-    from i2i_cyclegan.winograd_conv import winograd_conv2d
+    from i2i_components.winograd_conv import winograd_conv2d
 
     for x, w, b in [(torch.randn(1, 2, 2, 5), torch.randn(2, 2, 3, 3), None),
                     (torch.randn(1, 2, 6, 6), torch.randn(2, 3, 3, 3), None),
@@ -226,7 +226,7 @@ def test_winograd_conv_leaves_forward_ad_and_torch_func_to_conv2d(monkeypatch):
     """Transforms the autograd Function does not implement take conv2d's path and give conv2d's results."""
     import torch.autograd.forward_ad as fwAD
 
-    import i2i_cyclegan.winograd_conv as wc
+    import i2i_components.winograd_conv as wc
 
     force_winograd(monkeypatch)
     torch.manual_seed(0)
@@ -244,7 +244,7 @@ def test_winograd_conv_leaves_forward_ad_and_torch_func_to_conv2d(monkeypatch):
 
 def test_winograd_conv2d_fp32_error_is_rounding():
     """In fp32 the transforms add rounding error only: within 1e-4 of the output's scale of the float64 result."""
-    from i2i_cyclegan.winograd_conv import winograd_conv2d
+    from i2i_components.winograd_conv import winograd_conv2d
 
     torch.manual_seed(0)
     x, w = torch.randn(1, 64, 34, 34), torch.randn(64, 64, 3, 3) / 24
@@ -256,7 +256,7 @@ def test_winograd_conv2d_fp32_error_is_rounding():
 def test_winograd_conv_takes_its_path_only_where_it_pays(monkeypatch):
     """Wide fp32 contiguous CPU layers at 64×64 and above; not narrow layers, small maps, channels_last, other
     dtypes, autocast or tracing — and either way the module computes Conv2d's function."""
-    import i2i_cyclegan.winograd_conv as wc
+    import i2i_components.winograd_conv as wc
 
     calls = count_winograd_calls(monkeypatch)
     torch.manual_seed(0)

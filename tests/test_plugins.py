@@ -56,8 +56,10 @@ def test_builtin_plugin_loads_through_entry_point():
     plugins = load_plugins()
     info = plugins.infos["cyclegan"]
     assert info.status == "ok" and info.source == "i2i_cyclegan"
-    assert ("generator", "resnet_9blocks") in info.components
-    assert ("method", "cyclegan") in info.components
+    assert ("method", "cyclegan") in info.components and ("preset", "cyclegan/demo") in info.components
+    shared = plugins.infos["components"]  # the networks every method uses: a plugin of their own
+    assert shared.status == "ok" and ("generator", "resnet_9blocks") in shared.components
+    assert not [c for c in info.components if c[0] == "generator"]
 
 
 def test_extra_plugin_components_are_stamped_with_plugin_and_version():
@@ -75,14 +77,14 @@ def test_unknown_component_suggests_and_lists():
 
 def test_name_clash_is_an_error_naming_both_plugins():
     plugins = load_plugins([("clash", ClashPlugin())])
-    assert plugins.infos["clash"].status == plugins.infos["cyclegan"].status == "conflict"
-    assert "generator 'resnet_9blocks' is also registered by plugin 'cyclegan'" in plugins.infos["clash"].reason
-    assert "is also registered by plugin 'clash'" in plugins.infos["cyclegan"].reason
-    with pytest.raises(I2IError, match="more than one plugin \\(cyclegan and clash\\)"):
+    assert plugins.infos["clash"].status == plugins.infos["components"].status == "conflict"
+    assert "generator 'resnet_9blocks' is also registered by plugin 'components'" in plugins.infos["clash"].reason
+    assert "is also registered by plugin 'clash'" in plugins.infos["components"].reason
+    with pytest.raises(I2IError, match="more than one plugin \\(components and clash\\)"):
         plugins.registry.get("generator", "resnet_9blocks")
     plugins.registry.get("generator", "resnet_6blocks")  # the rest of the built-in plugin still works
     reversed_order = load_plugins([("aardvark", ClashPlugin())])  # no plugin is blamed for loading second
-    assert reversed_order.infos["cyclegan"].status == reversed_order.infos["aardvark"].status == "conflict"
+    assert reversed_order.infos["components"].status == reversed_order.infos["aardvark"].status == "conflict"
 
 
 def test_failing_registration_keeps_others_and_explains_its_components():
@@ -111,8 +113,9 @@ def test_disable_autoload_and_block(monkeypatch):
     plugins = load_plugins()
     assert plugins.infos["cyclegan"].status == "blocked"
     assert plugins.infos["cyclegn"].status == "unknown" and "did you mean 'cyclegan'" in plugins.infos["cyclegn"].reason
-    assert "resnet_9blocks" not in plugins.registry.entries["generator"]
     assert "cyclegan" not in plugins.registry.entries["method"]
+    # the other methods and the shared networks do not depend on it
+    assert "pix2pix" in plugins.registry.entries["method"] and "resnet_9blocks" in plugins.registry.entries["generator"]
 
 
 @pytest.fixture()
@@ -326,27 +329,27 @@ def register_generators(register):
 
 
 def test_a_clash_with_a_built_in_advises_blocking_the_third_party_plugin(tmp_path, monkeypatch):
-    """An installed plugin 'clash' (loaded before 'cyclegan': entry points load by name) that takes a built-in name:
+    """An installed plugin 'clash' (loaded before 'components': entry points load by name) that takes a built-in name:
     the advice blocks 'clash', never the built-in plugin, whose other components would go with it; a built-in
     passed in directly is known by its package."""
-    import i2i_cyclegan
+    import i2i_components
 
     site = tmp_path / "site"
     install_plugin(site, monkeypatch, "i2i-clash", "1.0", "clash", "i2i_clash_mod", CLASH_MODULE)
-    expected = ("generator 'resnet_9blocks' is registered by more than one plugin (clash and cyclegan); uninstall one "
-                "or block it with I2I_BLOCK_PLUGINS=clash")
-    for plugins in (load_plugins(), load_plugins([("clash", ClashPlugin()), ("cyclegan", i2i_cyclegan)],
+    expected = ("generator 'resnet_9blocks' is registered by more than one plugin (clash and components); uninstall "
+                "one or block it with I2I_BLOCK_PLUGINS=clash")
+    for plugins in (load_plugins(), load_plugins([("clash", ClashPlugin()), ("components", i2i_components)],
                                                  autoload=False)):
         with pytest.raises(I2IError) as info:
             plugins.registry.get("generator", "resnet_9blocks")
         assert str(info.value) == expected
     monkeypatch.setenv(BLOCK_ENV, "clash")  # the advice works: the built-in name is back
-    assert load_plugins().registry.get("generator", "resnet_9blocks").plugin == "cyclegan"
+    assert load_plugins().registry.get("generator", "resnet_9blocks").plugin == "components"
 
 
 def test_two_third_party_plugins_and_a_built_in_on_one_name_advise_blocking_both():
     plugins = load_plugins([("zeta", ClashPlugin()), ("alpha", ClashPlugin())])
-    with pytest.raises(I2IError, match=r"\(cyclegan and zeta and alpha\); uninstall or block all but one: "
+    with pytest.raises(I2IError, match=r"\(components and zeta and alpha\); uninstall or block all but one: "
                                        r"I2I_BLOCK_PLUGINS=zeta,alpha$"):
         plugins.registry.get("generator", "resnet_9blocks")
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from conftest import TINY, TINY_NETS, one_line_error, run_settings
-from i2i import demo, load_generator
+from i2i import load_generator
 from i2i.checkpoint import safe_load
+from i2i_components import demo
 
 
 def test_train_two_steps_exports_loadable_generators(cli, small_data, tmp_path):
@@ -37,7 +38,7 @@ def test_train_two_steps_exports_loadable_generators(cli, small_data, tmp_path):
     assert raw["component"] == {"name": "resnet_6blocks", "params": {"ngf": 8, "norm": "instance",
                                                                      "dropout": False, "upsampling": "transpose"}}
     assert raw["io"] == {"in_channels": 3, "out_channels": 3, "range": [-1.0, 1.0], "size_multiple": 4}
-    assert raw["provenance"]["method"] == "cyclegan" and raw["provenance"]["generator_plugin"] == "cyclegan"
+    assert raw["provenance"]["method"] == "cyclegan" and raw["provenance"]["generator_plugin"] == "components"
     G = load_generator(out / "G_AB.pt")
     x = torch.rand(1, 3, 36, 52) * 2 - 1
     with torch.no_grad():
@@ -199,7 +200,7 @@ def test_demo_runs_when_no_data_given(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("I2I_HOME", str(tmp_path / "home"))
     res = cli("train", "--method", "cyclegan", "--out", tmp_path / "demo", "--max-steps", "2", "--device", "cpu")
     assert res.exit_code == 0, res.stderr
-    assert "built-in demo dataset" in res.stderr
+    assert "training on the demo of cyclegan" in res.stderr
     assert (tmp_path / "home" / f"demo-v{demo.VERSION}" / "testB").is_dir()
     cfg = (tmp_path / "demo" / "config.yaml").read_text()
     assert "crop_size: 64" in cfg and "ngf: 16" in cfg and "lambda_identity: 0.0" in cfg
@@ -392,7 +393,7 @@ def test_resume_names_hand_edits_to_config_yaml_it_does_not_apply(cli, small_dat
     assert "pass train.log_every=5" in line and "generator.params.ngf cannot change on resume" in line
     state = safe_load(out / "checkpoints" / "last.pt")
     assert state["step"] == 2 and state["config"]["train"]["log_every"] == 1
-    assert state["config"]["generator"]["params"]["ngf"] == 8
+    assert state["config"]["networks"]["generator"]["params"]["ngf"] == 8
     assert "ngf: 8" in path.read_text()  # rewritten with what the run uses
     res = cli("train", "--out", out, "--resume", "--max-steps", "3", "train.log_every=5")
     assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr

@@ -138,7 +138,7 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
     elif case == "renamed":  # a component the installed plugin, of the version that made the file, never had
         record = torch.load(good, weights_only=True)
         record["component"]["name"] = "resnet_5blocks"
-        record["provenance"]["versions"] = {"cyclegan": i2i.__version__}
+        record["provenance"]["versions"] = {"components": i2i.__version__}
         torch.save(record, bad)
     elif case == "nan_weights":
         record = torch.load(good, weights_only=True)
@@ -163,9 +163,9 @@ def test_bad_checkpoints(cli, photos, make_ckpt, tmp_path, case):
                 "no_params": f"generator checkpoint {bad} is malformed: 'component.params' must be a dict, not None",
                 "channels_text": "is malformed: 'io.in_channels' must be a positive int, not '3'",
                 "weights_list": "is malformed: 'state_dict' must be names → tensors, not [tensor(",
-                "renamed": f"from plugin 'cyclegan', whose installed version {i2i.__version__}, the one this file was "
-                           f"made with, does not register it (was the file made with a modified copy of the plugin, "
-                           f"or edited?)",
+                "renamed": f"from plugin 'components', whose installed version {i2i.__version__}, the one this file "
+                           f"was made with, does not register it (was the file made with a modified copy of the "
+                           f"plugin, or edited?)",
                 "nan_weights": f"{bad} holds weights that are not finite numbers (NaN or Inf in model.1.weight): it "
                                f"would translate every image to one colour"}[case]
     out = tmp_path / "out"
@@ -610,3 +610,71 @@ def test_a_file_named_twice_is_translated_once_and_a_folder_in_the_way_is_found_
                    f"the output of {photos / 'wide.jpg'} would be {blocked / 'wide.jpg'}, which is a folder",
                    alone=False)
     assert [p.name for p in blocked.iterdir()] == ["wide.jpg"]  # nothing written before the check
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_mode_uses_dropout_and_batch_statistics_and_leaves_the_generator_unchanged(make_ckpt, photos):
+    """``train_mode`` runs the generator as the official pix2pix test script (train(), one image at a time):
+    dropout masks differ between calls, batch norm uses each image's statistics; the running statistics, their
+    counter and eval mode survive. The default is eval mode: the same image twice gives the same output."""
+    import copy
+
+    from i2i.translate import Translator
+
+    # num_downs 6: one level with dropout (as in the official U-Net, only the levels beyond 5 have it)
+    G = load_generator(make_ckpt(name="unet", num_downs=6, norm="batch", dropout=True))
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    img = read_image(photos / "odd.png", 3)  # 61 × 97: padded to 64 × 128
+    default = Translator(G, precision="fp32")
+    assert not default.train_mode
+    first, second = (next(default.translate_arrays([img])) for _ in range(2))
+    assert np.array_equal(first, second)
+    official = Translator(G, precision="fp32", train_mode=True)
+    assert not G.training  # eval mode until a forward pass, and after it
+    torch.manual_seed(0)
+    a = next(official.translate_arrays([img]))
+    b = next(official.translate_arrays([img]))  # another dropout mask
+    torch.manual_seed(0)
+    again = next(official.translate_arrays([img]))
+    assert a.shape == first.shape and np.array_equal(a, again)
+    assert not np.array_equal(a, b) and psnr8(a, first) < 40
+    assert not G.training and _states_equal(G.state_dict(), state)
+    assert np.array_equal(next(default.translate_arrays([img])), first)  # eval mode is as it was
+
+    x = torch.rand(3, 3, 32, 32) * 2 - 1  # without dropout: deterministic, so each image can be checked exactly
+    G = load_generator(make_ckpt(name="unet", num_downs=5, norm="batch"))
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    reference = copy.deepcopy(G).train()
+    with torch.no_grad():
+        alone = torch.cat([reference(x[i: i + 1]) for i in range(3)])  # batch size 1, as the official script
+        evaluated = G(x)
+    out = Translator(G, precision="fp32", train_mode=True).forward(x)  # one batch of 3: still per-image statistics
+    assert torch.allclose(out, alone, atol=1e-6, rtol=0)
+    assert (out - evaluated).abs().max() > 0.05  # the running statistics are not what normalized them
+    assert not _states_equal(reference.state_dict(), state)  # a plain train() forward does update them ...
+    assert not G.training and _states_equal(G.state_dict(), state)  # ... train_mode does not
+
+
+def test_cli_train_mode_flag(cli, photos, make_ckpt, tmp_path):
+    """``--train-mode`` gives the train-mode translation; without it the eval-mode one (a batch-norm generator
+    without dropout, so both are deterministic), and the checkpoint is left as it was."""
+    from i2i.translate import Translator
+
+    ckpt = make_ckpt(name="unet", num_downs=5, norm="batch")
+    before = ckpt.read_bytes()
+    img = read_image(photos / "odd.png")
+    written = {}
+    for train_mode in (False, True):
+        out = tmp_path / f"train{train_mode}.png"
+        res = cli("translate", photos / "odd.png", "--ckpt", ckpt, "-o", out, "--device", "cpu",
+                  *(["--train-mode"] if train_mode else []))
+        assert res.exit_code == 0, res.stderr
+        written[train_mode] = read_image(out)
+        expected = next(Translator.from_checkpoint(ckpt, train_mode=train_mode).translate_arrays([img]))
+        assert np.array_equal(written[train_mode], expected), train_mode
+    assert psnr8(written[True], written[False]) < 40
+    assert ckpt.read_bytes() == before
+    assert "--train-mode" in cli("translate", "--help").stdout

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import one_line_error
 from i2i.video import ffmpeg_path
+from i2i_components.demo import PHOTOS
 
 FFMPEG = ffmpeg_path()
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -85,7 +86,7 @@ def clip(tmp_path_factory) -> Path:
     """A 3 s, 10 fps, 66×50 (odd-sized) clip of moving real photo content, with a sine-tone audio track."""
     d = tmp_path_factory.mktemp("video")
     silent = d / "silent.avi"
-    photo = cv2.imread(str(Path(__file__).resolve().parents[1] / "i2i" / "data" / "demo" / "coffee.jpg"))
+    photo = cv2.imread(str(PHOTOS / "coffee.jpg"))
     writer = cv2.VideoWriter(str(silent), cv2.VideoWriter_fourcc(*"MJPG"), 10, (66, 50))
     for i in range(30):
         writer.write(np.ascontiguousarray(photo[40 + i : 90 + i, 100 + 2 * i : 166 + 2 * i]))

@@ -1,58 +1,29 @@
-"""i2i's built-in CycleGAN plugin: loaded through the ``i2i`` entry-point group like any third-party plugin."""
+"""i2i's built-in CycleGAN plugin: loaded through the ``i2i`` entry-point group like any third-party plugin. Its
+networks, losses and datasets come from the shared components plugin (``i2i_components``)."""
 
 from __future__ import annotations
 
-from functools import partial
+from pathlib import Path
 
 from i2i import hookimpl
+from i2i.presets import from_yaml
+from i2i_components.demo import DESCRIPTION, demo_root
 
-from . import losses
-from .datasets import SingleDataset, UnalignedDataset
-from .discriminators import NLayerDiscriminator, PixelDiscriminator
-from .generators import ResnetGenerator, UnetGenerator
 from .method import CycleGAN
-from .official import official_cyclegan
+
+CONFIGS = Path(__file__).parent / "configs"
 
 __version__ = "0.1.0"
 
 
 @hookimpl
-def register_generators(register):
-    register("resnet_9blocks", partial(ResnetGenerator, n_blocks=9), "ResNet generator, 9 residual blocks (256 px)")
-    register("resnet_6blocks", partial(ResnetGenerator, n_blocks=6), "ResNet generator, 6 residual blocks (128 px)")
-    register("unet_128", partial(UnetGenerator, num_downs=7), "U-Net generator, 7 down-samplings (multiple of 128)")
-    register("unet_256", partial(UnetGenerator, num_downs=8), "U-Net generator, 8 down-samplings (multiple of 256)")
-
-
-@hookimpl
-def register_discriminators(register):
-    register("basic", partial(NLayerDiscriminator, n_layers=3), "70×70 PatchGAN (3 layers)")
-    register("n_layers", NLayerDiscriminator, "PatchGAN with n_layers stride-2 convolutions")
-    register("pixel", PixelDiscriminator, "1×1 PixelGAN: classifies each pixel")
-
-
-@hookimpl
-def register_losses(register):
-    register("lsgan", losses.lsgan, "least-squares GAN loss (CycleGAN default)")
-    register("vanilla", losses.vanilla, "cross-entropy GAN loss on logits")
-    register("hinge", losses.HingeLoss, "hinge GAN loss")
-    register("wgangp", losses.WGANGPLoss, "Wasserstein loss with gradient penalty")
-    register("l1", losses.l1, "L1 pixel loss (cycle and identity)")
-    register("mse", losses.mse, "mean squared pixel loss")
-
-
-@hookimpl
-def register_datasets(register):
-    register("unaligned", UnalignedDataset, "unpaired folders DIR/trainA and DIR/trainB")
-    register("single", SingleDataset, "one folder of images (domain A)")
-
-
-@hookimpl
-def register_importers(register):
-    register("official_cyclegan", official_cyclegan,
-             "generator files of the official CycleGAN/pix2pix repository (latest_net_G_A.pth)")
-
-
-@hookimpl
 def register_methods(register):
     register("cyclegan", CycleGAN, "CycleGAN: unpaired translation with cycle consistency (Zhu et al. 2017)")
+
+
+@hookimpl
+def register_presets(register):
+    register("cyclegan/default", from_yaml(CONFIGS / "default.yaml"),
+             "the paper's settings: ResNet-9, 70×70 PatchGAN, 256 px crops, 100 + 100 epochs")
+    register("cyclegan/demo", from_yaml(CONFIGS / "demo.yaml", demo_root),
+             f"small networks at 64 px on the built-in demo data ({DESCRIPTION})")

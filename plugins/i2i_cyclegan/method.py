@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from i2i import Components, Config, I2IError, Method
+from i2i import Components, Config, I2IError, Method, init_weights
+from i2i.init import InitType
+from i2i.method import frozen
+from i2i_components.winograd_conv import enable_winograd, winograd_census
 
 from .batching import BatchedChoice, Batching
-from .init import InitType, init_weights
 from .pool import ImagePool
-from .winograd_conv import enable_winograd, winograd_census
 
 
 @dataclass
@@ -38,18 +38,6 @@ class CycleGANParams:
     winograd: bool = True  # wide 3×3 convolutions by Winograd's F(4×4, 3×3) on the CPU where it pays (winograd_conv.py)
 
 
-@contextmanager
-def frozen(*nets: nn.Module):
-    """No parameter gradients for ``nets`` inside the block (the discriminators during the generator step)."""
-    for n in nets:
-        n.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for n in nets:
-            n.requires_grad_(True)
-
-
 class CycleGAN(Method):
     """Unpaired translation with cycle consistency; the paper's training step, its defaults and schedule."""
 
@@ -60,6 +48,7 @@ class CycleGAN(Method):
         "losses": {"gan": {"name": "lsgan"}, "cycle": {"name": "l1"}, "identity": {"name": "l1"}},
         "data": {"name": "unaligned", "batch_size": 1},
         "train": {"epochs": 100, "decay_epochs": 100},
+        "validation": {"source": "testA"},  # the unaligned layout's held-out images of domain A
     }
     loss_roles = {"gan": "adversarial loss", "cycle": "cycle-consistency loss", "identity": "identity loss"}
     exports = {"G_AB": ("A", "B"), "G_BA": ("B", "A")}

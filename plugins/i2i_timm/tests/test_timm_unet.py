@@ -18,8 +18,9 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from i2i import I2IError, demo, load_generator  # noqa: E402
+from i2i import I2IError, load_generator  # noqa: E402
 from i2i.cli import app  # noqa: E402
+from i2i_components import demo  # noqa: E402
 
 # the conformance kit as a pytest plugin: its i2i_registry fixture (import i2i.testing only inside the tests, so
 # pytest imports it first and rewrites its asserts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from i2i import I2IError
+from i2i.heldout import Pair
 from i2i.images import UnusableImage, image_size, read_image, scan_folder, to_tensor
 
 from .transforms import Preprocess, Transform
@@ -141,6 +143,22 @@ class UnalignedDataset(Dataset):
             folder.digest(h)
             h.update(b"\0")
         return h.hexdigest()
+
+    def pairs(self, source: str, truth: str) -> list[Pair]:
+        """Held-out pairs: each image of ``{phase}{source}`` with the image of the same name (extension aside) in
+        ``{phase}{truth}`` as its truth (the demo's testA/testB: tiles and their true negatives). Images without a
+        namesake are left out; none matching is an error."""
+        folders = {"A": self.A, "B": self.B}
+        if {source, truth} != {"A", "B"}:
+            raise I2IError(f"dataset 'unaligned' pairs domain A with B, not {source} with {truth}")
+        src, dst = folders[source], folders[truth]
+        by_name = {p.relative_to(dst.folder).with_suffix(""): p for p in dst.files}
+        matched = [(p, by_name[k]) for p in src.files if (k := p.relative_to(src.folder).with_suffix("")) in by_name]
+        if not matched:
+            raise I2IError(f"no image of {src.folder} has a namesake in {dst.folder}, so there is no truth to score "
+                           f"against; name each truth image like its source image")
+        return [Pair(str(a.relative_to(src.folder)), partial(read_image, a, src.channels),
+                     partial(read_image, b, dst.channels), (a, b)) for a, b in matched]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         a, a_path = self.A.load(index % len(self.A))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .images import read_image, write_image
+from i2i.images import read_image, write_image
 
 VERSION = 2
 TILE = 72
@@ -46,11 +47,27 @@ def _tiles(img: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return train, test
 
 
-def build(target: Path) -> Path:
-    """Write the demo dataset to ``target`` (via a temporary folder, so a partial build is never seen)."""
+def build_folder(target: Path, write: Callable[[Path], None]) -> Path:
+    """Make the folder ``target`` by ``write(tmp)`` into a temporary folder beside it, renamed when complete: a
+    partial build is never seen, and of two processes building at once the first one's is kept."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
+        write(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # built concurrently by another process: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def build(target: Path) -> Path:
+    """Write the demo dataset to ``target`` (atomically: :func:`build_folder`)."""
+
+    def write(tmp: Path) -> None:
         for sub in ("trainA", "trainB", "testA", "testB"):
             (tmp / sub).mkdir()
         for photo in sorted(PHOTOS.glob("*.jpg")):
@@ -63,14 +80,8 @@ def build(target: Path) -> Path:
             for i, tile in enumerate(test):
                 write_image(tmp / "testA" / f"{photo.stem}_{i:02d}.png", tile)
                 write_image(tmp / "testB" / f"{photo.stem}_{i:02d}.png", true_transform(tile))
-        try:
-            tmp.rename(target)
-        except OSError:  # built concurrently by another process: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+
+    return build_folder(target, write)
 
 
 def demo_root() -> Path:
