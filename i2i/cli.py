@@ -282,7 +282,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
            channels_last: bool | None, nproc: int | None) -> None:
     """`i2i train` in one process (of a torchrun job, possibly)."""
     from .config import absolute_root, changed_keys, data_root, ignored_edits
-    from .trainer import Trainer, check_providers, prepare_run_dir
+    from .training import Trainer, check_providers, prepare_run_dir
 
     main = distributed.main
 
@@ -375,7 +375,8 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
         trainer.run()
         return
     err.print(
-        f"{verb} {cfg.method.name}: G={cfg.generator.name} D={cfg.discriminator.name} on {trainer.device}{procs}, "
+        f"{verb} {cfg.method.name}: {' '.join(f'{role}={c.name}' for role, c in cfg.networks.items())} on "
+        f"{trainer.device}{procs}, "
         f"{len(trainer.dataset)} images/epoch, steps {trainer.step}→{trainer.total_steps} → {out_dir}",
         highlight=False, soft_wrap=True, markup=False,
     )

@@ -334,8 +334,9 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
+            shown = [*names, *SHORT_ROLES] if cls is Config else names  # the short network roles, as users write them
             raise I2IError(
-                f"unknown config key '{path}'{did_you_mean(str(key), names)}; valid keys here: {', '.join(names)}"
+                f"unknown config key '{path}'{did_you_mean(str(key), shown)}; valid keys here: {', '.join(shown)}"
             )
         annotation = types[key]
         if annotation is Component:
@@ -384,15 +385,15 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     base = merge(Config(Component(name)).to_dict(), getattr(method_cls, "defaults", {}))
     merged = merge(base, merged)
     merged["method"] = merge(merged.get("method") or {}, {"name": name})
-    cfg: Config = _build_dataclass(Config, merged, "")
-
-    cfg.method.params = registry.validate("method", cfg.method.name, cfg.method.params, "method.params")
     network_roles = network_roles_of(method_cls)
-    for role in cfg.networks:
+    for role in merged["networks"] if isinstance(merged.get("networks"), dict) else ():
         if role not in network_roles:
             key = role if role in SHORT_ROLES else f"networks.{role}"
             raise I2IError(f"unknown config key '{key}'{did_you_mean(role, network_roles)}; method '{name}' builds "
                            f"networks {', '.join(network_roles) or '(none)'}")
+    cfg: Config = _build_dataclass(Config, merged, "")
+
+    cfg.method.params = registry.validate("method", cfg.method.name, cfg.method.params, "method.params")
     for role, kind in network_roles.items():
         key = role if role in SHORT_ROLES else f"networks.{role}"
         comp = cfg.networks.get(role)

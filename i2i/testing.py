@@ -232,7 +232,7 @@ def check_method(registry: Registry, name: str, data: str | Path | None = None, 
 
     from .config import parse_overrides, resolve
     from .presets import demo_name, load_preset
-    from .trainer import Trainer, prepare_run_dir
+    from .training import Trainer, prepare_run_dir
 
     base = [load_preset(demo_name(name), registry)] if data is None else [{"data": {"root": str(data)}}]
     quiet = {"train": {"device": "cpu", "checkpoint_every": 10**6, "sample_every": 10**6, "log_every": 1,

@@ -122,14 +122,15 @@ def _validating_config(registry, small_data, *extra: str):
 def test_only_rank_0_plans_validation_and_its_verdict_stops_every_rank(registry, small_data, tmp_path, monkeypatch):
     """Validation's plan (and its feature extractor) is built by rank 0 alone, the one that validates; an error in
     it fails every rank with rank 0's message, before the first step."""
-    import i2i.trainer
+    import i2i.training.validation
     from i2i import I2IError
-    from i2i.trainer import Trainer
+    from i2i.training import Trainer
 
     shutil.copytree(small_data / "trainA", small_data / "testA")
     shutil.copytree(small_data / "trainA", small_data / "testB")
     calls = []
-    monkeypatch.setattr(i2i.trainer, "plan", lambda *a, f=i2i.trainer.plan, **k: calls.append(1) or f(*a, **k))
+    monkeypatch.setattr(i2i.training.validation, "plan",
+                        lambda *a, f=i2i.training.validation.plan, **k: calls.append(1) or f(*a, **k))
     cfg = _validating_config(registry, small_data)
     Trainer(cfg, registry, tmp_path / "run", distributed=OneRankOfTwo(rank=1, world=2))
     assert calls == []

@@ -218,9 +218,9 @@ def test_broken_plugins_each_show_one_line_in_plugins(tmp_path):
     line = plugin_line(res.stdout, "fragile")  # building is what fails, not loading
     assert " ok " in line and "generator:fragile_net" in line
     line = plugin_line(res.stdout, "shadow")
-    assert "conflict: generator 'resnet_9blocks' is also registered by plugin 'cyclegan'" in line
+    assert "conflict: generator 'resnet_9blocks' is also registered by plugin 'components'" in line
     assert "conflict: generator 'resnet_9blocks' is also registered by plugin 'shadow'" in plugin_line(
-        res.stdout, "cyclegan")
+        res.stdout, "components")
 
 
 @pytest.fixture()
@@ -273,7 +273,7 @@ def test_a_bug_in_a_plugin_is_one_line_naming_it_with_the_traceback_kept(train_w
 
 def test_a_bug_in_i2i_is_one_line_asking_for_a_report(train_with, tmp_path, monkeypatch):
     from i2i import __version__
-    from i2i.trainer import Trainer
+    from i2i.training import Trainer
 
     def broken(self):
         return self.nowhere
@@ -292,7 +292,7 @@ def test_name_clash_with_a_builtin_names_both_plugins(train_with, tmp_path):
     res = train_with(install_broken(tmp_path / "site", "shadow"), "generator=resnet_9blocks", "generator.ngf=8")
     assert res.exit_code == 2
     line = one_clear_line(res.stderr)
-    assert line == ("error: generator 'resnet_9blocks' is registered by more than one plugin (cyclegan and shadow); "
+    assert line == ("error: generator 'resnet_9blocks' is registered by more than one plugin (components and shadow); "
                     "uninstall one or block it with I2I_BLOCK_PLUGINS=shadow")
     plugins = load_plugins()  # the clash takes only the clashing name: the rest of both plugins works
     plugins.registry.get("generator", "shadow_net")
@@ -305,9 +305,9 @@ def test_name_clash_blames_no_plugin_for_its_load_order(tmp_path, monkeypatch):
     install(root, "i2i-aardvark", "0.2", {"aardvark": "shadow_plugin"}, {"shadow_plugin": BROKEN["shadow"]})
     monkeypatch.syspath_prepend(str(root))
     infos = load_plugins().infos
-    assert infos["cyclegan"].status == infos["aardvark"].status == "conflict"
-    assert "also registered by plugin 'aardvark'" in infos["cyclegan"].reason
-    assert "also registered by plugin 'cyclegan'" in infos["aardvark"].reason
+    assert infos["components"].status == infos["aardvark"].status == "conflict"
+    assert "also registered by plugin 'aardvark'" in infos["components"].reason
+    assert "also registered by plugin 'components'" in infos["aardvark"].reason
 
 
 def test_bug_reports_find_the_plugin_in_namespace_packages_chains_and_quoted_tracebacks(tmp_path, monkeypatch):
@@ -345,3 +345,47 @@ def test_bug_reports_find_the_plugin_in_namespace_packages_chains_and_quoted_tra
     quoting = RuntimeError(f"compiling failed:\n  File \"{tmp_path / 'x.py'}\", line 3, in forward\nSet TORCH_LOGS")
     assert describe(quoting, "i2i", "9").startswith("unexpected error: RuntimeError: compiling failed; this is a bug "
                                                     "in i2i 9")
+
+
+def test_bug_reports_name_the_entry_point_whose_code_raised(tmp_path, monkeypatch):
+    """A distribution with several entry points (i2i's own has one per built-in plugin): the one whose module holds
+    the raising frame is named, not its siblings; code its entry points share is blamed on the one that called it;
+    a built-in plugin's bug is reported to i2i, and i2i's own code stays i2i's."""
+    from i2i.bugs import describe
+    from i2i.errors import shorten
+    from i2i_pix2pix.datasets import half
+
+    site = tmp_path / "site"
+    (site / "duo").mkdir(parents=True)
+    sources = {"__init__.py": "", "common.py": "def lookup(key):\n    return {}[key]\n",
+               "alpha.py": "def bad():\n    return {}['A']\n",
+               "beta.py": "from duo.common import lookup\n\n\ndef bad():\n    return lookup('B')\n"}
+    for name, text in sources.items():
+        (site / "duo" / name).write_text(text)
+    info = site / "duo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: duo\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[i2i]\nalpha = duo.alpha\nbeta = duo.beta\n")
+    (info / "RECORD").write_text("".join(f"duo/{n},,\n" for n in sources) + "duo-1.0.dist-info/METADATA,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    import duo.alpha
+    import duo.beta
+
+    def line(call) -> str:
+        try:
+            call()
+        except Exception as exc:  # what the CLI's last resort catches
+            return describe(exc, "i2i", "9")
+        raise AssertionError("no exception")
+
+    for call, name, where in ((duo.alpha.bad, "alpha", "duo/alpha.py:2 (bad): KeyError: 'A'"),
+                              (duo.beta.bad, "beta", "duo/beta.py:5 (bad): KeyError: 'B'")):  # via duo/common.py
+        said = line(call)
+        assert said.startswith(f"plugin '{name}' (duo 1.0) failed in {where}; this is a bug in that plugin"), said
+        assert said.endswith(f"or leave it out with I2I_BLOCK_PLUGINS={name}"), said
+    said = line(lambda: half(None, "A", tmp_path / "x.png"))
+    assert said.startswith("plugin 'pix2pix' (shipped with i2i 9) failed in i2i_pix2pix/datasets.py:"), said
+    assert "(half): AttributeError: 'NoneType' object has no attribute 'shape'; this is a bug in i2i 9: please " \
+           "report it with the traceback saved in " in said
+    assert line(lambda: shorten(None, 3)).startswith("unexpected error in i2i/errors.py:")

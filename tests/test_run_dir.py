@@ -73,7 +73,7 @@ def test_a_failed_overwrite_keeps_the_old_run(cli, small_data, tmp_path, monkeyp
     unwritable folder (as a read-only one) leaves the old run whole."""
     import os
 
-    import i2i.trainer
+    import i2i.training.run_folder
 
     out = tmp_path / "run"
     assert _train(cli, small_data, out).exit_code == 0
@@ -83,7 +83,7 @@ def test_a_failed_overwrite_keeps_the_old_run(cli, small_data, tmp_path, monkeyp
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out / "log.jsonl"))
 
     if failure == "write":
-        monkeypatch.setattr(i2i.trainer, "write_settings", refused)
+        monkeypatch.setattr(i2i.training.run_folder, "write_settings", refused)
         fragment = "cannot write the run into"
     else:
         real, calls = os.replace, []
@@ -92,7 +92,7 @@ def test_a_failed_overwrite_keeps_the_old_run(cli, small_data, tmp_path, monkeyp
             calls.append(src)
             return refused() if len(calls) == 2 else real(src, dst)
 
-        monkeypatch.setattr(i2i.trainer.os, "replace", second_refused)
+        monkeypatch.setattr(i2i.training.run_folder.os, "replace", second_refused)
         fragment = "nothing was deleted"
     one_line_error(_train(cli, small_data, out, "--overwrite", "--seed", "3"), fragment, "Permission denied",
                    alone=False)

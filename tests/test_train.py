@@ -319,14 +319,14 @@ def test_tensorboard_logs_when_installed(cli, small_data, tmp_path):
 
 def test_config_device_is_used_when_no_device_flag(cli, small_data, tmp_path, monkeypatch):
     """train.device from a config (or a resumed run) decides when --device is not given (`auto` is not forced)."""
-    import i2i.trainer
+    import i2i.training.loop
     from i2i.device import resolve_device
 
     def no_auto(name: str) -> torch.device:
         assert name != "auto", "the trainer was handed `auto` instead of train.device"
         return resolve_device(name)
 
-    monkeypatch.setattr(i2i.trainer, "resolve_device", no_auto)
+    monkeypatch.setattr(i2i.training.loop, "resolve_device", no_auto)
     res = cli("train", "-m", "cyclegan", "--data", small_data, "--out", tmp_path / "run", "--max-steps", "1",
               *TINY_NETS, "train.device=cpu")
     assert res.exit_code == 0, res.stderr
@@ -336,15 +336,15 @@ def test_config_device_is_used_when_no_device_flag(cli, small_data, tmp_path, mo
 
 def test_resume_uses_this_runs_optimizer_kernels(cli, small_data, tmp_path, monkeypatch):
     """A run saved with fused Adam resumes with the kernels chosen now (e.g. a CPU run continued on a GPU)."""
-    import i2i.trainer
+    import i2i.training.loop
 
-    loaded, original = {}, i2i.trainer.Trainer._load_state
+    loaded, original = {}, i2i.training.loop.Trainer._load_state
 
     def spy(self, state):
         original(self, state)
         loaded.update({k: [g["fused"] for g in o.param_groups] for k, o in self.optimizers.items()})
 
-    monkeypatch.setattr(i2i.trainer.Trainer, "_load_state", spy)
+    monkeypatch.setattr(i2i.training.loop.Trainer, "_load_state", spy)
     out = tmp_path / "run"
     assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "1", *TINY,
                "train.fused_adam=true").exit_code == 0
