@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 SITE=$(mktemp -d)
 mkdir -p "$SITE/i2i-0.1.0.dist-info"
 printf 'Metadata-Version: 2.1\nName: i2i\nVersion: 0.1.0\n' > "$SITE/i2i-0.1.0.dist-info/METADATA"
-printf '[i2i]\ncyclegan = i2i_cyclegan\nmetrics = i2i_metrics\n' > "$SITE/i2i-0.1.0.dist-info/entry_points.txt"
+printf '[i2i]\ncomponents = i2i_components\ncyclegan = i2i_cyclegan\npix2pix = i2i_pix2pix\nmetrics = i2i_metrics\n' > "$SITE/i2i-0.1.0.dist-info/entry_points.txt"
 export PYTHONPATH="$PWD:$PWD/plugins:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 I2I_HOME="$OUT/home"
 export COLUMNS=160
 

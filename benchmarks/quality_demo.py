@@ -2,7 +2,7 @@
 pairs (the dataset's test split) against their true translation (PSNR, SSIM), beside the identity baseline.
 Goal: the generator beats identity by >= 3 dB PSNR.
 
-    python benchmarks/quality_demo.py [--method cyclegan|pix2pix|...] [--seconds S] [--out DIR] [overrides ...]
+    python benchmarks/quality_demo.py [--method cyclegan|pix2pix|...] [--seconds S] [--out DIR] [i2i train args]
 
 ``--seconds S`` stops training after S seconds of wall-clock time (``train.max_seconds``-like: the run is
 interrupted and its last state exported), so that methods can be compared at equal time.
@@ -52,11 +52,10 @@ def main() -> None:
     ap.add_argument("--method", default="cyclegan", help="method whose demo preset is trained")
     ap.add_argument("--seconds", type=float, default=None, help="stop training after this many seconds")
     ap.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
-    ap.add_argument("overrides", nargs="*", help="extra `i2i train` arguments")
-    args = ap.parse_args()
+    args, overrides = ap.parse_known_args()  # everything else goes to `i2i train` as written (--epochs 5 k=v)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "demo"
-        minutes = train(args.method, out, args.seconds, args.overrides)
+        minutes = train(args.method, out, args.seconds, overrides)
         exports = [n for r in settings_records(out / "log.jsonl") for n in r.get("exports") or []]
         ckpt = out / exports[0]
         registry = load_registry()

@@ -198,7 +198,8 @@ def read_generator(path: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") != GENERATOR_FORMAT:
         hint = ""
         if isinstance(record, dict) and record.get("format") == TRAIN_FORMAT:
-            hint = " (this is a training checkpoint; use RUN_DIR/G_AB.pt or G_BA.pt)"
+            hint = (" (this is a training checkpoint; use a generator exported beside it: RUN_DIR/G.pt, "
+                    "RUN_DIR/G_AB.pt, ..., as the run's end printed)")
         elif isinstance(record, dict) and all(torch.is_tensor(v) for v in record.values()):
             hint = " (it looks like a bare state dict; convert official weights with `i2i import-official`)"
         raise I2IError(f"{path} is not an i2i generator checkpoint{hint}")
@@ -207,8 +208,8 @@ def read_generator(path: str | Path) -> dict[str, Any]:
             raise I2IError(f"generator checkpoint {path} is incomplete: no '{key}' entry")
     wrong = _misshapen(record)
     if wrong:
-        raise I2IError(f"generator checkpoint {path} is malformed: {wrong}; export it again (i2i writes G_AB.pt at "
-                       f"the end of training) or convert it again")
+        raise I2IError(f"generator checkpoint {path} is malformed: {wrong}; export it again (a run writes its "
+                       f"generators, e.g. G.pt, at the end of training) or convert it again")
     return record
 
 

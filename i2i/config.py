@@ -205,6 +205,25 @@ FLAG_KEYS = {"method": "method.name", "data": "data.root", "epochs": "train.epoc
              "size": "data.params.crop_size", "load_size": "data.params.load_size", "strict": "data.params.strict"}
 
 
+def flag_layer(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The config layer that the ``i2i train`` options given (``values``: option name -> value, None where not
+    given) set through :data:`FLAG_KEYS` (``method`` and ``data`` aside: the command handles them), and the dataset
+    parameters among them by the option that set them (``{"crop_size": "--size"}``, for :func:`resolve`'s errors)."""
+    layer: dict[str, Any] = {}
+    dataset_flags: dict[str, str] = {}
+    for option, value in values.items():
+        if value is None or option in ("method", "data"):
+            continue
+        *sections, leaf = FLAG_KEYS[option].split(".")
+        node = layer
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+        if sections == ["data", "params"]:
+            dataset_flags[leaf] = f"--{option.replace('_', '-')}"
+    return layer, dataset_flags
+
+
 def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
     """The dotted keys of a nested dict's leaves (an empty mapping counts as a leaf)."""
     keys = []

@@ -165,11 +165,11 @@ def test_an_error_on_a_rank_other_than_0_is_reported_with_its_rank(cli, tmp_path
     did not stop on, naming its rank; rank 0 reports at once."""
     import time
 
-    import i2i.cli
+    import i2i.cli.base
 
     waits = []
     monkeypatch.setattr(time, "sleep", waits.append)
-    monkeypatch.setattr(i2i.cli, "RANK_GRACE_S", 1.5)
+    monkeypatch.setattr(i2i.cli.base, "RANK_GRACE_S", 1.5)
     for rank, prefix, slept in (("1", "error: (rank 1) ", [1.5]), ("0", "error: ", [])):
         monkeypatch.setenv("RANK", rank)
         waits.clear()
@@ -268,23 +268,23 @@ def test_under_nproc_a_ranks_error_line_goes_to_the_launcher(cli, tmp_path, monk
     import torch.distributed.run
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
-    import i2i.cli
+    import i2i.cli.base
     from i2i.distributed import LAUNCHED_ENV, launch
 
     waits = []
     monkeypatch.setattr(time, "sleep", waits.append)
 
     def leave(code):  # os._exit in a real rank
-        raise i2i.cli.typer.Exit(code)
+        raise i2i.cli.base.typer.Exit(code)
 
-    monkeypatch.setattr(i2i.cli, "_leave", leave)
+    monkeypatch.setattr(i2i.cli.base, "_leave", leave)
     error_file = tmp_path / "1" / "error.json"
     error_file.parent.mkdir()
     monkeypatch.setenv(LAUNCHED_ENV, "1")
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
     monkeypatch.setenv("RANK", "1")
     res = cli("translate", tmp_path / "missing.jpg", "--ckpt", tmp_path / "G.pt", "-o", tmp_path / "out")
-    assert res.exit_code == 2 and res.stderr.strip() == "" and waits == [i2i.cli.RANK_GRACE_S]
+    assert res.exit_code == 2 and res.stderr.strip() == "" and waits == [i2i.cli.base.RANK_GRACE_S]
     line = json.loads(error_file.read_text())["message"]["message"]
     assert line == f"generator checkpoint not found: {tmp_path / 'G.pt'}", line
 

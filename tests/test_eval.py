@@ -141,6 +141,27 @@ def test_missing_inception_weights_offline_is_one_clear_line(cli, demo_data, mak
                "--inception-weights", tmp_path / "none.pth"), "Inception weights file not found")
 
 
+def test_offline_eval_with_truth_reports_the_paired_scores_and_names_what_it_skipped(cli, demo_data, make_ckpt,
+                                                                                      monkeypatch, tmp_path):
+    """Metrics not named, a target and a truth given, no Inception weights to be had: PSNR/SSIM/MAE are reported and
+    one warning line says FID/KID were skipped and how to enable them (it used to report nothing at all)."""
+    pytest.importorskip("torch_fidelity")
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    report = tmp_path / "r.json"
+    res = cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
+              "--truth", demo_data / "testB", "--json", report)
+    assert res.exit_code == 0, res.stderr
+    assert set(json.loads(report.read_text())["scores"]) == {"psnr", "ssim", "mae"}
+    warned = [line for line in res.stderr.splitlines() if "skipped fid, kid" in line]
+    assert len(warned) == 1 and "--inception-weights PATH" in warned[0], res.stderr
+    one_line_error(cli("eval", "--ckpt", make_ckpt(), "--source", demo_data / "testA", "--target", demo_data / "testB",
+                       "--truth", demo_data / "testB", "--metrics", "psnr,fid"), "--inception-weights PATH")
+
+
 def test_standard_fid_path_with_local_inception_weights(cli, demo_data, make_ckpt, tmp_path, monkeypatch):
     """--inception-weights: the real InceptionV3 loading path, fed a weights file of the standard layout (random
     values here: the real file cannot be downloaded offline). Unsafe pickles in that file are refused."""

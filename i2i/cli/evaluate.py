@@ -1,0 +1,94 @@
+"""`i2i eval`: scoring a generator beside the identity baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import I2IError, warn
+from ..plugins import load_plugins
+from .base import app, cli_errors, out
+
+
+@app.command("eval")
+@cli_errors
+def eval_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (G.pt)"),
+    source: Path = typer.Option(None, "--source", help="images to translate"),
+    target: Path = typer.Option(None, "--target", help="real images of the target domain (FID, KID)"),
+    truth: Path = typer.Option(None, "--truth", help="paired ground truth for --source, matched by file name"),
+    data: Path = typer.Option(None, "--data", metavar="DIR",
+                              help="a dataset folder: score the held-out pairs of its --split (instead of --source "
+                                   "and --truth)"),
+    split: str = typer.Option("test", "--split", help="with --data: the held-out split (e.g. test, val)"),
+    dataset: str = typer.Option(None, "--dataset", help="with --data: the dataset kind (default: the one the "
+                                                        "generator was trained on; see `i2i list dataset`)"),
+    metrics: str = typer.Option(None, "--metrics", help="comma-separated NAME or NAME:key=value (default: fid,kid "
+                                                         "with --target; psnr,ssim,mae with --truth or --data); see "
+                                                         "`i2i list metric`"),
+    json_path: Path = typer.Option(None, "--json", help="also write the report as JSON"),
+    features: str = typer.Option("inception", "--features", help="FID/KID features: inception or timm:NAME"),
+    feature_weights: Path = typer.Option(None, "--feature-weights", help="local weights for --features timm:NAME"),
+    inception_weights: Path = typer.Option(None, "--inception-weights", help="local InceptionV3 FID weights"),
+    size: int = typer.Option(None, "--size", help="resize the source's shorter side before translating"),
+    device: str = typer.Option("auto", "--device"),
+    strict_sizes: bool = typer.Option(False, "--strict-sizes", help="fail if truth and output sizes differ"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (the exact outputs), or auto (fp16 on CUDA), "
+                                                               "bf16, fp16 for speed"),
+) -> None:
+    """Score a generator: FID/KID against --target, PSNR/SSIM/MAE against --truth (or the held-out pairs of a
+    dataset's --split), each beside identity."""
+    import json
+
+    from ..checkpoint import read_generator
+    from ..device import resolve_device
+    from ..evaluate import check_report_path, evaluate
+    from ..features import build_extractor
+    from ..heldout import generator_pairs
+    from ..translate import Translator
+
+    if size is not None and size < 1:
+        raise I2IError("--size must be >= 1")
+    if data is not None and (source is not None or truth is not None):
+        raise I2IError("--data scores a dataset's held-out pairs, --source/--truth folders; give one or the other")
+    if data is None and source is None:
+        raise I2IError("nothing to score: give --data DIR (a dataset's held-out pairs) or --source DIR")
+    if json_path is not None:
+        check_report_path(json_path)
+    registry = load_plugins().registry
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    from ..metric import metric_specs
+
+    metric_specs(registry, names or [], "--metrics")  # NAME or NAME:key=value: a typo fails before the model loads
+    pairs = generator_pairs(read_generator(ckpt), registry, data, split, dataset) if data is not None else None
+    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, registry, precision=precision)
+    report = evaluate(translator, registry, source, target, truth, names,
+                      lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes,
+                      pairs=pairs)
+    if data is not None:
+        source = Path(f"{data} ({split} split)")
+    for note in report.warnings:
+        warn(note)
+    counts = report.counts
+    partly = truth is not None and counts["truth"] != counts["source"]
+    paired = f" ({counts['truth']} with their truth)" if partly else ""
+    table = Table(title=escape(f"{ckpt.name} on {counts['source']} image(s) of {source}{paired}"))
+    for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
+        table.add_column(col)
+    for name, row in report.scores.items():
+        better = (row["translated"] > row["identity"]) == row["higher_is_better"]
+        arrow = "↑" if row["higher_is_better"] else "↓"
+        table.add_row(escape(f"{name} {arrow}"), f"{row['translated']:.4f}", f"{row['identity']:.4f}",
+                      "[green]yes[/]" if better else "[red]no[/]")
+    out.print(table)
+    if report.extractor:
+        out.print(f"features: {report.extractor}", highlight=False, markup=False)
+    if json_path is not None:
+        from ..files import atomic_write
+
+        text = json.dumps({"checkpoint": str(ckpt), **report.to_dict()}, indent=2)
+        atomic_write(json_path, lambda tmp: tmp.write_text(text))
+        out.print(f"wrote {json_path}", highlight=False, markup=False)
