@@ -15,7 +15,14 @@ hookspec = pluggy.HookspecMarker("i2i")
 def register_generators(register):
     """Register generators. ``factory(in_channels, out_channels, **params) -> nn.Module`` mapping NCHW images
     in [-1, 1] to NCHW images in [-1, 1]; the module has an int attribute ``size_multiple`` (input height and
-    width must be multiples of it)."""
+    width must be multiples of it).
+
+    Optionally the module has ``encode(x, layers: Sequence[int]) -> list[Tensor]``: its intermediate features, one
+    N×C×H×W tensor per entry of ``layers`` in that order, differentiable with respect to ``x`` (what CUT's
+    PatchNCE loss compares). What an index means is the generator's to document: for the ResNet generators it is
+    the output of ``model[i]`` (computed no further than the last one asked for); for ``timm_unet`` the encoder's
+    feature maps, then the decoder's stages. An index that does not exist is an ``I2IError``. Methods that need
+    features check for the method; :func:`i2i.testing.check_encode` checks an implementation."""
 
 
 @hookspec

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,3 +279,36 @@ def check_method(registry: Registry, name: str, data: str | Path | None = None, 
             assert y.shape[1] == record["io"]["out_channels"] and torch.isfinite(y).all(), (
                 f"method '{name}': export {path.name} does not translate")
 
+
+
+def check_encode(registry: Registry, name: str, params: dict[str, Any] | None = None,
+                 layers: Sequence[int] = (0, 1), in_channels: int = 3) -> None:
+    """The optional ``encode(x, layers)`` protocol of a generator (see :func:`i2i.hookspecs.register_generators`):
+    one 4-D tensor per entry of ``layers`` with the input's batch size, in the order asked (each as it is alone),
+    and gradients reach the input through every one of them."""
+    entry = registry.get("generator", name)
+    params = entry.validate(small_params(entry, params))
+    net = entry.build(in_channels, in_channels, **params)
+    assert callable(getattr(net, "encode", None)), f"generator '{name}' has no encode(x, layers) method"
+    side = _sizes(int(getattr(net, "size_multiple", 1)))[0]
+    x = (torch.rand(2, in_channels, *side) * 2 - 1).requires_grad_(True)
+    net.train()
+    feats = net.encode(x, list(layers))
+    assert isinstance(feats, list) and len(feats) == len(layers), (
+        f"generator '{name}': encode(x, {list(layers)}) must return a list of {len(layers)} tensors")
+    for layer, f in zip(layers, feats, strict=True):
+        assert torch.is_tensor(f) and f.dim() == 4 and f.shape[0] == x.shape[0], (
+            f"generator '{name}': encode layer {layer} gave {getattr(f, 'shape', type(f).__name__)}, not an "
+            f"N×C×H×W tensor with N = {x.shape[0]}")
+        x.grad = None
+        if f.requires_grad:
+            f.float().square().mean().backward(retain_graph=True)
+        assert x.grad is not None and bool(x.grad.abs().sum() > 0), (
+            f"generator '{name}': no gradient reaches the input through encode layer {layer}")
+    net.eval()
+    with torch.no_grad():
+        together = net.encode(x, list(layers))
+        for layer, f in zip(layers, together, strict=True):
+            alone = net.encode(x, [layer])[0]
+            assert alone.shape == f.shape and torch.allclose(alone, f, atol=1e-6), (
+                f"generator '{name}': encode layer {layer} differs asked alone and among {list(layers)}")

@@ -11,7 +11,9 @@ from i2i.testing import check_method
 #: per method, what makes its demo small enough for a few CPU steps
 SMALL = {"cyclegan": ["generator.ngf=8", "discriminator.ndf=8", "data.crop_size=32", "data.load_size=36"],
          "pix2pix": ["generator.num_downs=5", "generator.ngf=8", "discriminator.ndf=8", "data.crop_size=32",
-                     "data.load_size=36"]}
+                     "data.load_size=36"],
+         **{m: ["generator.ngf=8", "discriminator.ndf=8", "data.crop_size=32", "data.load_size=36",
+                "method.num_patches=16", "method.netF_nc=16"] for m in ("cut", "fastcut")}}
 
 
 @pytest.mark.parametrize("name", sorted(load_registry().entries["method"]))

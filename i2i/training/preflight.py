@@ -93,6 +93,8 @@ class Preflight:
             raise I2IError(f"the networks cannot take the training images ({first_line(exc, 160)}); "
                            f"use a larger --size or a smaller network (e.g. fewer discriminator layers)") from exc
         self.settings["method"] = self.method.settings()
+        for net in self.method.nets.values():  # modules the probe created (CUT's heads): the same on every rank
+            self.dist.broadcast_module(net)
         self.optimizers, self.schedulers = self._optimizers()
         self._check_extra_state()
         self._check_image_sizes()

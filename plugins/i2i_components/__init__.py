@@ -11,8 +11,8 @@ from i2i import hookimpl
 from . import losses
 from .datasets import SingleDataset, UnalignedDataset
 from .discriminators import NLayerDiscriminator, PixelDiscriminator
-from .generators import ResnetGenerator, UnetGenerator
-from .official import official_cyclegan
+from .generators import ResnetGenerator, UnetGenerator, cut_resnet_generator
+from .official import official_cut, official_cyclegan
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,10 @@ __version__ = "0.1.0"
 def register_generators(register):
     register("resnet_9blocks", partial(ResnetGenerator, n_blocks=9), "ResNet generator, 9 residual blocks (256 px)")
     register("resnet_6blocks", partial(ResnetGenerator, n_blocks=6), "ResNet generator, 6 residual blocks (128 px)")
+    register("cut_resnet_9blocks", partial(cut_resnet_generator, n_blocks=9),
+             "CUT's anti-aliased ResNet generator, 9 residual blocks (blur down- and up-sampling)")
+    register("cut_resnet_6blocks", partial(cut_resnet_generator, n_blocks=6),
+             "CUT's anti-aliased ResNet generator, 6 residual blocks (blur down- and up-sampling)")
     register("unet_128", partial(UnetGenerator, num_downs=7), "U-Net generator, 7 down-samplings (multiple of 128)")
     register("unet_256", partial(UnetGenerator, num_downs=8), "U-Net generator, 8 down-samplings (multiple of 256)")
     register("unet", UnetGenerator, "U-Net generator of num_downs down-samplings (sides: multiples of 2**num_downs)")
@@ -52,4 +56,6 @@ def register_datasets(register):
 @hookimpl
 def register_importers(register):
     register("official_cyclegan", official_cyclegan,
-             "generator files of the official CycleGAN/pix2pix repository (latest_net_G_A.pth)")
+             "generator files of the official CycleGAN/pix2pix repository (latest_net_G_A.pth), and CUT's")
+    register("official_cut", official_cut,
+             "generator files of the official CUT/FastCUT repository (latest_net_G.pth, anti-aliased)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,6 +129,10 @@ class TimmUnet(nn.Module):
     ``decoder_channels``: width of the finest decoder level (deeper levels use 2× and 4× that).
     Gray (1-channel) inputs are repeated to RGB; other channel counts use timm's ``in_chans`` adaptation.
     Encoders built for one fixed input size (vit, swin, ...) work only at that size.
+
+    ``encode(x, layers)`` (i2i's feature protocol) indexes the encoder's feature maps first, finest to deepest
+    (``0 .. E-1``, E = ``len(encoder.feature_info)``), then the decoder's blocks, deepest to finest (``E .. 2E-2``):
+    ``layers=range(E)`` is the encoder alone; the encoder always runs whole (timm computes its stages at once).
     """
 
     def __init__(
@@ -193,16 +197,37 @@ class TimmUnet(nn.Module):
             self.encoder.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _stages(self, x: torch.Tensor, last: int | None = None) -> list[torch.Tensor]:
+        """The encoder's feature maps (NCHW), then the decoder blocks' outputs, up to stage ``last`` (all: None)."""
         h = (x + 1) / 2
         if self.gray_to_rgb:
             h = h.expand(-1, 3, -1, -1)
         feats = self.encoder((h - self.mean) / self.std)
         if self.channels_last:
             feats = [f.permute(0, 3, 1, 2) for f in feats]
-        y = feats[-1]
+        stages, y = list(feats), feats[-1]
         for skip, block in zip(reversed(feats[:-1]), self.blocks, strict=True):
+            if last is not None and len(stages) > last:
+                break
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = block(torch.cat([y, skip], 1))
+            stages.append(y)
+        return stages
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._stages(x)[-1]
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(torch.cat([y, x], 1))
+
+    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """The feature maps of stages ``layers`` (encoder stages, then decoder blocks: see the class docstring)."""
+        wanted = [int(i) for i in layers]
+        count = len(self.encoder.feature_info) + len(self.blocks)
+        bad = [i for i in wanted if not 0 <= i < count]
+        if bad:
+            raise I2IError(f"{WHERE}: encode layer {bad[0]} does not exist; layers index its {count} stages, "
+                           f"0..{count - 1} (encoder, then decoder)")
+        if not wanted:
+            return []
+        stages = self._stages(x, max(wanted))
+        return [stages[i] for i in wanted]

@@ -258,3 +258,31 @@ def test_pretrained_encoder_survives_init_and_export_needs_no_weights_file(regis
     G = load_generator(run / "G_AB.pt")
     assert G.i2i_info["component"]["params"]["weights"] is None
     assert torch.equal(G.encoder.conv1.weight, source.conv1.weight)  # frozen and never re-initialized
+
+
+def test_encode_protocol(registry):
+    from i2i.testing import check_encode
+
+    check_encode(registry, "timm_unet", TINY, layers=(0, 2, 4, 5, 8))
+    check_encode(registry, "timm_unet", {**TINY, "freeze_encoder": True}, layers=(8, 1))
+
+
+def test_encode_indexes_encoder_stages_then_decoder_blocks(registry):
+    """resnet18 has 5 feature maps (reductions 2..32): layers 0-4 are they, 5-8 the decoder blocks from the
+    deepest up; the decoder runs no further than the last layer asked for."""
+    net = registry.build("generator", "timm_unet", TINY, 3, 3).eval()
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    ran: list[int] = []
+    for i, block in enumerate(net.blocks):
+        block.register_forward_hook(lambda *_, i=i: ran.append(i))
+    with torch.no_grad():
+        feats = net.encode(x, range(6))
+        encoder = net.encoder(((x + 1) / 2 - net.mean) / net.std)
+    assert ran == [0]
+    assert all(torch.equal(f, e) for f, e in zip(feats[:5], encoder, strict=True))
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2, 4]
+    with torch.no_grad():
+        decoder = net.encode(x, [8, 6, 7])
+    assert [tuple(f.shape[1:]) for f in decoder] == [(16, 32, 32), (64, 8, 8), (32, 16, 16)]
+    with pytest.raises(I2IError, match=r"encode layer 9 does not exist; layers index its 9 stages, 0\.\.8 \(encoder"):
+        net.encode(x, [0, 9])
