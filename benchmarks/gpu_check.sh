@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 SITE=$(mktemp -d)
 mkdir -p "$SITE/i2i-0.1.0.dist-info"
 printf 'Metadata-Version: 2.1\nName: i2i\nVersion: 0.1.0\n' > "$SITE/i2i-0.1.0.dist-info/METADATA"
-printf '[i2i]\ncomponents = i2i_components\ncyclegan = i2i_cyclegan\npix2pix = i2i_pix2pix\nmetrics = i2i_metrics\n' > "$SITE/i2i-0.1.0.dist-info/entry_points.txt"
+printf '[i2i]\ncomponents = i2i_components\ncut = i2i_cut\ncyclegan = i2i_cyclegan\npix2pix = i2i_pix2pix\nmetrics = i2i_metrics\n' > "$SITE/i2i-0.1.0.dist-info/entry_points.txt"
 export PYTHONPATH="$PWD:$PWD/plugins:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 I2I_HOME="$OUT/home"
 export COLUMNS=160
 
@@ -33,6 +33,8 @@ export COLUMNS=160
   echo "== train step, 256 px, batch 4, fp32 (the same settings as the reference)"
   timeout 90 python3 benchmarks/train_step.py --device cuda --size 256 --batch 4 --ngf 64 --iters 10 --warmup 3 \
     --precision fp32
+  echo "== methods at equal settings: CycleGAN, CUT, FastCUT, 256 px, ngf 64 (the paper's)"
+  timeout 120 python3 benchmarks/methods.py --device cuda --size 256 --ngf 64 --iters 10 --precision bf16
   echo "== video, 256 px frames"
   timeout 90 python3 benchmarks/video.py --device cuda --frames 160 --size 256 --ngf 64 --batch-size 8
 } 2>&1 | tee "$OUT/gpu_check.log"

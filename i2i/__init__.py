@@ -8,7 +8,15 @@ Public API for users and plugin authors: ``hookimpl`` (mark ``register_*`` imple
 
 from __future__ import annotations
 
-import pluggy
+import os
+
+# before torch loads its OpenMP runtime (GNU libgomp, which reads it once): a thread out of work spins 100 times less
+# than libgomp's 300,000 before it sleeps, so that it leaves shared cores to other processes (see
+# i2i.device.cpu_threads); not where OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, no effect where torch came first
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+
+import pluggy  # noqa: E402
 
 __version__ = "0.1.0"
 

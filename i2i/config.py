@@ -3,7 +3,8 @@
 Layers, later wins: engine defaults < the method's defaults < ``--config`` file < CLI options < ``key=value``.
 Components are ``{name, params}``; ``generator.ngf=32`` is short for ``networks.generator.params.ngf=32`` and
 ``generator=unet_256`` for ``networks.generator.name=unet_256`` (any role: ``networks.ROLE.KEY=VALUE``). Changing
-a component's name drops the parameters that earlier layers gave the old one.
+a component's name drops the parameters that earlier layers gave the old one, except the method's default ones that
+the new component takes (see ``_check_networks``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile every network
     cudnn_benchmark: bool | None = None  # None: on for CUDA
     fused_adam: bool | None = None  # None: fused on CUDA; CPU uses the default implementation
+    threads: int | None = None  # CPU threads of torch's operations; None: automatic (see i2i.device.cpu_threads)
 
 
 @dataclass
@@ -393,16 +395,16 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
     """Merge the layers over the method's defaults and validate everything, every component's parameters too.
     ``flags``: dataset parameters set by command-line options (``{"crop_size": "--size"}``), named in the error
     when the dataset does not take them."""
-    merged: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for layer in layers:
-        merged = merge(merged, layer)
-    name = method or method_name(merged)
+        given = merge(given, layer)
+    name = method or method_name(given)
     if not name:
         available = ", ".join(e.name for e in registry.list("method")) or "none installed"
         raise I2IError(f"no training method given; pass --method NAME (available: {available})")
     method_cls = registry.get("method", name).factory
-    base = merge(Config(Component(name)).to_dict(), getattr(method_cls, "defaults", {}))
-    merged = merge(base, merged)
+    defaults = merge({}, getattr(method_cls, "defaults", {}))
+    merged = merge(merge(Config(Component(name)).to_dict(), defaults), given)
     merged["method"] = merge(merged.get("method") or {}, {"name": name})
     network_roles = network_roles_of(method_cls)
     for role in merged["networks"] if isinstance(merged.get("networks"), dict) else ():
@@ -411,15 +413,8 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
             raise I2IError(f"unknown config key '{key}'{did_you_mean(role, network_roles)}; method '{name}' builds "
                            f"networks {', '.join(network_roles) or '(none)'}")
     cfg: Config = _build_dataclass(Config, merged, "")
-
     cfg.method.params = registry.validate("method", cfg.method.name, cfg.method.params, "method.params")
-    for role, kind in network_roles.items():
-        key = role if role in SHORT_ROLES else f"networks.{role}"
-        comp = cfg.networks.get(role)
-        if comp is None or not comp.name:
-            raise I2IError(f"config needs {key}.name: the {kind} method '{name}' builds as its {role} "
-                           f"(see `i2i list {kind}`)")
-        comp.params = registry.validate(kind, comp.name, comp.params, f"{key} '{comp.name}'")
+    _check_networks(cfg, registry, network_roles, defaults.get("networks") or {})
     roles = getattr(method_cls, "loss_roles", {})
     for role in cfg.losses:
         if roles and role not in roles:
@@ -436,6 +431,34 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
                            f"(its parameters: {', '.join(dataset.parameters()) or 'none'}); leave {option} out")
     cfg.data.params = dataset.validate(cfg.data.params, f"dataset '{cfg.data.name}'")
     _finite(cfg.to_dict())  # before range checks, which NaN passes (every comparison with it is false)
+    _check_train(cfg)
+    _check_validation(cfg, registry, getattr(method_cls, "exports", {}), given.get("validation") or {})
+    check = getattr(method_cls, "check_config", None)
+    if check is not None:
+        check(cfg)
+    return cfg
+
+
+def _check_networks(cfg: Config, registry: Registry, roles: dict[str, str], defaults: dict[str, Any]) -> None:
+    """Every network role has a component with valid parameters. A component chosen instead of the method's default
+    one takes the method's default parameters that it accepts (pix2pix's batch norm and dropout for another U-Net,
+    CUT's anti-aliasing for another PatchGAN), as the official code's options apply to whichever network is named."""
+    for role, kind in roles.items():
+        key = role if role in SHORT_ROLES else f"networks.{role}"
+        comp = cfg.networks.get(role)
+        if comp is None or not comp.name:
+            raise I2IError(f"config needs {key}.name: the {kind} method '{cfg.method.name}' builds as its {role} "
+                           f"(see `i2i list {kind}`)")
+        default = defaults.get(role) or {}
+        if default.get("name") not in (None, comp.name):
+            accepted = registry.get(kind, comp.name).parameters()
+            comp.params = {**{k: v for k, v in (default.get("params") or {}).items() if k in accepted},
+                           **comp.params}
+        comp.params = registry.validate(kind, comp.name, comp.params, f"{key} '{comp.name}'")
+
+
+def _check_train(cfg: Config) -> None:
+    """The schedule, intervals, threads and batch are in range."""
     t = cfg.train
     for key in ("epochs", "decay_epochs"):
         if getattr(t, key) < 0:
@@ -447,31 +470,39 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
             raise I2IError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     if t.max_steps is not None and t.max_steps < 1:
         raise I2IError(f"train.max_steps must be >= 1, got {t.max_steps}")
+    if t.threads is not None and t.threads < 1:
+        raise I2IError(f"train.threads must be >= 1 (or null: automatic), got {t.threads}")
     if cfg.data.batch_size < 1 or (cfg.data.workers is not None and cfg.data.workers < 0):
         raise I2IError("data.batch_size must be >= 1 and data.workers >= 0")
+
+
+def _check_validation(cfg: Config, registry: Registry, exports: Mapping[str, Any], given: dict[str, Any]) -> None:
+    """What validation scores is consistent: a dataset split or a source folder (a split replaces the source folder
+    the method's defaults name, not one the user gave), metrics that exist, a best among them."""
     v = cfg.validation
+    if v.split is not None and v.source is not None:
+        if given.get("source") is None:
+            v.source = None  # the method's default folder: the split replaces it
+        else:
+            raise I2IError(f"validation.split and validation.source ({v.source}) both say what to validate on; keep "
+                           f"one of them (validation.source=null to validate on the split)")
+    if v.split is not None and v.truth is not None:
+        raise I2IError(f"validation.split gives the truth of each held-out image, so validation.truth ({v.truth}) "
+                       f"would not be used; leave it out, or validate on folders with validation.source")
     if v.every and v.split is None and v.source is None:
         raise I2IError("validation.every is set but there is nothing to validate on: set validation.split (the "
                        "dataset's held-out pairs, e.g. validation.split=test) or validation.source (a folder)")
-    if v.split is not None and v.source is not None:
-        raise I2IError(f"validation.split and validation.source ({v.source}) both say what to validate on; keep one "
-                       f"of them (validation.source=null to validate on the split)")
     if v.every and not v.metrics:
         raise I2IError("validation.metrics is empty; name the metrics to compute (e.g. validation.metrics=[psnr,ssim]) "
                        "or set validation.every=0")
     named = metric_specs(registry, v.metrics, "validation.metrics")  # NAME or NAME:key=value, checked
     if v.best is not None and v.best not in named:
         raise I2IError(f"validation.best '{v.best}' must be one of validation.metrics ({', '.join(named)})")
-    exports = getattr(method_cls, "exports", {})
     if v.network is not None and v.network not in exports:
         raise I2IError(f"validation.network '{v.network}'{did_you_mean(v.network, exports)} is not one of "
                        f"{', '.join(exports)}")
     if v.every < 0 or v.max_images < 1:
         raise I2IError("validation.every must be >= 0 and validation.max_images >= 1")
-    check = getattr(method_cls, "check_config", None)
-    if check is not None:
-        check(cfg)
-    return cfg
 
 
 def network_roles_of(method_cls: Any) -> dict[str, str]:

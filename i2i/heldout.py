@@ -47,13 +47,22 @@ def dataset_pairs(dataset: Any, name: str, source: str, truth: str, split: str) 
 
 
 def generator_pairs(record: dict[str, Any], registry: Any, data: str | Path, split: str,
-                    dataset: str | None = None) -> list[Pair]:
+                    dataset: str | None = None, direction: str | None = None) -> list[Pair]:
     """The held-out pairs of ``data``'s ``split`` for the exported generator ``record``: the dataset it was trained
     on (its kind and parameters, from the record's config; ``dataset`` names another kind), from its source
-    domain to its target domain."""
+    domain to its target domain (``direction`` AtoB/BtoA for a generator that does not record them)."""
     prov = record.get("provenance") or {}
     trained = (prov.get("config") or {}).get("data") or {}
-    domains = prov.get("domains") or ["A", "B"]
+    recorded = prov.get("domains")
+    if direction not in (None, "AtoB", "BtoA"):
+        raise I2IError(f"--direction must be AtoB or BtoA, not {direction}")
+    chosen = None if direction is None else ["A", "B"] if direction == "AtoB" else ["B", "A"]
+    if recorded and chosen and list(recorded) != chosen:
+        raise I2IError(f"the generator maps {recorded[0]}→{recorded[1]}, not {direction}; leave --direction out")
+    domains = recorded or chosen
+    if not domains:
+        raise I2IError("the generator does not record which domain it translates from (an imported one); say it "
+                       "with --direction AtoB or --direction BtoA")
     name = dataset or trained.get("name")
     if not name:
         raise I2IError("the generator does not record the dataset it was trained on; name its kind with --dataset "

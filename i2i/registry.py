@@ -34,6 +34,10 @@ ENGINE_ARGS: dict[str, tuple[str, ...]] = {
 
 REQUIRED = object()
 
+#: i2i's own plugin -> the built-in plugins that registered its components in earlier versions (what older
+#: checkpoints and exported generators record as their provider)
+MOVED_TO = {"components": ("cyclegan",)}
+
 
 @dataclass(frozen=True)
 class Param:
@@ -310,6 +314,9 @@ class Registry:
         entry = self.entries.get(kind, {}).get(name)
         if entry is not None and entry.plugin == plugin and distribution in ("", entry.distribution or distribution):
             return entry
+        if (entry is not None and entry.distribution == "i2i" and distribution in ("", "i2i")
+                and plugin in MOVED_TO.get(entry.plugin, ())):
+            return entry  # moved between i2i's own plugins (files made when CycleGAN's plugin held the networks)
         if owners is not None:
             return self.get(kind, name)
         problem = (self.plugin_problem(plugin, distribution, str(provider.get("version") or ""))

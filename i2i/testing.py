@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_save, generator_record, load_generator
+from .errors import I2IError
 from .registry import Entry, Registry
 
 if TYPE_CHECKING:
@@ -235,6 +236,8 @@ def check_method(registry: Registry, name: str, data: str | Path | None = None, 
     from .presets import demo_name, load_preset
     from .training import Trainer, prepare_run_dir
 
+    if data is None and demo_name(name) not in registry.entries.get("preset", {}):
+        raise I2IError(f"method '{name}' has no demo preset ({demo_name(name)}) to check it on; pass data=FOLDER")
     base = [load_preset(demo_name(name), registry)] if data is None else [{"data": {"root": str(data)}}]
     quiet = {"train": {"device": "cpu", "checkpoint_every": 10**6, "sample_every": 10**6, "log_every": 1,
                        "precision": "fp32"}, "validation": {"every": 0}}
@@ -266,7 +269,9 @@ def check_method(registry: Registry, name: str, data: str | Path | None = None, 
                     other = resumed["optimizers"][opt]["state"][pid][key]
                     same = torch.equal(value, other) if torch.is_tensor(value) else value == other
                     assert same, f"method '{name}': optimizer {opt} state {key} differs after resuming"
-        assert whole["method"] is not None, f"method '{name}': extra_state() missing from the checkpoint"
+        assert _same(whole["method"], resumed["method"]), (
+            f"method '{name}': its extra_state() after resuming differs from the uninterrupted run's (does "
+            f"load_extra_state() restore everything extra_state() saves?)")
         exports = [p for p in (Path(tmp) / "whole").glob("*.pt")]
         assert exports, f"method '{name}' exported no generator"
         for path in exports:
@@ -312,3 +317,14 @@ def check_encode(registry: Registry, name: str, params: dict[str, Any] | None = 
             alone = net.encode(x, [layer])[0]
             assert alone.shape == f.shape and torch.allclose(alone, f, atol=1e-6), (
                 f"generator '{name}': encode layer {layer} differs asked alone and among {list(layers)}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two checkpoint values (nested dicts, lists, tensors, plain values) are equal, tensors exactly."""
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b

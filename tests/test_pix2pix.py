@@ -121,4 +121,23 @@ def test_cyclegan_validates_and_evals_on_the_unaligned_test_split(cli, demo_data
         assert res.exit_code == 0, res.stderr
         assert json.loads(report.read_text())["counts"]["truth"] == len(list((demo_data / "testA").iterdir()))
     one_line_error(cli("train", "--method", "cyclegan", "--data", demo_data, "--out", tmp_path / "x",
-                       "validation.every=2", "validation.split=test"), "validation.source=null")
+                       "validation.every=2", "validation.split=test", "validation.source=testA"),
+                   "validation.split and validation.source (testA) both say what to validate on")
+
+
+def test_more_user_errors_are_one_line(cli, aligned_data, tmp_path):
+    train = ["train", "--method", "pix2pix", "--data", aligned_data, *TINY_P2P, "--out", tmp_path / "r"]
+    one_line_error(cli(*train, "losses.l1=lsgan"), "losses.l1: 'lsgan' is not a loss between two images")
+    one_line_error(cli(*train, "--batch-size", "2", "data.preprocess=none"), "needs images of one size")
+    ckpt = tmp_path / "G.pt"
+    assert cli(*train[:-2], "--out", tmp_path / "ok", "--max-steps", "1").exit_code == 0
+    record = torch.load(tmp_path / "ok" / "G.pt", weights_only=True)
+    one_line_error(cli("eval", "--ckpt", tmp_path / "ok" / "G.pt", "--source", aligned_data / "test", "--truth",
+                       aligned_data / "test2", "--dataset", "paired"), "--dataset chooses among", "needs --data")
+    one_line_error(cli("eval", "--ckpt", tmp_path / "ok" / "G.pt", "--data", aligned_data, "--direction", "BtoA"),
+                   "maps A→B, not BtoA")
+    del record["provenance"]["domains"]  # as an imported generator: which way it maps is not recorded
+    torch.save(record, ckpt)
+    one_line_error(cli("eval", "--ckpt", ckpt, "--data", aligned_data), "say it with --direction AtoB")
+    res = cli("eval", "--ckpt", ckpt, "--data", aligned_data, "--direction", "AtoB")
+    assert res.exit_code == 0, res.stderr

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
-from i2i import I2IError, hookimpl, load_plugins
+from i2i import I2IError, hookimpl, load_generator, load_plugins
 from i2i.plugins import BLOCK_ENV, DISABLE_ENV
 
 
@@ -191,6 +192,7 @@ def test_bare_command_prints_help(tmp_path):
 
 
 PLUGIN_MODULE = '''
+import torch
 from torch import nn
 
 from i2i import hookimpl
@@ -317,6 +319,7 @@ def test_checkpoints_name_the_plugin_and_distribution_they_need(plug_site, cli, 
 
 
 CLASH_MODULE = '''
+import torch
 from torch import nn
 
 from i2i import hookimpl
@@ -483,6 +486,7 @@ def test_a_checkpoint_loads_its_component_from_the_plugin_that_made_it(plug_site
 
 
 CONTRACT_MODULE = '''
+import torch
 import torch
 from torch import nn
 
@@ -682,3 +686,20 @@ def test_a_component_registered_without_a_description_shows_its_docstring():
     registry = load_plugins([("doc", Plugin())]).registry
     assert registry.get("generator", "documented").description == "A documented network."
     assert registry.get("generator", "bare").description == ""
+
+
+def test_files_that_name_the_cyclegan_plugin_for_the_shared_networks_still_load(make_ckpt, tmp_path, monkeypatch):
+    """Generators and runs made when the CycleGAN plugin registered the networks record it as their provider; the
+    networks moved to i2i's components plugin, and those files load (also with the CycleGAN plugin blocked)."""
+    record = torch.load(make_ckpt(), weights_only=True)
+    record["provenance"].update(generator_plugin="cyclegan", generator_distribution="i2i",
+                                versions={"cyclegan": "0.1.0"})
+    old = tmp_path / "G_AB.pt"
+    torch.save(record, old)
+    assert load_generator(old) is not None
+    monkeypatch.setenv(BLOCK_ENV, "cyclegan")
+    assert load_generator(old) is not None
+    record["provenance"]["generator_plugin"] = "pix2pix"  # not where they came from: still refused
+    torch.save(record, old)
+    with pytest.raises(I2IError, match="from plugin 'pix2pix'"):
+        load_generator(old)

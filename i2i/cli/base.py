@@ -67,7 +67,7 @@ class _App(typer.Typer):
 
 app = _App(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-    help="i2i: image-to-image translation (CycleGAN, pix2pix and plugins).",
+    help="i2i: image-to-image translation (CycleGAN, pix2pix, CUT and plugins).",
     context_settings={"help_option_names": ["-h", "--help"]},  # -h on `i2i` and on every command
 )
 
@@ -190,7 +190,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True)) -> None:
-    """i2i: image-to-image translation (CycleGAN, pix2pix and plugins)."""
+    """i2i: image-to-image translation (CycleGAN, pix2pix, CUT and plugins)."""
 
 
 def main() -> None:

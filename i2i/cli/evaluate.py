@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -23,9 +24,11 @@ def eval_cmd(
     data: Path = typer.Option(None, "--data", metavar="DIR",
                               help="a dataset folder: score the held-out pairs of its --split (instead of --source "
                                    "and --truth)"),
-    split: str = typer.Option("test", "--split", help="with --data: the held-out split (e.g. test, val)"),
+    split: str = typer.Option(None, "--split", help="with --data: the held-out split (default test; e.g. val)"),
     dataset: str = typer.Option(None, "--dataset", help="with --data: the dataset kind (default: the one the "
                                                         "generator was trained on; see `i2i list dataset`)"),
+    direction: str = typer.Option(None, "--direction", help="with --data, for a generator that does not record its "
+                                                            "domains (an imported one): AtoB or BtoA"),
     metrics: str = typer.Option(None, "--metrics", help="comma-separated NAME or NAME:key=value (default: fid,kid "
                                                          "with --target; psnr,ssim,mae with --truth or --data); see "
                                                          "`i2i list metric`"),
@@ -52,10 +55,7 @@ def eval_cmd(
 
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
-    if data is not None and (source is not None or truth is not None):
-        raise I2IError("--data scores a dataset's held-out pairs, --source/--truth folders; give one or the other")
-    if data is None and source is None:
-        raise I2IError("nothing to score: give --data DIR (a dataset's held-out pairs) or --source DIR")
+    _check_sources(source, truth, data, {"--split": split, "--dataset": dataset, "--direction": direction})
     if json_path is not None:
         check_report_path(json_path)
     registry = load_plugins().registry
@@ -63,7 +63,9 @@ def eval_cmd(
     from ..metric import metric_specs
 
     metric_specs(registry, names or [], "--metrics")  # NAME or NAME:key=value: a typo fails before the model loads
-    pairs = generator_pairs(read_generator(ckpt), registry, data, split, dataset) if data is not None else None
+    split = split or "test"
+    pairs = (generator_pairs(read_generator(ckpt), registry, data, split, dataset, direction) if data is not None
+             else None)
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, registry, precision=precision)
     report = evaluate(translator, registry, source, target, truth, names,
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes,
@@ -72,8 +74,34 @@ def eval_cmd(
         source = Path(f"{data} ({split} split)")
     for note in report.warnings:
         warn(note)
+    out.print(_table(ckpt, report, source, truth is not None))
+    if report.extractor:
+        out.print(f"features: {report.extractor}", highlight=False, markup=False)
+    if json_path is not None:
+        from ..files import atomic_write
+
+        text = json.dumps({"checkpoint": str(ckpt), **report.to_dict()}, indent=2)
+        atomic_write(json_path, lambda tmp: tmp.write_text(text))
+        out.print(f"wrote {json_path}", highlight=False, markup=False)
+
+
+def _check_sources(source: Path | None, truth: Path | None, data: Path | None, with_data: dict[str, Any]) -> None:
+    """One kind of held-out data: folders (--source, with --truth/--target) or a dataset's split (--data, whose
+    options mean nothing without it)."""
+    if data is not None and (source is not None or truth is not None):
+        raise I2IError("--data scores a dataset's held-out pairs, --source/--truth folders; give one or the other")
+    if data is None and source is None:
+        raise I2IError("nothing to score: give --data DIR (a dataset's held-out pairs) or --source DIR")
+    given = [option for option, value in with_data.items() if value is not None]
+    if data is None and given:
+        raise I2IError(f"{given[0]} chooses among a dataset's held-out pairs and needs --data DIR; leave it out with "
+                       f"--source")
+
+
+def _table(ckpt: Path, report: Any, source: Path, truth_folder: bool) -> Table:
+    """The report as a table: each metric, translated beside identity, and whether it beats identity."""
     counts = report.counts
-    partly = truth is not None and counts["truth"] != counts["source"]
+    partly = truth_folder and counts["truth"] != counts["source"]
     paired = f" ({counts['truth']} with their truth)" if partly else ""
     table = Table(title=escape(f"{ckpt.name} on {counts['source']} image(s) of {source}{paired}"))
     for col in ("metric", "translated", "identity (untranslated)", "better than identity"):
@@ -83,12 +111,4 @@ def eval_cmd(
         arrow = "↑" if row["higher_is_better"] else "↓"
         table.add_row(escape(f"{name} {arrow}"), f"{row['translated']:.4f}", f"{row['identity']:.4f}",
                       "[green]yes[/]" if better else "[red]no[/]")
-    out.print(table)
-    if report.extractor:
-        out.print(f"features: {report.extractor}", highlight=False, markup=False)
-    if json_path is not None:
-        from ..files import atomic_write
-
-        text = json.dumps({"checkpoint": str(ckpt), **report.to_dict()}, indent=2)
-        atomic_write(json_path, lambda tmp: tmp.write_text(text))
-        out.print(f"wrote {json_path}", highlight=False, markup=False)
+    return table

@@ -21,6 +21,7 @@ from .base import RANK_GRACE_S, _leave, app, cli_errors, err, out
 #: exactly: the schedule, the seed and the data order included)
 RESUMABLE = {"train.max_steps", "train.device", "train.checkpoint_every", "train.sample_every", "train.log_every",
              "train.precision", "train.channels_last", "train.compile", "train.cudnn_benchmark", "train.fused_adam",
+             "train.threads",
              "validation", "data.workers", "data.root"}
 
 

@@ -59,7 +59,7 @@ class Trainer(Setup, Preflight, TrainingState, RunFolder, Exports, Validation, S
         np.random.seed(cfg.train.seed % 2**32)
 
         self.dataset, self.data_fingerprint = training_dataset(cfg, registry, self.console)
-        self.settings = run_settings(cfg, self.device, self.dist)
+        self.settings = run_settings(cfg, self.device, self.dist, (state or {}).get("settings"))
         self.precision = Precision(self.settings["precision"], self.device, self.dist)
         self._build_method()
         self._build_loader()

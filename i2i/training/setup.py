@@ -13,6 +13,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import Config, network_roles_of
+from ..device import apply_cpu_threads
 from ..distributed import Distributed
 from ..errors import I2IError, warn
 from ..method import Components, Method
@@ -40,10 +41,13 @@ def training_dataset(cfg: Config, registry: Registry, console: Console) -> tuple
     return dataset, fingerprint() if callable(fingerprint) else None
 
 
-def run_settings(cfg: Config, device: torch.device, dist: Distributed) -> dict[str, Any]:
+def run_settings(cfg: Config, device: torch.device, dist: Distributed,
+                 saved: dict[str, Any] | None = None) -> dict[str, Any]:
     """The performance settings in force, the config's automatic choices made (CUDA: bf16, channels_last, cudnn
     search, fused Adam, loader processes; the CPU: fp32 and no loader processes, which would compete with the step
-    for the same cores)."""
+    for the same cores). Sets torch's CPU threads for the run (:func:`~i2i.device.apply_cpu_threads`): a resumed
+    run (``saved``: the settings its checkpoint recorded) keeps the count it was trained with, unless
+    ``train.threads`` says otherwise, since the count changes the arithmetic."""
     t, cuda = cfg.train, device.type == "cuda"
     precision = t.precision if t.precision != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported()
                                                            else "fp32")
@@ -56,6 +60,7 @@ def run_settings(cfg: Config, device: torch.device, dist: Distributed) -> dict[s
         "compile": t.compile, "cudnn_benchmark": cuda if t.cudnn_benchmark is None else t.cudnn_benchmark,
         "fused_adam": cuda if t.fused_adam is None else t.fused_adam,
         "workers": workers, "pin_memory": cuda, "persistent_workers": workers > 0,
+        "threads": apply_cpu_threads(t.threads or (saved or {}).get("threads")),
     }
 
 

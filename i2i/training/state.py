@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .loop import Trainer
 
 #: the performance settings that change a step's arithmetic (see ``_note_changed_arithmetic``)
-ARITHMETIC_SETTINGS = ("device", "precision", "channels_last", "compile", "cudnn_benchmark", "fused_adam")
+ARITHMETIC_SETTINGS = ("device", "precision", "channels_last", "compile", "cudnn_benchmark", "fused_adam", "threads")
 
 
 #: optimizer options that choose an implementation, not the mathematics: taken from this run on resume

@@ -8,6 +8,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from i2i import I2IError
+
 Preprocess = Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"]
 
 
@@ -20,6 +22,13 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
 def _multiple_of_4(h: int, w: int) -> tuple[int, int]:
     """The size an uncropped image is resized to: each side rounded to a multiple of 4 (at least 4)."""
     return max(4, round(h / 4) * 4), max(4, round(w / 4) * 4)
+
+
+def check_batch(batch_size: int, preprocess: str) -> None:
+    """Images of one batch must have one size: only a cropping preprocess guarantees it (for any method)."""
+    if batch_size > 1 and not str(preprocess).endswith("crop"):
+        raise I2IError(f"--batch-size {batch_size} needs images of one size: use a cropping preprocess "
+                       f"(data.preprocess=resize_and_crop, crop or scale_width_and_crop)")
 
 
 class Transform:

@@ -17,6 +17,7 @@ from torch import nn
 from i2i import Components, Config, I2IError, Method, init_weights
 from i2i.init import InitType
 from i2i.method import frozen
+from i2i_components.transforms import check_batch
 
 from .patchnce import PatchProjector, patch_nce
 
@@ -75,6 +76,7 @@ class CUT(Method):
         for name in ("beta1", "beta2"):
             if not 0 <= p[name] < 1:
                 raise I2IError(f"method.params.{name} must be in [0, 1), got {p[name]}")
+        check_batch(config.data.batch_size, config.data.params.get("preprocess", "crop"))
 
     def __init__(self, params: CUTParams, build: Components) -> None:
         self.p, self.amp, self.build = params, build.precision, build
@@ -108,13 +110,11 @@ class CUT(Method):
         return {"G": self.opt_G, "D": self.opt_D, "F": self.opt_F}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        G, D, p, amp = self.nets.G, self.nets.D, self.p, self.amp
+        D, p, amp = self.nets.D, self.p, self.amp
         a, b = batch[self.src], batch[self.dst]
-        real = torch.cat([a, b]) if p.nce_idt else a
         flipped = p.flip_equivariance and bool(torch.rand(1, generator=self.rng) < 0.5)
         with amp.autocast():
-            fake = G(real.flip(3) if flipped else real)
-            fake_b, idt_b = fake[: a.shape[0]], fake[a.shape[0] :]
+            fake_b, idt_b = self.translate(a, b if p.nce_idt else None, flipped)
             # D: ½·(L(D(b), real) + L(D(G(a)), fake))
             loss_D = 0.5 * self.gan.discriminator(D, b, fake_b.detach())
         self.opt_D.zero_grad(set_to_none=True)
@@ -136,6 +136,20 @@ class CUT(Method):
         amp.step(self.opt_F)
         loss["D"] = loss_D
         return {k: v.detach().float() for k, v in loss.items()}
+
+    def translate(self, a: torch.Tensor, b: torch.Tensor | None, flipped: bool) -> tuple[torch.Tensor, Any]:
+        """``(G(a), G(b))`` (``b`` None: ``(G(a), None)``), in one batch as the official code runs them where the two
+        have one size (``data.preprocess=none`` gives domains of their own sizes), of the flipped images when
+        ``flipped``."""
+        G = self.nets.G
+        if flipped:
+            a, b = a.flip(3), None if b is None else b.flip(3)
+        if b is None:
+            return G(a), None
+        if a.shape != b.shape:
+            return G(a), G(b)
+        fake = G(torch.cat([a, b]))
+        return fake[: a.shape[0]], fake[a.shape[0] :]
 
     def nce(self, src: torch.Tensor, out: torch.Tensor, flipped: bool = False,
             generator: torch.Generator | None = None, patch_ids: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -164,7 +178,11 @@ class CUT(Method):
         with self.amp.autocast():
             fake = self.nets.G(a)
             self.nets.D(fake)
-            self.nce(a, fake, generator=torch.Generator().manual_seed(0))
+            try:
+                self.nce(a, fake, generator=torch.Generator().manual_seed(0))
+            except I2IError as exc:  # a layer index the generator does not have
+                raise I2IError(f"{exc}; set method.nce_layers to indices of its layers (e.g. "
+                               f"method.nce_layers=[0,2,4])") from None
 
     @torch.no_grad()
     def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:

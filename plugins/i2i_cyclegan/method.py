@@ -17,6 +17,7 @@ from torch import nn
 from i2i import Components, Config, I2IError, Method, init_weights
 from i2i.init import InitType
 from i2i.method import frozen
+from i2i_components.transforms import check_batch
 from i2i_components.winograd_conv import enable_winograd, winograd_census
 
 from .batching import BatchedChoice, Batching
@@ -69,9 +70,7 @@ class CycleGAN(Method):
         for name in ("beta1", "beta2"):
             if not 0 <= p[name] < 1:
                 raise I2IError(f"method.params.{name} must be in [0, 1), got {p[name]}")
-        if config.data.batch_size > 1 and not str(data.get("preprocess", "crop")).endswith("crop"):
-            raise I2IError(f"--batch-size {config.data.batch_size} needs images of one size: use a cropping "
-                           f"preprocess (data.preprocess=resize_and_crop, crop or scale_width_and_crop)")
+        check_batch(config.data.batch_size, data.get("preprocess", "crop"))
 
     def __init__(self, params: CycleGANParams, build: Components) -> None:
         self.p = params

@@ -16,6 +16,7 @@ from torch import nn
 from i2i import Components, Config, I2IError, Method, init_weights
 from i2i.init import InitType
 from i2i.method import frozen
+from i2i_components.transforms import check_batch
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Pix2Pix(Method):
         for name in ("beta1", "beta2"):
             if not 0 <= p[name] < 1:
                 raise I2IError(f"method.params.{name} must be in [0, 1), got {p[name]}")
+        check_batch(config.data.batch_size, config.data.params.get("preprocess", "crop"))
         if config.data.name in ("unaligned", "single"):
             raise I2IError(f"pix2pix learns from pairs of images, and dataset '{config.data.name}' gives none; use "
                            f"data=aligned (DIR/train/*.jpg with A|B side by side) or data=paired (DIR/trainA + "
@@ -69,6 +71,9 @@ class Pix2Pix(Method):
         if not all(callable(getattr(self.gan, m, None)) for m in ("generator", "discriminator")):
             raise I2IError(f"losses.gan: '{build.config.losses['gan'].name}' is not an adversarial loss (it has no "
                            f"generator() and discriminator() terms); choose one such as vanilla (see `i2i list loss`)")
+        if not callable(self.l1) or callable(getattr(self.l1, "discriminator", None)):
+            raise I2IError(f"losses.l1: '{build.config.losses['l1'].name}' is not a loss between two images; choose "
+                           f"one such as l1 (see `i2i list loss`)")
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         adam = {"lr": self.p.lr, "betas": (self.p.beta1, self.p.beta2), **self.build.optimizer_options()}
