@@ -35,8 +35,9 @@ def test_train_two_steps_exports_loadable_generators(cli, small_data, tmp_path):
     assert records[0]["sec_per_iter"] > 0
 
     raw = torch.load(out / "G_AB.pt", weights_only=True)  # plain types only
-    assert raw["component"] == {"name": "resnet_6blocks", "params": {"ngf": 8, "norm": "instance",
-                                                                     "dropout": False, "upsampling": "transpose"}}
+    assert raw["component"] == {"name": "resnet_6blocks", "params": {"ngf": 8, "norm": "instance", "dropout": False,
+                                                                     "upsampling": "transpose",
+                                                                     "downsampling": "stride"}}
     assert raw["io"] == {"in_channels": 3, "out_channels": 3, "range": [-1.0, 1.0], "size_multiple": 4}
     assert raw["provenance"]["method"] == "cyclegan" and raw["provenance"]["generator_plugin"] == "components"
     G = load_generator(out / "G_AB.pt")
