@@ -1,4 +1,5 @@
-"""Run configuration: YAML files and ``key=value`` overrides mapped onto typed dataclasses, validated whole.
+"""Run configuration: config layers (YAML files, read by :mod:`i2i.config_files`, and ``key=value`` overrides)
+mapped onto typed dataclasses, validated whole.
 
 Layers, later wins: engine defaults < the method's defaults < ``--config`` file < CLI options < ``key=value``.
 Components are ``{name, params}``; ``generator.ngf=32`` is short for ``networks.generator.params.ngf=32`` and
@@ -13,11 +14,8 @@ import contextlib
 import copy
 import dataclasses
 import math
-import os
-import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -38,7 +36,7 @@ class Component:
 
 @dataclass
 class DataConfig:
-    name: str = "unaligned"
+    name: str = ""  # the dataset kind: each method declares its default in ``Method.defaults``
     root: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 1
@@ -113,90 +111,6 @@ SHORT_ROLES = ("generator", "discriminator")
 COMPONENT_SECTIONS = ("method", *SHORT_ROLES)
 #: sections that map names (network roles, loss roles) to components
 ROLE_SECTIONS = ("networks", "losses")
-
-
-def _duplicate_key(node: yaml.Node, path: str = "", seen: set[int] | None = None) -> tuple[str, int, int] | None:
-    """The first key written twice in one mapping under ``node``: (its dotted path, first line, second line)."""
-    seen = set() if seen is None else seen
-    if id(node) in seen:  # an alias of a node already checked
-        return None
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        lines: dict[tuple[str, str], int] = {}
-        for key, value in node.value:
-            name = f"{path}{key.value}" if isinstance(key, yaml.ScalarNode) else f"{path}?"
-            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                line = key.start_mark.line + 1
-                if (key.tag, key.value) in lines:
-                    return name, lines[(key.tag, key.value)], line
-                lines[(key.tag, key.value)] = line
-            found = _duplicate_key(value, name + ".", seen)
-            if found:
-                return found
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found = _duplicate_key(item, f"{path.removesuffix('.')}[{i}].", seen)
-            if found:
-                return found
-    return None
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict, with clear errors for missing or malformed files and for a key written
-    twice in one mapping (YAML loaders keep the last silently)."""
-    path = Path(path)
-    if not path.is_file():
-        raise I2IError(f"config file not found: {path} (pass an existing YAML file to --config)")
-    text = ""
-    try:
-        text = path.read_text()
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            duplicate = _duplicate_key(node) if node is not None else None
-            if duplicate:
-                key, first, second = duplicate
-                where = f"line {first}" if first == second else f"lines {first} and {second}"
-                raise I2IError(f"config file {path} sets '{key}' twice ({where}); keep one of them")
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise I2IError(f"config file {path} is not valid YAML: {_yaml_problem(exc, text)}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise I2IError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
-    return data
-
-
-def _yaml_problem(exc: Exception, text: str) -> str:
-    """What a YAML parser found wrong in ``text``, and where: "found character '\\t' that cannot start any token
-    (line 2, column 1)" rather than its first line, often only the context ("while scanning for the next token")."""
-    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, a control character)
-        start = text.rfind("\n", 0, exc.position) + 1
-        return (f"unacceptable character #x{exc.character:04x}: {exc.reason} (line "
-                f"{text.count(chr(10), 0, exc.position) + 1}, column {exc.position - start + 1})")
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
-
-
-def data_root(layer: dict[str, Any]) -> Any:
-    """The ``data.root`` a config layer sets (a config file's or the command line's), or None."""
-    section = layer.get("data")
-    return section.get("root") if isinstance(section, dict) else None
-
-
-def absolute_root(layer: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
-    """``layer`` with its ``data.root`` made absolute: relative to ``base`` (the folder of the config file that
-    wrote it) or, without one, to the current directory (as ``--data`` and ``data.root=DIR`` are), so that the run's
-    config.yaml and checkpoint name the same folder from wherever they are used."""
-    root = data_root(layer)
-    if not isinstance(root, str) or not root:
-        return layer
-    path = Path(root).expanduser()
-    return {**layer, "data": {**layer["data"], "root": os.path.abspath(path if base is None else base / path)}}
 
 
 #: the ``i2i train`` options that set a config key, by that key
@@ -424,6 +338,8 @@ def resolve(registry: Registry, method: str | None, layers: list[dict[str, Any]]
             )
     for role, comp in cfg.losses.items():
         comp.params = registry.validate("loss", comp.name, comp.params, f"losses.{role} '{comp.name}'")
+    if not cfg.data.name:
+        raise I2IError(f"config needs data.name: the dataset method '{name}' trains on (see `i2i list dataset`)")
     dataset = registry.get("dataset", cfg.data.name)
     for param, option in (flags or {}).items():
         if param in cfg.data.params and param not in dataset.parameters() and not dataset.accepts_any():
@@ -524,86 +440,3 @@ def _finite(tree: Any, key: str = "") -> None:
         raise I2IError(f"{key} must be a finite number, got {tree}; set it to a real value")
 
 
-def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two config dicts (nested mappings compared key by key), as a
-    user writes them (``generator.params.ngf`` for ``networks.generator.params.ngf``)."""
-    keys = []
-    for k in sorted(set(old) | set(new), key=str):
-        path = f"{prefix}{k}"
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += changed_keys(a, b, path + ".")
-        elif a != b:
-            keys.append(path)
-    return [short_key(k) for k in keys] if not prefix else keys
-
-
-def short_key(key: str) -> str:
-    """``key`` with a short network role written at the top level: ``networks.generator.x`` -> ``generator.x``."""
-    parts = key.split(".")
-    return ".".join(parts[1:]) if len(parts) > 1 and parts[0] == "networks" and parts[1] in SHORT_ROLES else key
-
-
-def _at(tree: Any, key: str) -> Any:
-    if key.split(".")[0] in SHORT_ROLES:
-        key = f"networks.{key}"
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
-
-
-#: where resuming keeps a hand-edited config.yaml before rewriting it (beside it)
-EDITED_NAME = "config.edited.yaml"
-
-
-def ignored_edits(path: Path, registry: Registry, checkpoint: dict[str, Any], saved: dict[str, Any],
-                  used: dict[str, Any], may_change: Callable[[str], bool]) -> str | None:
-    """One warning line when a resumed run's config file ``path`` was edited by hand, or None.
-
-    Resuming takes its settings from the checkpoint (``checkpoint``; resolved, ``saved``) and the command line
-    (together, ``used``), never from the file, which it rewrites with ``used``; the edited file is first copied to
-    :data:`EDITED_NAME` beside it, so that the edits are not lost. The line names the edited keys that the command
-    line left as saved, the ``key=value`` arguments that apply those that may change on resume (``may_change``),
-    and a new run from the kept copy for the others."""
-    if not path.is_file():
-        return None
-    kept = path.with_name(EDITED_NAME)
-    try:
-        edited = resolve(registry, None, [checkpoint, load_yaml(path)]).to_dict()
-    except I2IError as exc:
-        _keep(path, kept)
-        return (f"{path} is not read when resuming ({exc}); the run continues with the settings saved in its "
-                f"checkpoint and rewrites the file (your version is kept as {kept})")
-    keys = [k for k in changed_keys(saved, edited) if _at(used, k) == _at(saved, k)]  # not set on the command line
-    if not keys:
-        return None
-    _keep(path, kept)
-    args = [shlex.quote(f"{k}={_flow(_at(edited, k))}") for k in keys if may_change(k)]
-    fixed = [k for k in keys if not may_change(k)]
-    text = (f"{path} was edited ({', '.join(keys)}), but resuming continues with the settings saved in the "
-            f"checkpoint and rewrites the file (your version is kept as {kept})")
-    if args:
-        text += f"; to apply {'that edit' if len(args) == 1 else 'those edits'} pass {' '.join(args)}"
-    if fixed:
-        root = _at(edited, "data.root")
-        data = "" if isinstance(root, str) and Path(root).is_absolute() else " --data DIR"
-        text += (f"; {', '.join(fixed)} cannot change on resume: start a new run from the kept file (--config "
-                 f"{shlex.quote(str(kept))}{data} --out NEW_DIR)")
-    return text
-
-
-def _keep(path: Path, kept: Path) -> None:
-    """Copy the hand-edited ``path`` to ``kept`` (replacing an older copy) before resuming rewrites it."""
-    from .files import atomic_write
-
-    data = path.read_bytes()
-    atomic_write(kept, lambda tmp: tmp.write_bytes(data))
-
-
-def _flow(value: Any) -> str:
-    """``value`` as a ``key=value`` argument writes it (YAML flow style: ``true``, ``null``, ``[psnr, ssim]``)."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
-
-
-def save_yaml(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

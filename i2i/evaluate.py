@@ -125,9 +125,13 @@ def _folder_sources(source: Path, truth: Path | None, notes: list[str], limit: i
     if missing:
         raise I2IError(f"{len(missing)} source image(s) have no truth image of the same name in {truth} "
                        f"(e.g. {missing[0].relative_to(source)}); truth is matched by file name")
-    return [Pair(str(p.relative_to(source)), partial(read_image, p),
-                 partial(read_image, by_stem[p.relative_to(source).with_suffix("")]),
-                 (p, by_stem[p.relative_to(source).with_suffix("")])) for p in files]
+    matched = [(p, by_stem[p.relative_to(source).with_suffix("")]) for p in files]
+    same = next((p for p, t in matched if p.resolve() == t.resolve()), None)
+    if same is not None:  # a link to its source image
+        raise I2IError(f"{same.relative_to(source)} is its own truth: every image would be compared with itself; give "
+                       f"the folder of the ground truth")
+    return [Pair(str(p.relative_to(source)), partial(read_image, p), partial(read_image, t), (p, t))
+            for p, t in matched]
 
 
 def plan(
@@ -163,11 +167,6 @@ def plan(
         raise I2IError(f"nothing to translate: give the source images (or a dataset split) and {truth_dir}")
     else:
         sources = _folder_sources(source, truth, notes, limit, options)
-    same = next((p for p in sources if p.truth is not None and p.files[0].resolve() == p.files[1].resolve()
-                 and pairs is None), None)
-    if same is not None:
-        raise I2IError(f"{same.name} is its own truth: every image would be compared with itself; give the folder of "
-                       f"the ground truth")
     targets = _images(target, "target", notes, options=options) if target is not None else []
     wants_features = [n for n, e in entries.items() if needs_features(e.factory)]
     if wants_features and target is None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import absolute_root, load_yaml
+from .config_files import absolute_root, load_yaml
 from .errors import I2IError, did_you_mean
 from .registry import Registry
 

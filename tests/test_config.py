@@ -7,7 +7,8 @@ import re
 import pytest
 
 from i2i import I2IError
-from i2i.config import load_yaml, merge, parse_overrides, resolve
+from i2i.config import merge, parse_overrides, resolve
+from i2i.config_files import load_yaml
 from i2i.presets import load_preset
 
 
@@ -208,3 +209,38 @@ def test_a_split_replaces_the_methods_default_source_folder(registry):
         resolve(registry, "cyclegan", [parse_overrides(["validation.split=test", "validation.source=testA"])])
     with pytest.raises(I2IError, match=r"validation.split gives the truth of each held-out image"):
         resolve(registry, "pix2pix", [parse_overrides(["validation.split=val", "validation.truth=valB"])])
+
+
+def test_a_method_that_names_no_dataset_is_told_to(registry):
+    """The engine has no default dataset: a method declares its own (data.name in its defaults) or the user names
+    one."""
+    from dataclasses import dataclass
+
+    from i2i import Method, hookimpl, load_plugins
+
+    @dataclass
+    class NoParams:
+        pass
+
+    class Bare(Method):
+        Params = NoParams
+        defaults = {"generator": {"name": "resnet_6blocks"}, "discriminator": {"name": "basic"}}
+
+        def configure_optimizers(self):
+            return {}
+
+        def train_step(self, batch):
+            return {}
+
+        def samples(self, batch):
+            return []
+
+    class Plugin:
+        @hookimpl
+        def register_methods(self, register):
+            register("bare", Bare, "a method without a dataset")
+
+    plugins = load_plugins([("bare", Plugin())])
+    with pytest.raises(I2IError, match=r"config needs data.name: the dataset method 'bare' trains on"):
+        resolve(plugins.registry, "bare", [])
+    assert resolve(plugins.registry, "bare", [parse_overrides(["data=single"])]).data.name == "single"

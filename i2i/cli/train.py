@@ -122,7 +122,9 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
            overwrite: bool, strict: bool, precision: str | None, compile_nets: bool | None,
            channels_last: bool | None, nproc: int | None) -> None:
     """`i2i train` in one process (of a torchrun job, possibly)."""
-    from ..config import absolute_root, changed_keys, data_root, flag_layer, ignored_edits
+    from ..config import flag_layer
+    from ..config_edits import changed_keys, ignored_edits
+    from ..config_files import absolute_root, data_root
     from ..training import Trainer, check_providers, prepare_run_dir
 
     main = distributed.main

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import TRAIN_FORMAT, safe_load
-from ..config import save_yaml
+from ..config_files import save_yaml
 from ..errors import I2IError
 from ..files import atomic_write
 from ..runlog import logged_run_id, settings_records, write_settings

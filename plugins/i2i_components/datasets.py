@@ -125,7 +125,7 @@ class UnalignedDataset(Dataset):
         self.B = ImageFolder(root / f"{phase}B", channels_b, strict, "domain B")
         self.warnings = self.A.warnings + self.B.warnings
         self.channels = {"A": channels_a, "B": channels_b}
-        self.transform = Transform(preprocess, load_size, crop_size, flip and phase == "train", phase == "train")
+        self.transform = Transform.for_phase(phase, preprocess, load_size, crop_size, flip)
         self.serial = serial_batches
 
     def __len__(self) -> int:

@@ -38,6 +38,12 @@ class Transform:
         self.preprocess, self.load_size, self.crop_size = preprocess, load_size, crop_size
         self.flip, self.random_crop = flip, random_crop
 
+    @classmethod
+    def for_phase(cls, phase: str, preprocess: str, load_size: int, crop_size: int, flip: bool) -> Transform:
+        """A dataset's transform for ``phase``: random crops and flips (when ``flip``) in training, a centre crop
+        and no flip in held-out splits."""
+        return cls(preprocess, load_size, crop_size, flip and phase == "train", phase == "train")
+
     @property
     def fixed_size(self) -> bool:
         """Whether every image comes out ``crop_size`` square (a cropping preprocess)."""

@@ -113,7 +113,7 @@ class AlignedDataset(Dataset):
         self.files = _folder(root / phase, channels_a, strict, "side-by-side A|B", layout)
         self.warnings = self.files.warnings
         self.channels = {"A": channels_a, "B": channels_b}
-        self.transform = Transform(preprocess, load_size, crop_size, flip and phase == "train", phase == "train")
+        self.transform = Transform.for_phase(phase, preprocess, load_size, crop_size, flip)
         self._half_sizes = self._check_widths()
 
     def _check_widths(self) -> dict[tuple[int, int], Path]:
@@ -202,7 +202,7 @@ class PairedFolders(Dataset):
         self.warnings = self.A.warnings + self.B.warnings
         self.channels = {"A": channels_a, "B": channels_b}
         self.strict = strict
-        self.transform = Transform(preprocess, load_size, crop_size, flip and phase == "train", phase == "train")
+        self.transform = Transform.for_phase(phase, preprocess, load_size, crop_size, flip)
         self.matched = self._match(phase)
         # which undecodable pairs were warned about: shared with the loader's worker processes (once per run)
         self.warned = torch.zeros(len(self.matched), dtype=torch.bool).share_memory_()
