@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ from typer.testing import CliRunner
 
 from i2i import load_registry
 from i2i.cli import app
+from i2i.video_encoder import ffmpeg_path
 from i2i_components import demo
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -22,6 +26,53 @@ TINY_NETS = ["generator=resnet_6blocks", "generator.ngf=8", "discriminator.ndf=8
 TINY = [*TINY_NETS, "--device", "cpu"]
 
 torch.set_num_threads(2)
+
+FFMPEG = ffmpeg_path()
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg (imageio-ffmpeg) not installed")
+
+
+def streams(path: Path) -> dict[str, str]:
+    """{'video': 'h264 ... 66x50 ... 10 fps', 'audio': '...'} as ffmpeg reports them."""
+    res = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    found = {}
+    for line in res.stderr.splitlines():
+        m = re.search(r"Stream #\S+.*?: (Video|Audio): (.*)", line)
+        if m:
+            found.setdefault(m.group(1).lower(), m.group(2))
+    return found
+
+
+def ffmpeg(*args: str | Path) -> None:
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *map(str, args)], check=True)
+
+
+def sparse_avi(tmp_path: Path) -> tuple[Path, list[int]]:
+    """An AVI of 30 frame slots at 10 fps holding pictures in the slots listed (the others are empty chunks:
+    "repeat the last one"), like Debian's tree.avi; OpenCV cannot seek in it."""
+    raw, src = tmp_path / "noise.rgb", tmp_path / "sparse.avi"
+    raw.write_bytes(np.random.default_rng(0).integers(0, 256, (30, 24, 32, 3), dtype=np.uint8).tobytes())
+    shown = [0, 1, 7, 8, 20, 29]
+    pick = "+".join(f"eq(n\\,{i})" for i in shown)
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x24", "-r", "10", "-i", raw, "-vf", f"select='{pick}'",
+           "-fps_mode", "passthrough", "-c:v", "mjpeg", src)
+    assert frames_of(src)[0] == len(shown)
+    return src, shown
+
+
+def frames_of(path: Path) -> tuple[int, float, tuple[int, int]]:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    size = None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        size = frame.shape[:2]
+        n += 1
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return n, fps, size
 
 
 def psnr8(a: np.ndarray, b: np.ndarray) -> float:

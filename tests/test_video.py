@@ -15,24 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import one_line_error
-from i2i.video import ffmpeg_path
+from conftest import FFMPEG, OPENCV_DATA, ffmpeg, frames_of, needs_ffmpeg, one_line_error, sparse_avi, streams
 from i2i_components.demo import PHOTOS
-
-FFMPEG = ffmpeg_path()
-OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg (imageio-ffmpeg) not installed")
-
-
-def streams(path: Path) -> dict[str, str]:
-    """{'video': 'h264 ... 66x50 ... 10 fps', 'audio': '...'} as ffmpeg reports them."""
-    res = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    found = {}
-    for line in res.stderr.splitlines():
-        m = re.search(r"Stream #\S+.*?: (Video|Audio): (.*)", line)
-        if m:
-            found.setdefault(m.group(1).lower(), m.group(2))
-    return found
 
 
 def audio_start(path: Path) -> float:
@@ -42,43 +26,11 @@ def audio_start(path: Path) -> float:
     return float(re.search(r"pts_time:(\S+)", res.stderr).group(1))
 
 
-def ffmpeg(*args: str | Path) -> None:
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *map(str, args)], check=True)
-
-
-def sparse_avi(tmp_path: Path) -> tuple[Path, list[int]]:
-    """An AVI of 30 frame slots at 10 fps holding pictures in the slots listed (the others are empty chunks:
-    "repeat the last one"), like Debian's tree.avi; OpenCV cannot seek in it."""
-    raw, src = tmp_path / "noise.rgb", tmp_path / "sparse.avi"
-    raw.write_bytes(np.random.default_rng(0).integers(0, 256, (30, 24, 32, 3), dtype=np.uint8).tobytes())
-    shown = [0, 1, 7, 8, 20, 29]
-    pick = "+".join(f"eq(n\\,{i})" for i in shown)
-    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "32x24", "-r", "10", "-i", raw, "-vf", f"select='{pick}'",
-           "-fps_mode", "passthrough", "-c:v", "mjpeg", src)
-    assert frames_of(src)[0] == len(shown)
-    return src, shown
-
-
 def audio_seconds(path: Path) -> float:
     """How long the first audio track of ``path`` plays, to the sample (as decoded, container trims applied)."""
     res = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "48000", "-f",
                           "s16le", "-"], capture_output=True, check=True)
     return len(res.stdout) / 2 / 48000
-
-
-def frames_of(path: Path) -> tuple[int, float, tuple[int, int]]:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    size = None
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        size = frame.shape[:2]
-        n += 1
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    cap.release()
-    return n, fps, size
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +77,8 @@ def test_part_side_by_side_and_no_audio(cli, clip, make_ckpt, tmp_path):
 
 
 def test_silent_output_without_ffmpeg(cli, clip, make_ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr("i2i.video.ffmpeg_path", lambda: None)
-    monkeypatch.setattr("i2i.video.shutil.which", lambda name: None)
+    monkeypatch.setattr("i2i.video_encoder.ffmpeg_path", lambda: None)
+    monkeypatch.setattr("i2i.video_encoder.shutil.which", lambda name: None)
     dst = tmp_path / "silent.avi"
     res = cli("video", clip, "--ckpt", make_ckpt(), "-o", dst, "--device", "cpu", "--duration", "1")
     assert res.exit_code == 0, res.stderr
@@ -431,7 +383,7 @@ def test_odd_sizes_are_kept_or_padded_with_edge_pixels(cli, make_ckpt, tmp_path,
     assert res.exit_code == 0 and "warning" not in res.stderr, res.stderr
     assert frames_of(tmp_path / "same.avi")[2] == (27, 35)
     # OpenCV's writer (no ffmpeg) cropped odd sizes to 34×26
-    monkeypatch.setattr("i2i.video.ffmpeg_path", lambda: None)
+    monkeypatch.setattr("i2i.video_encoder.ffmpeg_path", lambda: None)
     res = cli("video", src, "--ckpt", make_ckpt(), "-o", tmp_path / "cv.avi", "--device", "cpu")
     assert res.exit_code == 0 and "OpenCV's video writer needs even sizes" in res.stderr, res.stderr
     assert frames_of(tmp_path / "cv.avi")[2] == (28, 36)
@@ -463,7 +415,7 @@ def test_output_into_a_folder(cli, clip, make_ckpt, tmp_path):
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_an_unwritable_output_is_refused_before_decoding(cli, clip, make_ckpt, monkeypatch):
     # ffmpeg failed after the decoding started: "Error opening output files: No such file or directory", no path
-    monkeypatch.setattr("i2i.video._open_at", lambda *a: pytest.fail("decoding started"))
+    monkeypatch.setattr("i2i.video.open_at", lambda *a: pytest.fail("decoding started"))
     one_line_error(cli("video", clip, "--ckpt", make_ckpt(), "-o", "/proc/x.mp4"),
                    "cannot write /proc/x.mp4: no files can be created in /proc")
 

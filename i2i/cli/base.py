@@ -17,10 +17,34 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import I2IError, first_line, warn
 
+#: options that may be given without their value (``--stabilize`` = ``--stabilize 0.6``): name -> implied value
+OPTIONAL_VALUES: dict[str, str] = {}
+
+
+def optional_value(option: str, implied: float) -> float:
+    """Let ``option`` (a number) be given without a value, meaning ``implied``; returns ``implied``."""
+    OPTIONAL_VALUES[option] = f"{implied:g}"
+    return implied
+
+
+def _is_number(arg: str) -> bool:
+    try:
+        float(arg)
+    except ValueError:
+        return False
+    return True
+
 
 class _Command(typer.core.TyperCommand):
     """A command whose usage line and argument rows name arguments as users write them (``INPUTS...``, ``SRC``,
-    ``[KIND]``), not in Typer's notation (``{inputs}...``, ``inputs... <list[str]>``)."""
+    ``[KIND]``), not in Typer's notation (``{inputs}...``, ``inputs... <list[str]>``), and whose
+    :data:`OPTIONAL_VALUES` options may come without their value."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        own = {name for param in self.params for name in getattr(param, "opts", ())} & OPTIONAL_VALUES.keys()
+        args = [f"{arg}={OPTIONAL_VALUES[arg]}" if arg in own and (i + 1 == len(args) or not _is_number(args[i + 1]))
+                else arg for i, arg in enumerate(args)]
+        return super().parse_args(ctx, args)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

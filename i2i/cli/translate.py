@@ -1,4 +1,4 @@
-"""`i2i translate` and `i2i video`: applying a trained generator to images and videos."""
+"""`i2i translate`: applying a trained generator to images."""
 
 from __future__ import annotations
 
@@ -132,59 +132,3 @@ def translate_cmd(
     note = f"; skipped {len(skipped)} file(s): {first_names([str(p) for p in skipped])}" if skipped else ""
     out.print(f"[green]translated[/] {escape(f'{written} image(s) with {ckpt} → {out_path}{note}')}",
               highlight=False, soft_wrap=True)
-
-
-@app.command("video")
-@cli_errors
-def video_cmd(
-    src: Path = typer.Argument(..., help="input video (any format OpenCV/ffmpeg decodes)"),
-    ckpt: Path = typer.Option(..., "--ckpt", help="exported generator (a run's G.pt, G_AB.pt, ...)"),
-    dst: Path = typer.Option(None, "--out", "-o", help="output video, or a folder for FOLDER/INPUT.mp4 (default: "
-                                                        "INPUT_i2i.mp4 beside the input)"),
-    size: int = typer.Option(None, "--size", help="resize the shorter side to this first"),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    device: str = typer.Option("auto", "--device"),
-    start: float = typer.Option(0.0, "--start", help="start at this many seconds"),
-    duration: float = typer.Option(None, "--duration", help="process this many seconds"),
-    side_by_side: bool = typer.Option(False, "--side-by-side", help="write input|output frames"),
-    no_audio: bool = typer.Option(False, "--no-audio", help="do not copy the input's audio track"),
-    precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16"),
-) -> None:
-    """Translate a video frame by frame, keeping its frame rate, size and (with ffmpeg) its audio."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from ..device import resolve_device
-    from ..translate import Translator
-    from ..video import check_part, ffmpeg_path, output_path, probe, quiet_native_logs, translate_video
-
-    quiet_native_logs()  # before the first capture opens
-    if batch_size < 1 or (size is not None and size < 1):
-        raise I2IError("--batch-size and --size must be >= 1")
-    check_part(start, duration)  # the cheap checks before the model loads
-    info = probe(src)
-    dst = output_path(src, dst or src.with_name(f"{src.stem}_i2i.mp4"))  # checked before the model loads
-    translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    if not no_audio and ffmpeg_path() is None:
-        warn("ffmpeg not found (pip install imageio-ffmpeg): the output will be silent")
-    total = info.frames - round(start * info.fps) if info.frames else None
-    if duration and total is not None:
-        total = min(total, round(duration * info.fps))
-    with Progress(TextColumn("[bold]video"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                  TextColumn("{task.fields[fps]}"), TimeRemainingColumn(),
-                  console=err, disable=not err.is_terminal) as progress:
-        task = progress.add_task("video", total=total, fps="")
-
-        def on_frames(n: int) -> None:
-            progress.advance(task, n)
-            speed = progress.tasks[0].speed
-            progress.update(task, fps=f"{speed:.1f} frames/s" if speed else "")
-
-        result = translate_video(src, dst, translator, batch_size, start, duration, side_by_side,
-                                 audio=not no_audio, on_frames=on_frames,
-                                 on_warning=lambda m: warn(m, progress.console))
-    sound = "with the input's audio" if result.audio else "silent"
-    held = result.written - result.frames  # repeats of pictures the input holds for several frame times
-    count = f"{max(result.written, result.frames)} frames" + (
-        f" ({result.frames} translated, {held} repeated where the input holds a picture)" if held > 0 else "")
-    out.print(f"[green]wrote[/] {escape(str(result.output))}: {count} in {result.seconds:.1f}s "
-              f"({result.frames / max(result.seconds, 1e-9):.1f} frames/s), {sound}", highlight=False, soft_wrap=True)

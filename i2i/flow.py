@@ -1,0 +1,131 @@
+"""Optical flow between video frames, and the warping and occlusion tests built on it.
+
+A flow ``f`` from frame ``a`` to frame ``b`` maps each pixel ``p`` of ``a`` to where it is seen in ``b``:
+``b(p + f(p)) ≈ a(p)``. Flow comes from OpenCV's DIS optical flow (Kroeger et al., ECCV 2016; no weights, a few ms
+per frame pair on the CPU), or from torchvision's RAFT (Teed & Deng, ECCV 2020) with weights the user gives by path
+(nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import I2IError
+
+DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+MIN_RAFT_SIDE = 128
+FLOW_HELP = "dis (OpenCV DIS, medium preset), dis:fast, dis:ultrafast, or raft:WEIGHTS.pth (torchvision RAFT)"
+
+
+class FlowEstimator(Protocol):
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The flow from ``a`` to ``b`` (H×W×C uint8 frames of one size): H×W×2 float32, in pixels (x, y)."""
+
+
+class DISFlow:
+    """OpenCV's DIS optical flow on the frames' luminance. One instance per thread (OpenCV's object keeps state)."""
+
+    def __init__(self, preset: str = "medium") -> None:
+        if preset not in DIS_PRESETS:
+            raise I2IError(f"unknown DIS preset '{preset}'; use one of {', '.join(DIS_PRESETS)}")
+        self.preset = preset
+        self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.dis.calc(_gray(a), _gray(b), None)
+
+
+class RAFTFlow:
+    """torchvision's RAFT (large or small, told apart by the weights) from a state dict given by path."""
+
+    def __init__(self, weights: Path, device: str | torch.device = "cpu", iterations: int = 12) -> None:
+        from torchvision.models.optical_flow import raft_large, raft_small
+
+        weights = Path(weights)
+        if not weights.is_file():
+            raise I2IError(f"RAFT weights not found: {weights}; give the path of a torchvision raft_large or "
+                           f"raft_small state dict (.pth)")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise I2IError(f"cannot read RAFT weights from {weights}: {str(exc).splitlines()[0]}") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        for build in (raft_large, raft_small):
+            model = build(weights=None)
+            try:
+                model.load_state_dict(state)
+                break
+            except (RuntimeError, TypeError, AttributeError):
+                continue
+        else:
+            raise I2IError(f"{weights} holds neither torchvision's raft_large nor its raft_small weights")
+        self.device, self.iterations = torch.device(device), iterations
+        self.model = model.eval().to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        h, w = a.shape[:2]
+        # RAFT takes sides that are multiples of 8, of at least 128 px (its correlation pyramid)
+        ph, pw = max(-h % 8, MIN_RAFT_SIDE - h), max(-w % 8, MIN_RAFT_SIDE - w)
+
+        def tensor(img: np.ndarray) -> torch.Tensor:
+            img = img if img.ndim == 3 else img[:, :, None]
+            img = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[:, :, :3]
+            t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
+            return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate").to(self.device)
+
+        flow = self.model(tensor(a), tensor(b), num_flow_updates=self.iterations)[-1]
+        return flow[0, :, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def flow_estimator(spec: str, device: str | torch.device = "cpu") -> FlowEstimator:
+    """The estimator ``spec`` names: ``dis``, ``dis:PRESET`` or ``raft:PATH``."""
+    kind, _, arg = spec.partition(":")
+    if kind == "dis":
+        return DISFlow(arg or "medium")
+    if kind == "raft" and arg:
+        return RAFTFlow(Path(arg), device)
+    raise I2IError(f"unknown flow '{spec}'; use {FLOW_HELP}")
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    img = img if img.ndim == 2 else (img[:, :, 0] if img.shape[2] == 1 else cv2.cvtColor(img[:, :, :3],
+                                                                                             cv2.COLOR_RGB2GRAY))
+    return np.ascontiguousarray(img)
+
+
+def _targets(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xs + flow[..., 0], ys + flow[..., 1]
+
+
+def warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``img`` sampled at ``p + flow(p)`` (bilinear; edge pixels repeat outside): with the flow from frame ``a`` to
+    frame ``img``, ``img`` brought into ``a``'s place."""
+    mx, my = _targets(flow)
+    out = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(img.shape)
+
+
+def consistent(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """Where ``flow`` (``a`` → ``b``) can be trusted, in ``a``'s pixels (bool H×W): the pixel lands inside ``b``,
+    the flow back from there returns it (forward–backward check) and it is not on a motion boundary — the tests of
+    Sundaram et al. (ECCV 2010) with the thresholds of Ruder et al. (GCPR 2016), as Lai et al. (ECCV 2018) use for
+    the warping error. Pixels that fail are occluded in ``b``, moved out of view, or of unreliable flow."""
+    h, w = flow.shape[:2]
+    mx, my = _targets(flow)
+    inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+    returned = warp(back, flow)
+    loop = ((flow + returned) ** 2).sum(2)
+    agree = loop <= 0.01 * ((flow ** 2).sum(2) + (returned ** 2).sum(2)) + 0.5
+    du = np.gradient(flow[..., 0])
+    dv = np.gradient(flow[..., 1])
+    edges = du[0] ** 2 + du[1] ** 2 + dv[0] ** 2 + dv[1] ** 2 > 0.01 * (flow ** 2).sum(2) + 0.002
+    return inside & agree & ~edges
