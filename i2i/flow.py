@@ -94,6 +94,21 @@ def flow_estimator(spec: str, device: str | torch.device = "cpu") -> FlowEstimat
     raise I2IError(f"unknown flow '{spec}'; use {FLOW_HELP}")
 
 
+def flow_between(estimator: FlowEstimator, a: np.ndarray, b: np.ndarray, side: int = 480) -> np.ndarray:
+    """The flow from ``a`` to ``b``, estimated on the frames shrunk to a short side of at most ``side`` px (flow
+    varies slowly: the cost stays that of a small frame at any resolution) and brought back to their size."""
+    h, w = a.shape[:2]
+    scale = side / min(h, w)
+    if scale >= 1:
+        return estimator(a, b)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = estimator(*(cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (a, b)))
+    flow = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    flow[..., 0] *= w / size[0]
+    flow[..., 1] *= h / size[1]
+    return flow
+
+
 def _gray(img: np.ndarray) -> np.ndarray:
     img = img if img.ndim == 2 else (img[:, :, 0] if img.shape[2] == 1 else cv2.cvtColor(img[:, :, :3],
                                                                                              cv2.COLOR_RGB2GRAY))

@@ -26,15 +26,15 @@ import torch
 from torch import nn
 
 from .errors import I2IError
-from .flow import FlowEstimator, consistent, flow_estimator, warp
+from .flow import FlowEstimator, consistent, flow_between, flow_estimator, warp
 from .norm_stats import normalized_by, per_image_norms
 
 #: a frame where fewer of its pixels than this were visible in the one before starts a new shot
 CUT_FRACTION = 0.3
 #: the most two frames' pixels may differ (largest channel, in [0, 1]) and still be taken for the same surface
 MATCH = 24 / 255
-METHODS = ("both", "flow", "norm")
-DEFAULT_STRENGTH = 0.6
+METHODS = ("flow", "norm", "both")
+DEFAULT_STRENGTH = 0.7
 
 
 @dataclass
@@ -61,7 +61,7 @@ class MotionTracker:
         previous, self.previous = self.previous, frame
         if previous is None or previous.shape != frame.shape:
             return None
-        fw, bw = self.estimator(previous, frame), self.estimator(frame, previous)
+        fw, bw = flow_between(self.estimator, previous, frame), flow_between(self.estimator, frame, previous)
         # where the previous input, brought onto this frame, does not look like it, neither will the previous
         # output: the flow is wrong there (smeared across a moving edge, say), and blending would leave a ghost
         same = _difference(warp(previous, bw), frame) <= MATCH
@@ -145,7 +145,7 @@ class TemporalOptions:
     """What ``i2i video`` does over time: stabilise (strength, method), report the warping error, with which flow."""
 
     stabilize: float | None = None
-    method: str = "both"
+    method: str = "flow"
     report: bool = False
     flow: str = "dis"
 

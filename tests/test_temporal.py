@@ -169,3 +169,14 @@ def test_motion_tracker_restarts_on_a_size_change():
     assert tracker(a) is None
     assert tracker(a).cut is False
     assert tracker(cv2.resize(a, (W // 2, H // 2))) is None
+
+
+def test_flow_of_large_frames_is_estimated_small_and_scaled_back():
+    from i2i.flow import flow_between
+
+    a = cv2.resize(texture(), (W * 8, H * 8), interpolation=cv2.INTER_CUBIC)  # 768×512
+    b = np.roll(a, 8, axis=1)
+    flow = flow_between(DISFlow(), a, b, side=128)
+    assert flow.shape == (H * 8, W * 8, 2)
+    inner = flow[64:-64, 64:-64]
+    assert abs(float(np.median(inner[..., 0])) - 8) < 0.5 and abs(float(np.median(inner[..., 1]))) < 0.5

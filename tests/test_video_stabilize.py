@@ -30,7 +30,7 @@ def test_stabilize_lowers_the_warping_error_of_real_footage(cli, make_ckpt, tmp_
     plain = run(cli, tmp_path, VTEST, ckpt, "plain", *part)
     steady = run(cli, tmp_path, VTEST, ckpt, "steady", *part, "--stabilize")
     assert plain["frames"] == steady["frames"] == 20 and plain["frame_pairs"] == 19
-    assert plain["stabilize"] is None and steady["stabilize"] == {"strength": 0.6, "method": "both"}
+    assert plain["stabilize"] is None and steady["stabilize"] == {"strength": 0.7, "method": "flow"}
     assert steady["warping_error_input"] == pytest.approx(plain["warping_error_input"])  # the same input
     assert steady["warping_error_output"] < 0.7 * plain["warping_error_output"]
     assert "warping error" in steady["stdout"] and "the input's" in steady["stdout"]
@@ -55,14 +55,14 @@ def test_stabilize_keeps_audio_parts_and_batches(cli, make_ckpt, tmp_path):
 
 
 def test_stabilize_without_a_value_takes_the_default(cli, make_ckpt, tmp_path):
-    """``--stabilize`` may end the line or come before the input: it then means strength 0.6."""
+    """``--stabilize`` may end the line or come before the input: it then means strength 0.7."""
     if FFMPEG is None:
         pytest.skip("ffmpeg (imageio-ffmpeg) not installed")
     src, _ = sparse_avi(tmp_path)
     ckpt, dst, report = make_ckpt(), tmp_path / "o.mp4", tmp_path / "o.json"
     res = cli("video", "--stabilize", src, "--ckpt", ckpt, "-o", dst, "--json", report, "--device", "cpu")
     assert res.exit_code == 0, res.stderr
-    assert json.loads(report.read_text())["stabilize"]["strength"] == 0.6
+    assert json.loads(report.read_text())["stabilize"]["strength"] == 0.7
     res = cli("video", src, "--ckpt", ckpt, "-o", dst, "--device", "cpu", "--report", "--stabilize")
     assert res.exit_code == 0, res.stderr and "warping error" in res.stdout
 

@@ -31,11 +31,11 @@ def video_cmd(
     no_audio: bool = typer.Option(False, "--no-audio", help="do not copy the input's audio track"),
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16"),
     stabilize: float = typer.Option(None, "--stabilize", metavar="[STRENGTH]",
-                                    help=f"remove flicker: blend each output with the previous one along the "
-                                         f"input's optical flow and smooth the generator's instance-norm statistics "
-                                         f"over time; STRENGTH in [0, 1) (default {DEFAULT_STRENGTH})"),
-    method: str = typer.Option("both", "--stabilize-method", help="with --stabilize: both, flow (blending only) or "
-                                                                  "norm (statistics only)"),
+                                    help=f"remove flicker: blend each output with the previous one, warped along "
+                                         f"the input's optical flow, where the picture was visible before; STRENGTH "
+                                         f"in [0, 1), the share of the past (default {DEFAULT_STRENGTH})"),
+    method: str = typer.Option("flow", "--stabilize-method", help="with --stabilize: flow (blend along the optical "
+                               "flow; measured best), norm (smooth the instance-norm statistics), or both"),
     report: bool = typer.Option(False, "--report", help="measure flicker: the warping error (Lai et al. 2018) of "
                                                        "the output beside the input's own"),
     flow: str = typer.Option("dis", "--flow", help=f"optical flow for --stabilize and --report: {FLOW_HELP}"),
