@@ -175,3 +175,30 @@ def resnet18_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("feat") / "r18.pth"
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), path)
     return path
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (no browser download); skips where either is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    if not CHROMIUM.is_file():
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page; JavaScript errors on it fail the test."""
+    context = browser.new_context()
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert not errors, errors
