@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.text import Text
 
 from .errors import warn
 from .files import atomic_write
@@ -66,6 +69,37 @@ def cut_back(path: Path, step: int) -> None:
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
+class _TrainProgress(Progress):
+    """The progress line (step, bar, rate, ETA: short enough for 80 columns) with the losses on the line below,
+    wrapped to the terminal's width, so that no width cuts the step, rate or ETA off."""
+
+    losses = ""
+
+    def get_renderables(self) -> Any:
+        yield self.make_tasks_table(self.tasks)
+        if self.losses:
+            yield Text(self.losses, overflow="fold", no_wrap=False)
+
+
+class Eta:
+    """Time left at the median rate of the last logged intervals: one slow interval (a validation, a sample grid,
+    the start-up work of the first) or a fast one does not swing it; a lasting change of speed moves it within a
+    few intervals."""
+
+    def __init__(self, window: int = 25) -> None:
+        self.recent: deque[float] = deque(maxlen=window)  # seconds per step of the last intervals but the first
+        self.started = False
+
+    def __call__(self, step: int, total: int, sec_per_iter: float) -> str:
+        rates: Any = [sec_per_iter]  # the first interval (start-up work included) until another comes
+        if self.started:
+            self.recent.append(sec_per_iter)
+            rates = self.recent
+        self.started = True
+        left = statistics.median(rates) * max(0, total - step)
+        return time.strftime("%H:%M:%S", time.gmtime(left))
+
+
 class RunLog:
     """Progress bar plus a JSON-lines log (one record per logging interval) and optional TensorBoard scalars."""
 
@@ -84,11 +118,12 @@ class RunLog:
                        if active else None)
         except Exception:  # tensorboard not installed: the JSON log is the record
             self.tb = None
-        self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
-            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console,
+        self.progress = _TrainProgress(
+            TextColumn("[bold]train"), BarColumn(bar_width=24), MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"), TextColumn("eta {task.fields[eta]}"), console=console,
         )
-        self.task = self.progress.add_task("train", total=total, completed=start, speed="", losses="")
+        self.task = self.progress.add_task("train", total=total, completed=start, speed="", eta="--:--:--")
+        self.eta = Eta()
         self.last_time, self.last_step = time.perf_counter(), start
         self.console, self.total, self.records = console, total, 0
         self.live = console.is_terminal and active  # a progress bar on terminals, plain lines in logs and CI
@@ -143,9 +178,10 @@ class RunLog:
         self.file.flush()
         shown = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
         speed = f"{1 / sec:.2f} it/s" if sec > 0 else ""
-        self.progress.update(self.task, completed=step, speed=speed, losses=shown)
+        eta = self.eta(step, self.total, sec)
+        self.progress.losses = shown
+        self.progress.update(self.task, completed=step, speed=speed, eta=eta)
         if self.active and not self.live and (self.records % 10 == 0 or step == self.total):
-            eta = time.strftime("%H:%M:%S", time.gmtime(sec * (self.total - step)))
             self.console.print(f"step {step}/{self.total}  {speed}  eta {eta}  {shown}", highlight=False,
                                soft_wrap=True, markup=False)
         self.records += 1

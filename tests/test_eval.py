@@ -223,12 +223,19 @@ def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_da
     assert (out / "G_AB_best.pt").is_file()
     best = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["best"]
     assert best["metric"] == "psnr" and best["value"] == max(r["validation"]["psnr"] for r in val)
+    assert f"best:       {out / 'G_AB_best.pt'}  (G_AB at its best validation psnr" in res.stdout  # the summary
     # another validation.best on resume starts its own record (an SSIM is not compared with the best PSNR)
     res = cli("train", "--out", out, "--resume", "--max-steps", "6", "validation.best=ssim")
     assert res.exit_code == 0, res.stderr
     best = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["best"]
     assert best["metric"] == "ssim" and best["step"] == 6
     assert torch.load(out / "G_AB_best.pt", weights_only=True)["provenance"]["step"] == 6
+    # a finished run: resuming says it is complete and how to extend it, and changes nothing
+    log = (out / "log.jsonl").read_text()
+    res = cli("train", "--out", out, "--resume")
+    assert res.exit_code == 0, res.stderr
+    assert "complete" in res.stdout and "all 6 steps" in res.stdout and "--max-steps N (N > 6)" in res.stdout
+    assert "continue with --resume" not in res.stdout and (out / "log.jsonl").read_text() == log
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[

@@ -139,6 +139,22 @@ def test_export_unknown_format_and_inspect(cli, make_ckpt, tmp_path):
         assert fragment in res.stdout
 
 
+def test_inspect_a_training_checkpoint(cli, small_data, tmp_path):
+    """last.pt shows where the run is and what it exported, not a refusal; lists read as a person writes them."""
+    from conftest import TINY
+
+    out = tmp_path / "run"
+    assert cli("train", "-m", "cyclegan", "--data", small_data, "--out", out, "--max-steps", "2", *TINY).exit_code == 0
+    res = cli("inspect", out / "checkpoints" / "last.pt")
+    assert res.exit_code == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    for fragment in ("training checkpoint", "cyclegan", "step │ 2 of max 2", "generator=resnet_6blocks",
+                     "device=cpu", "G_AB.pt", "G_BA.pt", "--resume"):
+        assert fragment in text, (fragment, res.stdout)
+    res = cli("inspect", out / "G_AB.pt")
+    assert "A, B" in res.stdout and "['A', 'B']" not in res.stdout
+
+
 @pytest.mark.parametrize("opset", [99, 1])
 def test_export_unsupported_opset_is_one_line(cli, make_ckpt, tmp_path, capfd, opset):
     res = cli("export", "--ckpt", make_ckpt(), "--format", "onnx", "-o", tmp_path / "G.onnx", "--opset", str(opset))

@@ -200,6 +200,12 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
                       distributed=distributed, device=rank_device)
     verb = "resuming" if resume else "training"
     procs = f" × {distributed.world} processes" if distributed.enabled else ""
+    if resume and trainer.step >= trainer.total_steps:  # nothing left: say so instead of a 300→300 run
+        if main:
+            out.print(f"[green]complete[/]: {escape(str(out_dir))} has trained all {trainer.total_steps} steps; to "
+                      f"train longer, resume with --max-steps N (N > {trainer.total_steps}) or more epochs "
+                      f"(train.epochs=N, train.decay_epochs=N)", highlight=False, soft_wrap=True)
+        return
     if not main:
         trainer.run()
         return
@@ -212,7 +218,12 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
     result = trainer.run()
     out.print(f"[green]done[/]: {result.step} steps in {escape(str(result.out_dir))}", highlight=False)
     out.print(f"  samples:    {result.samples}", highlight=False, soft_wrap=True, markup=False)
+    best = trainer.best if trainer.best.get("metric") else None
     for name, path in result.exports.items():
         out.print(f"  generator:  {path}  ({name})", highlight=False, soft_wrap=True, markup=False)
+        kept = path.with_name(f"{path.stem}_best{path.suffix}")
+        if best is not None and kept.is_file():
+            out.print(f"  best:       {kept}  ({name} at its best validation {best['metric']}, {best['value']:.4g} at "
+                      f"step {best['step']})", highlight=False, soft_wrap=True, markup=False)
     out.print(f"  checkpoint: {result.out_dir / 'checkpoints' / 'last.pt'} (continue with --resume)",
               highlight=False, soft_wrap=True, markup=False)

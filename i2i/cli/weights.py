@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -89,26 +90,80 @@ def export_cmd(
 
 @app.command("inspect")
 @cli_errors
-def inspect_cmd(ckpt: Path = typer.Argument(..., help="exported generator (G.pt)")) -> None:
-    """Show a generator checkpoint's architecture, channels, size multiple, provenance and size."""
-    from ..checkpoint import read_generator
+def inspect_cmd(ckpt: Path = typer.Argument(..., help="exported generator (G.pt) or training checkpoint (last.pt)")
+                ) -> None:
+    """Show a generator's architecture, channels, size multiple, provenance and size; or a training checkpoint's
+    step, method, networks, settings and the run's exports."""
+    from ..checkpoint import TRAIN_FORMAT, read_generator, safe_load
 
-    record = read_generator(ckpt)
-    comp, io, prov = record["component"], record["io"], record.get("provenance") or {}
-    n_params = sum(t.numel() for t in record["state_dict"].values() if t.is_floating_point())
-    rows = [("architecture", f"{comp['name']} (plugin {prov.get('generator_plugin', '?')})"),
-            ("parameters", ", ".join(f"{k}={v}" for k, v in comp["params"].items()) or "-"),
-            ("channels", f"{io['in_channels']} → {io['out_channels']}"),
-            ("value range", f"{io['range'][0]:g} .. {io['range'][1]:g}"),
-            ("size multiple", str(io["size_multiple"])),
-            ("weights", f"{n_params:,} parameters ({ckpt.stat().st_size / 1e6:.1f} MB file)")]
-    rows += [(key, str(prov[key])) for key in ("method", "network", "domains", "step", "importer", "imported_from")
-             if key in prov]
-    if prov.get("versions"):
-        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())))
+    record = safe_load(ckpt, "checkpoint")
+    if isinstance(record, dict) and record.get("format") == TRAIN_FORMAT:
+        rows = _training_rows(ckpt, record)
+    else:
+        rows = _generator_rows(ckpt, read_generator(ckpt))
     table = Table(title=escape(str(ckpt)), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for field, value in rows:  # names, paths and values from the file: shown as they are, never as markup
         table.add_row(field, escape(value))
     out.print(table)
+
+
+def _shown(value: Any) -> str:
+    """A value as a person writes it: lists as ``A, B``, mappings as ``k=v, ...``."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_shown(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_shown(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _generator_rows(ckpt: Path, record: dict[str, Any]) -> list[tuple[str, str]]:
+    comp, io, prov = record["component"], record["io"], record.get("provenance") or {}
+    n_params = sum(t.numel() for t in record["state_dict"].values() if t.is_floating_point())
+    rows = [("architecture", f"{comp['name']} (plugin {prov.get('generator_plugin', '?')})"),
+            ("parameters", _shown(comp["params"])),
+            ("channels", f"{io['in_channels']} → {io['out_channels']}"),
+            ("value range", f"{io['range'][0]:g} .. {io['range'][1]:g}"),
+            ("size multiple", str(io["size_multiple"])),
+            ("weights", f"{n_params:,} parameters ({ckpt.stat().st_size / 1e6:.1f} MB file)")]
+    rows += [(key, _shown(prov[key])) for key in ("method", "network", "domains", "step", "importer",
+                                                  "imported_from") if key in prov]
+    if prov.get("versions"):
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())))
+    return rows
+
+
+def _training_rows(ckpt: Path, record: dict[str, Any]) -> list[tuple[str, str]]:
+    """A training checkpoint: where the run is, what trains, how, and what it exported (beside ``checkpoints/``)."""
+    from ..runlog import settings_records
+
+    cfg = record.get("config") or {}
+    method, train, data = cfg.get("method") or {}, cfg.get("train") or {}, cfg.get("data") or {}
+    nets = cfg.get("networks") or {}
+    rows = [("kind", f"training checkpoint ({record['format']}; resume with i2i train --out RUN_DIR --resume)"),
+            ("method", f"{method.get('name', '?')}" + (f" ({_shown(method['params'])})" if method.get("params")
+                                                       else "")),
+            ("step", f"{record.get('step', '?')}" + (f" of max {train['max_steps']}" if train.get("max_steps")
+                                                     else "")),
+            ("networks", "; ".join(f"{role}={(c or {}).get('name', '?')}" + (
+                f" ({_shown(c['params'])})" if (c or {}).get("params") else "") for role, c in nets.items()) or "-"),
+            ("data", f"{data.get('name', '?')} at {data.get('root', '?')}, batch {data.get('batch_size', '?')}")]
+    if train:
+        rows.append(("schedule", _shown({k: train[k] for k in ("epochs", "decay_epochs", "lr", "seed")
+                                          if k in train})))
+    if record.get("settings"):
+        rows.append(("settings", _shown(record["settings"])))
+    if (record.get("best") or {}).get("metric"):
+        best = record["best"]
+        rows.append(("best", f"{best['metric']} {best['value']:.4g} at step {best['step']}"))
+    if record.get("run_id"):
+        rows.append(("run id", str(record["run_id"])))
+    run = ckpt.resolve().parent.parent
+    logged = settings_records(run / "log.jsonl")
+    names = logged[-1].get("exports", []) if logged else []
+    present = [n for n in names if (run / n).is_file()]
+    rows.append(("exports", ", ".join(str(run / n) for n in present) if present else "none yet"))
+    if record.get("versions"):
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in record["versions"].items())))
+    return rows
