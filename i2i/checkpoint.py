@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -105,7 +106,8 @@ def safe_load(path: str | Path, what: str = "checkpoint", map_location: str | to
             f"{what} {path} contains objects that could run code when loaded, so it was refused "
             f"(only plain tensors and values are accepted)"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError,
+            struct.error) as exc:
         # a bare pickle stream's errors (a KeyError(101), "Ran out of input") say nothing a user can act on
         detail = f" ({first_line(exc)})" if zipped else ""
         raise I2IError(f"{what} {path} is truncated or not a PyTorch file{detail}") from exc

@@ -678,3 +678,17 @@ def test_cli_train_mode_flag(cli, photos, make_ckpt, tmp_path):
     assert psnr8(written[True], written[False]) < 40
     assert ckpt.read_bytes() == before
     assert "--train-mode" in cli("translate", "--help").stdout
+
+
+def test_any_short_junk_file_is_one_clear_error(tmp_path):
+    """Bytes that are no PyTorch file (here 400 random short ones) all end in the one-line error, whatever the
+    unpickler trips on (a struct.error for some of them)."""
+    from i2i.checkpoint import safe_load
+    from i2i.errors import I2IError
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "junk.pt"
+    for _ in range(400):
+        path.write_bytes(rng.integers(0, 256, int(rng.integers(1, 16)), dtype=np.uint8).tobytes())
+        with pytest.raises(I2IError, match="is truncated or not a PyTorch file|is truncated"):
+            safe_load(path)
