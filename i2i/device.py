@@ -27,6 +27,30 @@ def out_of_memory(exc: BaseException) -> bool:
         s in str(exc) for s in said)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can take: /proc/meminfo's MemAvailable (os.sysconf's free pages where there
+    is none), lowered to what a cgroup v2 limit leaves; None where the system does not say."""
+    free = None
+    try:
+        with open("/proc/meminfo") as f:
+            free = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:  # a container's limit, which MemAvailable (the host's) does not show
+        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
+            limit = f.read().strip()
+            if limit != "max":
+                free = min(free, int(limit) - int(g.read()))
+    except (OSError, ValueError):
+        pass
+    return max(0, free)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU; an unavailable device is a clear error."""
     if name == "auto":

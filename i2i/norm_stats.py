@@ -4,11 +4,16 @@ A generator with instance norm normalises every input by that input's own mean a
 image in tiles, or a video frame by frame, then changes those statistics from tile to tile (seams, colour shifts)
 or from frame to frame (global flicker). :func:`normalized_by` lets a policy decide, for each such layer, which
 statistics it uses: the whole image's (tiling), ones smoothed over time (video), or the input's own.
+
+Blocks nest: the innermost policy decides while it is active, and leaving it restores the enclosing one.
+:func:`active_policy` names the enclosing policy, so that an inner one can hand it the statistics it computes (the
+tiles of a video frame: the frame's statistics gathered from its tiles, then smoothed over time).
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
@@ -18,6 +23,9 @@ from torch import nn
 #: ``policy(layer, x, (mean, var)) -> (mean, var)``: ``layer`` is the layer's position in ``model.modules()``,
 #: ``x`` its input, the pair the input's own statistics, each (N, groups) in float32
 Policy = Callable[[int, torch.Tensor, tuple[torch.Tensor, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
+
+#: per model, the policies of the ``normalized_by`` blocks now open on it, innermost last
+_open: weakref.WeakKeyDictionary[nn.Module, list[Policy]] = weakref.WeakKeyDictionary()
 
 
 def groups_of(module: nn.Module) -> int | None:
@@ -65,6 +73,12 @@ def _normalize(module: nn.Module, layer: int, policy: Policy, x: torch.Tensor) -
     return out
 
 
+def active_policy(model: nn.Module) -> Policy | None:
+    """The policy of the innermost ``normalized_by`` block open on ``model`` (None outside any)."""
+    stack = _open.get(model)
+    return stack[-1] if stack else None
+
+
 @contextlib.contextmanager
 def normalized_by(model: nn.Module, policy: Policy) -> Iterator[int]:
     """Within the block, every per-image normalisation layer of ``model`` normalises with the statistics ``policy``
@@ -72,6 +86,7 @@ def normalized_by(model: nn.Module, policy: Policy) -> Iterator[int]:
     statistics, and nothing changes)."""
     layers = per_image_norms(model)
     outer = {i: m.__dict__.get("forward") for i, m in layers}  # an enclosing block's, restored after this one
+    _open.setdefault(model, []).append(policy)
     try:
         for i, m in layers:
             m.forward = lambda x, m=m, i=i: _normalize(m, i, policy, x)  # an instance attribute shadows the method
@@ -82,3 +97,4 @@ def normalized_by(model: nn.Module, policy: Policy) -> Iterator[int]:
                 m.__dict__.pop("forward", None)
             else:
                 m.forward = outer[i]
+        _open[model].pop()

@@ -3,7 +3,7 @@
 Each image keeps its own resolution: it is padded by reflection to the generator's size multiple (and, when it is
 smaller than the generator can take, to the smallest size that works) and cropped back.
 Gray/RGB inputs are converted to the checkpoint's channels; an alpha channel is passed through untouched;
-16-bit inputs give 16-bit outputs.
+16-bit inputs give 16-bit outputs. Images too large for memory are translated in tiles (:mod:`i2i.tiling`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from .checkpoint import load_generator
 from .device import out_of_memory
-from .errors import I2IError, first_line
+from .errors import I2IError, first_line, warn
 from .images import (
     COMMON_SUFFIXES,
     encode_image,
@@ -34,6 +34,7 @@ from .images import (
     to_image,
     to_tensor,
 )
+from .tiling import Tiling
 
 #: a generator that fails on a small input is retried on larger padding, up to this many times its size multiple
 MAX_GROWTH = 4
@@ -76,12 +77,15 @@ class Translator:
 
     def __init__(self, generator: nn.Module, device: str | torch.device = "cpu", size: int | None = None,
                  io: dict[str, Any] | None = None, precision: str = "auto", channels_last: bool | None = None,
-                 train_mode: bool = False) -> None:
+                 train_mode: bool = False, tile: int | None = None, overlap: int | None = None,
+                 tile_stats: str = "lowres") -> None:
         """``io`` (in/out channels, size multiple) defaults to what ``load_generator`` attached to the module.
         ``precision``: fp32, bf16 or fp16 autocast; ``auto`` = fp16 on CUDA, fp32 on the CPU. ``channels_last``
         (NHWC tensors): ``None`` = on CUDA only. ``train_mode``: run the generator as the official pix2pix test
         script does (dropout on, batch norm on each image's own statistics) instead of in eval mode; see
-        :meth:`_run_train_mode`."""
+        :meth:`_run_train_mode`. ``tile``: translate images larger than that in tiles of about ``tile`` px with
+        ``overlap`` px of context (default: the generator's receptive field) and ``tile_stats`` statistics (lowres or
+        exact, :mod:`i2i.tiling`); without it, tiles are used when an image would not fit in memory."""
         io = io or (getattr(generator, "i2i_info", None) or {"io": {}})["io"]
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
@@ -98,11 +102,15 @@ class Translator:
         self.min_side = self.multiple  # raised by ``forward`` when the generator rejects an input this small
         self.size = size
         self.train_mode = train_mode
+        self.on_warning: Callable[[str], None] = warn  # one line each (the CLI points it at its progress display)
+        self.tiling = Tiling(self, tile, overlap, tile_stats)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", size: int | None = None,
-                        registry: Any = None, precision: str = "auto", train_mode: bool = False) -> Translator:
-        return cls(load_generator(path, registry), device, size, precision=precision, train_mode=train_mode)
+                        registry: Any = None, precision: str = "auto", train_mode: bool = False, **tiling: Any
+                        ) -> Translator:
+        """``tiling``: ``tile``, ``overlap``, ``tile_stats`` (see ``__init__``)."""
+        return cls(load_generator(path, registry), device, size, precision=precision, train_mode=train_mode, **tiling)
 
     def prepare(self, img: np.ndarray) -> Prepared:
         """HWC (or HW) uint8/uint16/float image with 1, 3 or 4 channels -> network input."""
@@ -170,7 +178,22 @@ class Translator:
         """Generator output for an NCHW batch in [-1, 1] with sides that are multiples of the size multiple.
 
         An input smaller than the generator takes (a 1×1 bottleneck, a reflection pad wider than a feature map) is
-        padded to the smallest size that works, remembered for the next ones, and the output cropped back."""
+        padded to the smallest size that works, remembered for the next ones, and the output cropped back. Tiles
+        (:mod:`i2i.tiling`) are used where asked for, or where the image would not fit: on the CPU by an estimate
+        made first, on CUDA once the whole image ran out of memory."""
+        h, w = batch.shape[-2:]
+        tile = self.tiling.tile_for(batch)
+        if tile is not None and (out := self.tiling.forward(pad_to_multiple(batch, self.multiple, self.min_side),
+                                                            tile)) is not None:
+            return out[..., :h, :w]
+        try:
+            return self._whole(batch)
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one
+            if not self.tiling.may_retry(exc):
+                raise
+        return self.tiling.retry(pad_to_multiple(batch, self.multiple, self.min_side))[..., :h, :w]
+
+    def _whole(self, batch: torch.Tensor) -> torch.Tensor:
         h, w = batch.shape[-2:]
         least = self.min_side
         while True:
@@ -188,17 +211,22 @@ class Translator:
                                    ) from exc
                 least = 2 * side
         self.min_side = max(self.min_side, least)
+        return self._checked(out, x)[..., :h, :w]
+
+    def _checked(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out``, the generator's output for ``x``, if it has the size and channels it must have."""
         if out.shape[1:] != (self.out_channels, *x.shape[-2:]):
             raise I2IError(f"the generator returned {out.shape[1]}×{out.shape[-2]}×{out.shape[-1]} (channels×height×"
                            f"width) for a {x.shape[-2]}×{x.shape[-1]} input, not {self.out_channels}×{x.shape[-2]}×"
                            f"{x.shape[-1]}: it must keep the input's size (one that downsamples declares the "
                            f"multiple its sides need as size_multiple; recorded: {self.multiple}) and give "
                            f"{self.out_channels} channel(s)")
-        return out[..., :h, :w]
+        return out
 
-    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+    def _run(self, batch: torch.Tensor, fp32: bool = False) -> torch.Tensor:
+        """The generator's output for ``batch``, in float32, computed at the translator's precision (or ``fp32``)."""
         x = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None and not fp32):
             if self.train_mode:
                 return self._run_train_mode(x)
             return self.G(x).float()
@@ -241,11 +269,12 @@ class Translator:
 
 
 def translate(generator: nn.Module | str | Path, images: Any, *, device: str | torch.device = "cpu",
-              size: int | None = None, batch_size: int = 4) -> Any:
+              size: int | None = None, batch_size: int = 4, **tiling: Any) -> Any:
     """Translate numpy images (HWC uint8, uint16 or float in [0, 1]; or a list of them) or tensors (CHW/NCHW in
-    [-1, 1]) with a generator or a ``G.pt`` path. Returns the same kind of thing it was given."""
-    tr = (Translator.from_checkpoint(generator, device, size) if isinstance(generator, (str, Path))
-          else Translator(generator, device, size))
+    [-1, 1]) with a generator or a ``G.pt`` path. Returns the same kind of thing it was given. ``tiling``:
+    ``tile``, ``overlap``, ``tile_stats`` (see :class:`Translator`)."""
+    tr = (Translator.from_checkpoint(generator, device, size, **tiling) if isinstance(generator, (str, Path))
+          else Translator(generator, device, size, **tiling))
     if torch.is_tensor(images):
         if images.dim() not in (3, 4) or images.shape[-3] != tr.in_channels:
             raise I2IError(f"cannot translate a tensor of shape {tuple(images.shape)}: expected CHW or NCHW with "

@@ -27,6 +27,13 @@ def translate_cmd(
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16"),
     train_mode: bool = typer.Option(False, "--train-mode", help="run the generator as the official pix2pix test "
                                     "script does: dropout on, batch statistics; default: eval mode"),
+    tile: int = typer.Option(None, "--tile", help="translate in N-px tiles with blended overlaps; default: automatic "
+                             "when an image would not fit"),
+    overlap: int = typer.Option(None, "--overlap", help="px of context around each tile (default: the generator's "
+                                "receptive field)"),
+    tile_stats: str = typer.Option("lowres", "--tile-stats", help="instance-norm statistics of tiles: lowres (from "
+                                   "a low-resolution pass; approximate) or exact (the whole image's; ~L/2 more "
+                                   "passes for L norm layers)"),
 ) -> None:
     """Translate images with a trained generator; each keeps its resolution, names mirror the inputs (one image
     file may be written to the file -o names, its format from the suffix)."""
@@ -47,6 +54,7 @@ def translate_cmd(
         write_image,
     )
     from ..interrupts import Interrupted, stop_requests
+    from ..tiling import check_options
     from ..translate import Translator, collect_inputs, output_paths
     from ..translate import side_by_side as compare
 
@@ -54,8 +62,9 @@ def translate_cmd(
         raise I2IError("--batch-size must be >= 1")
     if size is not None and size < 1:
         raise I2IError("--size must be >= 1")
+    check_options(tile, overlap, tile_stats, train_mode)  # before the model loads
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision,
-                                            train_mode=train_mode)
+                                            train_mode=train_mode, tile=tile, overlap=overlap, tile_stats=tile_stats)
     skipped: list[Path] = []  # as the user knows them: relative to their input folder
     files = collect_inputs(inputs, recursive, warn=warn, skipped=skipped)
     targets = output_paths(inputs, files, out_path)
@@ -103,6 +112,7 @@ def translate_cmd(
             TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
             disable=not err.is_terminal) as progress:
         task = progress.add_task("translate", total=len(files))
+        translator.on_warning = lambda text: warn(text, progress.console)  # tiling's notes, above the progress bar
         for result in translator.translate_arrays(read_all(), batch_size):
             src, target = queued.popleft()
             if side_by_side:

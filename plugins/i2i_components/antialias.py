@@ -38,6 +38,11 @@ class BlurDownsample(nn.Module):
         self.padding = (before, after, before, after)
         self.register_buffer("filt", binomial_filter(filt_size)[None, None].repeat(channels, 1, 1, 1))
 
+    @property
+    def receptive_reach(self) -> int:
+        """Input pixels beyond an output pixel's own that it depends on, either side (for tiling, i2i.tiling)."""
+        return max(self.padding) + self.stride - 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.padding):
             x = F.pad(x, self.padding, mode=self.pad_mode)
@@ -55,6 +60,11 @@ class BlurUpsample(nn.Module):
         self.odd = filt_size % 2 == 1
         self.crop_padding = 1 + (filt_size - 1) // 2
         self.register_buffer("filt", binomial_filter(filt_size)[None, None].repeat(channels, 1, 1, 1) * stride**2)
+
+    @property
+    def receptive_reach(self) -> int:
+        """Input pixels beyond an output pixel's own that it depends on, either side (for tiling, i2i.tiling)."""
+        return 1 + self.crop_padding // self.stride  # the replicate pad's pixel, then the filter's span
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.filt, stride=self.stride,
