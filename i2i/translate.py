@@ -51,10 +51,15 @@ class Prepared:
     dtype: np.dtype
 
 
-def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:
+def resize_short_side(img: np.ndarray, size: int, even: bool = False) -> np.ndarray:
+    """``img`` resized so that its shorter side is ``size`` px; ``even``: both sides rounded to even numbers (what
+    H.264 video stores)."""
     h, w = img.shape[:2]
     s = size / min(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    if even:
+        nh, nw = max(2, 2 * round(h * s / 2)), max(2, 2 * round(w * s / 2))
+    else:
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
     out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
     return out.reshape(nh, nw, *img.shape[2:]) if img.ndim == 3 and out.ndim == 2 else out
 
@@ -101,6 +106,7 @@ class Translator:
         self.multiple = int(io.get("size_multiple", getattr(generator, "size_multiple", 1)))
         self.min_side = self.multiple  # raised by ``forward`` when the generator rejects an input this small
         self.size = size
+        self.even_sizes = False  # with ``size``: resize to even sides (set for the duration of an H.264 video)
         self.train_mode = train_mode
         self.on_warning: Callable[[str], None] = warn  # one line each (the CLI points it at its progress display)
         self.tiling = Tiling(self, tile, overlap, tile_stats)
@@ -126,7 +132,7 @@ class Translator:
         if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
             raise I2IError(f"cannot translate an image of shape {img.shape}: expected H×W×(1, 3 or 4)")
         if self.size:
-            img = resize_short_side(img, self.size)
+            img = resize_short_side(img, self.size, self.even_sizes)
             img = img[:, :, None] if img.ndim == 2 else img
         alpha = None
         if img.shape[2] in (2, 4):

@@ -17,6 +17,7 @@ import contextlib
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,8 @@ from .interrupts import Interrupted, stop_requests
 from .temporal import Temporal, TemporalOptions
 from .translate import Prepared, Translator
 from .translate import side_by_side as compare
-from .video_encoder import CONTAINERS, Encoder
-from .video_source import check_part, open_at, probe, stated_frames
+from .video_encoder import CONTAINERS, Encoder, needs_even_size
+from .video_source import VideoInfo, check_part, open_at, probe, stated_frames
 
 _END = object()
 
@@ -111,11 +112,22 @@ def translate_video(
     """Translate ``src`` into ``dst`` (same frame rate, size and frame timing); ``on_frames(n)`` reports progress in
     output frames; ``temporal``: stabilisation and the warping-error report (:mod:`i2i.temporal`). Ctrl-C / SIGTERM
     stop it, remove the unfinished output and raise ``Interrupted``."""
-    import time
-
     over_time = Temporal(temporal or TemporalOptions(), translator.G, translator.device, on_warning)
     info = probe(src)
     dst = output_path(src, dst)
+    even = translator.even_sizes
+    # a --size that would give an odd side takes the nearest even one where the container needs it (not a pad)
+    translator.even_sizes = even or (translator.size is not None and needs_even_size(dst.suffix))
+    try:
+        return _translate_video(src, dst, info, translator, over_time, batch_size, start, duration, side_by_side,
+                                audio, on_frames, on_warning)
+    finally:
+        translator.even_sizes = even
+
+
+def _translate_video(src: Path, dst: Path, info: VideoInfo, translator: Translator, over_time: Temporal,
+                     batch_size: int, start: float, duration: float | None, side_by_side: bool, audio: bool,
+                     on_frames: Callable[[int], None] | None, on_warning: Callable[[str], None]) -> VideoResult:
     check_part(start, duration)
     limit = round(duration * info.fps) if duration else None
     # output frames the container announces from --start on (0: unknown); frames are repeated to keep the input's

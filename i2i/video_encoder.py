@@ -51,6 +51,13 @@ def has_audio(ffmpeg: str, path: Path) -> bool:
 
 
 
+def needs_even_size(suffix: str) -> bool:
+    """Whether video written as ``suffix`` must have even sides: H.264 in 4:2:0 stores even sizes only, and OpenCV's
+    writer (without ffmpeg) crops odd ones."""
+    video_args = CONTAINERS.get(suffix.lower(), CONTAINERS[".mp4"])[0]
+    return ffmpeg_path() is None or "libx264" in video_args
+
+
 class Encoder:
     """Encodes RGB frames to ``tmp`` through ffmpeg or OpenCV (silent). With the source's audio, ffmpeg encodes the
     frames alone first, then adds the audio from ``start`` on, trimmed to the frames' exact length: ``-shortest``
@@ -61,10 +68,8 @@ class Encoder:
         video_args, self.audio_codec, fourcc = CONTAINERS.get(tmp.suffix.lower(), CONTAINERS[".mp4"])
         self.tmp, self.src, self.fps, self.start, self.stopping, self.frames = tmp, src, fps, start, stopping, 0
         self.ffmpeg = ffmpeg_path()
-        # H.264 in 4:2:0 stores even sizes only, and OpenCV's writer crops odd ones: such frames get their last
-        # column / row repeated (not black bars)
-        even = self.ffmpeg is None or "libx264" in video_args
-        self.pad = (size[1] % 2, size[0] % 2) if even else (0, 0)  # rows, columns added
+        # odd-sized frames get their last column / row repeated (not black bars)
+        self.pad = (size[1] % 2, size[0] % 2) if needs_even_size(tmp.suffix) else (0, 0)  # rows, columns added
         self.size = w, h = size[0] + self.pad[1], size[1] + self.pad[0]
         self.audio = audio and self.ffmpeg is not None and has_audio(self.ffmpeg, src)
         # the frames alone, while the audio waits for their count

@@ -120,6 +120,18 @@ def test_real_video_with_corrupt_first_audio_packet(cli, make_ckpt, tmp_path):
     assert abs(audio_start(dst) - audio_start(OPENCV_DATA / "Megamind.avi")) < 0.05  # was 0.51 s: a silent start
 
 
+@needs_ffmpeg
+@pytest.mark.skipif(not (OPENCV_DATA / "Megamind.avi").is_file(), reason="Debian opencv-doc not installed")
+def test_a_size_that_would_give_an_odd_width_gives_an_even_one(cli, make_ckpt, tmp_path):
+    """720×528 at --size 48 would be 65.45 px wide: H.264 gets 66 (the nearest even width), not 65 padded to 66 with
+    a warning; .avi keeps the nearest width, 65."""
+    for name, width in (("mm.mp4", 66), ("mm.avi", 65)):
+        res = cli("video", OPENCV_DATA / "Megamind.avi", "--ckpt", make_ckpt(), "-o", tmp_path / name, "--duration",
+                  "0.5", "--size", "48", "--device", "cpu", "--no-audio")
+        assert res.exit_code == 0, res.stderr
+        assert frames_of(tmp_path / name)[2] == (48, width) and "warning" not in res.stderr, res.stderr
+
+
 @pytest.mark.skipif(not (OPENCV_DATA / "vtest.avi").is_file(), reason="Debian opencv-doc not installed")
 def test_real_video_without_audio(cli, make_ckpt, tmp_path):
     dst = tmp_path / "vt.mp4"

@@ -50,7 +50,7 @@ def test_stabilize_keeps_audio_parts_and_batches(cli, make_ckpt, tmp_path):
     four = run(cli, tmp_path, MEGAMIND, ckpt, "four", *part, "--batch-size", "4", "--side-by-side")
     assert one["frames"] == four["frames"] == 24 and one["audio"] and four["audio"]
     assert "audio" in streams(tmp_path / "four.mp4")
-    assert frames_of(tmp_path / "four.mp4")[2] == (48, 2 * 65)  # 720×528 at 48 px: 65 wide
+    assert frames_of(tmp_path / "four.mp4")[2] == (48, 2 * 66)  # 720×528 at 48 px: 65.5 wide, made even
     assert four["warping_error_output"] == pytest.approx(one["warping_error_output"], rel=1e-3)
 
 
