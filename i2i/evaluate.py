@@ -3,6 +3,7 @@ truth (PSNR, SSIM, MAE), each beside the identity baseline (the same metric on t
 
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from collections.abc import Callable
@@ -29,32 +30,43 @@ from .translate import Translator
 class EvalReport:
     """metric -> {"translated": x, "identity": y, "higher_is_better": bool}, plus what was compared.
 
-    ``folders``: the source, target and truth folders (None where not given)."""
+    ``folders``: the source, target and truth folders (None where not given); ``images``: with ``per_image``, each
+    scored pair's ``{"name", "scores": {metric: {"translated", "identity"}}}`` (paired metrics)."""
 
     scores: dict[str, dict[str, Any]]
     extractor: str | None
     counts: dict[str, int]
     warnings: list[str] = field(default_factory=list)
     folders: dict[str, str | None] = field(default_factory=dict)
+    images: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        per_image = {"images": self.images} if self.images else {}  # only where asked for: the report stays as it was
         return {**self.folders, "scores": self.scores, "feature_extractor": self.extractor, "counts": self.counts,
-                "warnings": self.warnings}
+                "warnings": self.warnings, **per_image}
 
 
-def check_report_path(path: Path) -> None:
-    """Fail before any work when the ``--json`` report could not be written to ``path``: a folder, under a file,
-    or in a folder where this process cannot create files (tried with a temporary file, removed at once)."""
+def check_report_path(path: Path, option: str = "--json", example: str = "report.json") -> None:
+    """Fail before any work when the ``option`` report (``--json``, ``--html``) could not be written to ``path``: a
+    folder, under a file, or in a folder where this process cannot create files (tried with a temporary file,
+    removed at once). ``example``: the file name a folder is told to take."""
     path = Path(path)
     if path.is_dir():
-        raise I2IError(f"--json {path} is a folder; give a file name, e.g. {path / 'report.json'}")
+        raise I2IError(f"{option} {path} is a folder; give a file name, e.g. {path / example}")
     blocker = file_in_the_way(path)
     if blocker is not None:
-        raise I2IError(f"--json {path}: {blocker} is a file, not a folder; choose another path")
+        raise I2IError(f"{option} {path}: {blocker} is a file, not a folder; choose another path")
     refused = cannot_create(path)  # the report's folder is made in the nearest existing one
     if refused is not None:
-        raise I2IError(f"--json {path}: cannot create files in {refused[0]} ({refused[1]}); choose a writable "
+        raise I2IError(f"{option} {path}: cannot create files in {refused[0]} ({refused[1]}); choose a writable "
                        f"location")
+
+
+def _single(template: Any, pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """One pair's score: a fresh copy of the unused metric ``template`` given that pair alone."""
+    metric = copy.deepcopy(template)
+    metric.update(pred, truth)
+    return float(metric.compute())
 
 
 def _images(folder: Path, what: str, notes: list[str], limit: int | None = None,
@@ -214,9 +226,12 @@ def evaluate(
     limit: int | None = None,
     options: dict[str, str] = EVAL_OPTIONS,
     pairs: list[Pair] | None = None,
+    per_image: bool = False,
+    on_pair: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> EvalReport:
     """Translate every image of ``source`` (or of the held-out ``pairs``) and score it; ``features`` builds the
-    extractor when one is needed."""
+    extractor when one is needed. ``per_image`` also scores each pair alone (``EvalReport.images``); ``on_pair``
+    receives each scored pair's name and its source, output and truth (HWC arrays at the output's size)."""
     p = plan(registry, source, target, truth, metrics, features, limit, options, pairs)
     sources, targets, extractor, notes = p.sources, p.targets, p.extractor, p.notes
     paired, dist = p.paired, p.distribution
@@ -232,6 +247,9 @@ def evaluate(
             return None
 
     identity_paired = {n: registry.get("metric", n).build(None, **p.params.get(n, {})) for n in paired}
+    # per-image scores: each pair given to a copy of an unused metric (the contract's metrics accumulate)
+    templates = {n: registry.get("metric", n).build(None, **p.params.get(n, {})) for n in paired} if per_image else {}
+    images: list[dict[str, Any]] = []
     used_targets = 0
     for t in targets:
         img = decoded(partial(read_image, t), str(t))
@@ -259,9 +277,16 @@ def evaluate(
                 resized += 1
             ref_t = _float_rgb(ref)
             src_img = img if img.shape[:2] == out.shape[:2] else _fit(img, out.shape[:2])
+            out_t, src_t = _float_rgb(out), _float_rgb(src_img)
             for n, m in paired.items():
-                m.update(_float_rgb(out), ref_t)
-                identity_paired[n].update(_float_rgb(src_img), ref_t)
+                m.update(out_t, ref_t)
+                identity_paired[n].update(src_t, ref_t)
+            if per_image:
+                images.append({"name": item.name, "scores": {
+                    n: {"translated": _single(t, out_t, ref_t), "identity": _single(t, src_t, ref_t)}
+                    for n, t in templates.items()}})
+            if on_pair is not None:
+                on_pair(item.name, src_img, out, ref)
             pairs_scored += 1
         if dist:
             outputs.append(_float_rgb(out))
@@ -297,4 +322,4 @@ def evaluate(
         scores[n] = {"translated": translated, "identity": identity, "higher_is_better": m.higher_is_better}
     counts = {"source": scored, "target": used_targets, "truth": pairs_scored}
     folders = {k: None if v is None else str(v) for k, v in (("source", source), ("target", target), ("truth", truth))}
-    return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes, folders)
+    return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes, folders, images)

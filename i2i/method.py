@@ -137,6 +137,12 @@ class Method(ABC):
     def samples(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
         """Rows of NCHW image batches in [-1, 1] for the sample grid (e.g. real A | fake B | rec A)."""
 
+    def sample_names(self) -> list[list[str]] | None:
+        """The name of each image of each row :meth:`samples` returns (e.g. ``[["real A", "fake B", "rec A"],
+        ["real B", "fake A", "rec B"]]``), drawn above the sample grid's columns. Optional: None (the default), or
+        names that do not match the rows, labels the columns by number."""
+        return None
+
     @torch.no_grad()
     def probe(self, batch: dict[str, torch.Tensor]) -> None:
         """Run every network once on ``batch`` (before training starts), so that sizes a network cannot take are

@@ -234,7 +234,7 @@ def test_validation_during_training_logs_and_keeps_best(cli, small_data, demo_da
     log = (out / "log.jsonl").read_text()
     res = cli("train", "--out", out, "--resume")
     assert res.exit_code == 0, res.stderr
-    assert "complete" in res.stdout and "all 6 steps" in res.stdout and "--max-steps N (N > 6)" in res.stdout
+    assert "complete" in res.stdout and "all 6 steps" in res.stdout and "--max-steps N (N > 6, up to" in res.stdout
     assert "continue with --resume" not in res.stdout and (out / "log.jsonl").read_text() == log
 
 

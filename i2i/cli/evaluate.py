@@ -33,6 +33,9 @@ def eval_cmd(
                                                          "with --target; psnr,ssim,mae with --truth or --data); see "
                                                          "`i2i list metric`"),
     json_path: Path = typer.Option(None, "--json", help="also write the report as JSON"),
+    html_path: Path = typer.Option(None, "--html", metavar="FILE",
+                                   help="also write a self-contained page of each image's source | output | truth "
+                                        "with its paired scores beside identity, sortable (needs --truth or --data)"),
     features: str = typer.Option("inception", "--features", help="FID/KID features: inception or timm:NAME"),
     feature_weights: Path = typer.Option(None, "--feature-weights", help="local weights for --features timm:NAME"),
     inception_weights: Path = typer.Option(None, "--inception-weights", help="local InceptionV3 FID weights"),
@@ -58,18 +61,25 @@ def eval_cmd(
     _check_sources(source, truth, data, {"--split": split, "--dataset": dataset, "--direction": direction})
     if json_path is not None:
         check_report_path(json_path)
+    if html_path is not None:
+        check_report_path(html_path, "--html", "report.html")
     registry = load_plugins().registry
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     from ..metric import metric_specs
 
-    metric_specs(registry, names or [], "--metrics")  # NAME or NAME:key=value: a typo fails before the model loads
+    specs = metric_specs(registry, names or [], "--metrics")  # NAME or NAME:key=value: a typo fails before the model
+    if html_path is not None:
+        _check_html(registry, specs if names else None, truth is not None or data is not None)
     split = split or "test"
     pairs = (generator_pairs(read_generator(ckpt), registry, data, split, dataset, direction) if data is not None
              else None)
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, registry, precision=precision)
+    from ..report_page import PairThumbnails
+
+    thumbs = PairThumbnails() if html_path is not None else None
     report = evaluate(translator, registry, source, target, truth, names,
                       lambda: build_extractor(features, feature_weights, inception_weights), strict_sizes,
-                      pairs=pairs)
+                      pairs=pairs, per_image=thumbs is not None, on_pair=thumbs)
     if data is not None:
         source = Path(f"{data} ({split} split)")
     for note in report.warnings:
@@ -83,6 +93,36 @@ def eval_cmd(
         text = json.dumps({"checkpoint": str(ckpt), **report.to_dict()}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
         out.print(f"wrote {json_path}", highlight=False, markup=False)
+    if thumbs is not None:
+        _write_html(html_path, ckpt, report, source, thumbs.images)
+
+
+def _check_html(registry: Any, specs: dict[str, Any] | None, paired_data: bool) -> None:
+    """--html shows each image against its truth: it needs paired data and, among the metrics asked for (None: the
+    defaults, paired ones with truth), a paired one."""
+    from ..evaluate import needs_features
+
+    if not paired_data:
+        raise I2IError("--html shows each image's scores against its ground truth and needs paired metrics: pass "
+                       "--truth DIR (or --data DIR) with psnr, ssim or mae")
+    if specs is not None and all(needs_features(registry.get("metric", n).factory) for n in specs):
+        raise I2IError(f"--html needs paired metrics (e.g. --metrics psnr,ssim,mae): {', '.join(specs)} score the "
+                       f"whole set of outputs, not each image")
+
+
+def _write_html(path: Path, ckpt: Path, report: Any, source: Path, thumbs: dict[str, tuple[str, str, str]]) -> None:
+    """The per-image page of ``report`` (its paired scores), written atomically."""
+    from ..files import atomic_write
+    from ..report_page import eval_page
+
+    notes = [*report.warnings, *([f"features: {report.extractor}"] if report.extractor else [])]
+    dist = [f"{n} {row['translated']:.4f} (identity {row['identity']:.4f})" for n, row in report.scores.items()
+            if not any(n in r["scores"] for r in report.images)]  # FID/KID: of the whole set only
+    if dist:
+        notes.append("scores of the whole set: " + ", ".join(dist))
+    html = eval_page(f"{ckpt.name} on {report.counts['truth']} image(s) of {source}", report, thumbs, notes)
+    atomic_write(path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    out.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _check_sources(source: Path | None, truth: Path | None, data: Path | None, with_data: dict[str, Any]) -> None:

@@ -202,9 +202,7 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
     procs = f" × {distributed.world} processes" if distributed.enabled else ""
     if resume and trainer.step >= trainer.total_steps:  # nothing left: say so instead of a 300→300 run
         if main:
-            out.print(f"[green]complete[/]: {escape(str(out_dir))} has trained all {trainer.total_steps} steps; to "
-                      f"train longer, resume with --max-steps N (N > {trainer.total_steps}) or more epochs "
-                      f"(train.epochs=N, train.decay_epochs=N)", highlight=False, soft_wrap=True)
+            out.print(f"[green]complete[/]: {escape(_complete(trainer, out_dir))}", highlight=False, soft_wrap=True)
         return
     if not main:
         trainer.run()
@@ -218,6 +216,9 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
     result = trainer.run()
     out.print(f"[green]done[/]: {result.step} steps in {escape(str(result.out_dir))}", highlight=False)
     out.print(f"  samples:    {result.samples}", highlight=False, soft_wrap=True, markup=False)
+    if (result.out_dir / "report.html").is_file():
+        out.print(f"  report:     {result.out_dir / 'report.html'} (open it in a browser)", highlight=False,
+                  soft_wrap=True, markup=False)
     best = trainer.best if trainer.best.get("metric") else None
     for name, path in result.exports.items():
         out.print(f"  generator:  {path}  ({name})", highlight=False, soft_wrap=True, markup=False)
@@ -227,3 +228,13 @@ def _train(distributed: Any, rank_device: str | None, *, overrides: list[str] | 
                       f"step {best['step']})", highlight=False, soft_wrap=True, markup=False)
     out.print(f"  checkpoint: {result.out_dir / 'checkpoints' / 'last.pt'} (continue with --resume)",
               highlight=False, soft_wrap=True, markup=False)
+
+
+def _complete(trainer: Any, out_dir: Path) -> str:
+    """What a finished run is, and how it can train longer."""
+    t, steps, schedule = trainer.cfg.train, trainer.total_steps, trainer.schedule_steps
+    if steps < schedule:
+        return (f"{out_dir} has trained all {steps} steps asked for; to train longer, resume with --max-steps N "
+                f"(N > {steps}, up to the schedule's {schedule})")
+    return (f"{out_dir} has trained its whole schedule ({schedule} steps: {t.epochs} epochs + {t.decay_epochs} decay "
+            f"epochs); a schedule cannot be extended on resume: start a new run with more --epochs or --decay-epochs")

@@ -87,6 +87,7 @@ class Trainer(Setup, Preflight, TrainingState, RunFolder, Exports, Validation, S
     def _run(self) -> TrainResult:
         """The recipe: take the run folder, then step through the epochs until done or asked to stop."""
         self._start_files()
+        self.write_report()  # replaces the page of a run this one overwrites
         self.dist.barrier()
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
@@ -110,6 +111,7 @@ class Trainer(Setup, Preflight, TrainingState, RunFolder, Exports, Validation, S
                     if done:
                         break
         exports = self.export_generators()
+        self.write_report("finished")
         if self._last_sample.is_dir():  # no sample written by this call (a finished run resumed): the run's last one
             self._last_sample = max(self._last_sample.glob("step_*.png"), default=self._last_sample)
         return TrainResult(self.out, self.step, self.total_steps, exports, self._last_sample)
@@ -147,7 +149,8 @@ class Trainer(Setup, Preflight, TrainingState, RunFolder, Exports, Validation, S
             log.advance(self.step)
         if checkpoint:  # validation's best export, the ranks' checksums and the save need them finite
             self._check_finite()
-        if main and (self.step % t.sample_every == 0 or done):
+        sampling = main and (self.step % t.sample_every == 0 or done)
+        if sampling:
             self._last_sample = self.save_samples()
         try:
             if main and validating:
@@ -157,10 +160,13 @@ class Trainer(Setup, Preflight, TrainingState, RunFolder, Exports, Validation, S
                 if self.dist.enabled:
                     log.event(self.step, rank_checksums=self.check_ranks_in_sync())
                 self.save_checkpoint()
+        if (sampling or validating) and not done:  # the last step's page comes with the exports
+            self.write_report()
 
     def _stop(self) -> None:
         """Stop on request (Ctrl-C, SIGTERM) after the step's checkpoint: export, and leave with every rank."""
         exports = self.export_generators()
+        self.write_report("interrupted")
         self.dist.barrier()  # the ranks stop together: one that exits first makes torchrun kill the others,
         raise Interrupted(  # perhaps in the middle of a write or of the group's teardown
             f"interrupted at step {self.step}: saved {self.out / 'checkpoints' / 'last.pt'} and "

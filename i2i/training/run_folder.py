@@ -24,7 +24,8 @@ RUN_FILES = ("checkpoints", "samples", "tensorboard", "log.jsonl", "config.yaml"
 #: what i2i writes into a run folder and each of its folders, as name patterns (``atomic_write``'s temporary files,
 #: left by a killed process, included), besides the exported generators (``export_files``): ``--overwrite``
 #: deletes these and nothing else
-RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", ".config.*.tmp.yaml", ".log.*.tmp.jsonl"),
+RUN_PATTERNS = {".": ("log.jsonl", "config.yaml", "config.edited.yaml", ".config.*.tmp.yaml", ".log.*.tmp.jsonl",
+                      "report.html", ".report.*.tmp.html"),
                 "checkpoints": ("last.pt", ".last.*.tmp.pt"), "samples": ("step_*.png", ".step_*.tmp.png"),
                 "tensorboard": ("events.out.tfevents.*",)}
 

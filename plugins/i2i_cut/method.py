@@ -190,6 +190,10 @@ class CUT(Method):
         row = [a, self.nets.G(a), b]
         return [[*row, self.nets.G(b)] if self.p.nce_idt else row]
 
+    def sample_names(self) -> list[list[str]]:
+        row = [f"real {self.src}", f"fake {self.dst}", f"real {self.dst}"]
+        return [[*row, f"idt {self.dst}"] if self.p.nce_idt else row]  # idt: G of a target-domain image
+
     def extra_state(self) -> dict[str, Any]:
         return {"rng": self.rng.get_state()}
 

@@ -193,6 +193,9 @@ class CycleGAN(Method):
         fake_b, fake_a = G(a), F(b)
         return [[a, fake_b, F(fake_b)], [b, fake_a, G(fake_a)]]
 
+    def sample_names(self) -> list[list[str]]:
+        return [["real A", "fake B", "rec A"], ["real B", "fake A", "rec B"]]
+
     def extra_state(self) -> dict[str, Any]:
         return {"pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict()}
 

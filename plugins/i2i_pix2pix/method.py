@@ -107,6 +107,9 @@ class Pix2Pix(Method):
         a, b = batch[self.src], batch[self.dst]
         return [[a, self.nets.G(a), b]]
 
+    def sample_names(self) -> list[list[str]]:
+        return [[f"real {self.src}", f"fake {self.dst}", f"real {self.dst}"]]  # input | output | truth
+
     @torch.no_grad()
     def probe(self, batch: dict[str, torch.Tensor]) -> None:
         a = batch[self.src]
