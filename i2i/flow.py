@@ -8,6 +8,7 @@ per frame pair on the CPU), or from torchvision's RAFT (Teed & Deng, ECCV 2020) 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Protocol
 
@@ -115,17 +116,24 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _targets(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    h, w = flow.shape[:2]
+@functools.lru_cache(maxsize=4)
+def _grid(h: int, w: int) -> np.ndarray:
+    """Each pixel's own (x, y), H×W×2 float32 (kept: every frame of a video has the same size)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    return xs + flow[..., 0], ys + flow[..., 1]
+    grid = np.stack([xs, ys], axis=2)
+    grid.setflags(write=False)
+    return grid
+
+
+def _targets(flow: np.ndarray) -> np.ndarray:
+    """Where each pixel lands, H×W×2 float32 (the map ``cv2.remap`` takes)."""
+    return _grid(*flow.shape[:2]) + flow
 
 
 def warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """``img`` sampled at ``p + flow(p)`` (bilinear; edge pixels repeat outside): with the flow from frame ``a`` to
     frame ``img``, ``img`` brought into ``a``'s place."""
-    mx, my = _targets(flow)
-    out = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.remap(img, _targets(flow), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(img.shape)
 
 
@@ -135,12 +143,18 @@ def consistent(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
     Sundaram et al. (ECCV 2010) with the thresholds of Ruder et al. (GCPR 2016), as Lai et al. (ECCV 2018) use for
     the warping error. Pixels that fail are occluded in ``b``, moved out of view, or of unreliable flow."""
     h, w = flow.shape[:2]
-    mx, my = _targets(flow)
-    inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
-    returned = warp(back, flow)
-    loop = ((flow + returned) ** 2).sum(2)
-    agree = loop <= 0.01 * ((flow ** 2).sum(2) + (returned ** 2).sum(2)) + 0.5
-    du = np.gradient(flow[..., 0])
-    dv = np.gradient(flow[..., 1])
-    edges = du[0] ** 2 + du[1] ** 2 + dv[0] ** 2 + dv[1] ** 2 > 0.01 * (flow ** 2).sum(2) + 0.002
+    to = _targets(flow)
+    inside = (to[..., 0] >= 0) & (to[..., 0] <= w - 1) & (to[..., 1] >= 0) & (to[..., 1] <= h - 1)
+    returned = cv2.remap(back, to, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    loop = _length2(flow + returned)
+    agree = loop <= 0.01 * (_length2(flow) + _length2(returned)) + 0.5
+    # the flow's central differences, (f[i+1] − f[i−1]) / 2, along x and y, both components at once
+    dx = cv2.Sobel(flow, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
+    dy = cv2.Sobel(flow, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
+    edges = _length2(dx) + _length2(dy) > 0.01 * _length2(flow) + 0.002
     return inside & agree & ~edges
+
+
+def _length2(v: np.ndarray) -> np.ndarray:
+    """The squared length of each pixel's 2-vector."""
+    return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]

@@ -35,6 +35,8 @@ CUT_FRACTION = 0.3
 MATCH = 24 / 255
 METHODS = ("flow", "norm", "both")
 DEFAULT_STRENGTH = 0.7
+#: the flow ``--stabilize`` follows (a few ms per frame), and the one the warping error is measured with
+STABILIZE_FLOW, REPORT_FLOW = "dis:fast", "dis"
 
 
 @dataclass
@@ -142,12 +144,14 @@ class NormSmoothing:
 
 @dataclass
 class TemporalOptions:
-    """What ``i2i video`` does over time: stabilise (strength, method), report the warping error, with which flow."""
+    """What ``i2i video`` does over time: stabilise (strength, method, the flow it follows), and report the warping
+    error (measured with its own flow, the same whatever the stabilisation, so that reports compare)."""
 
     stabilize: float | None = None
     method: str = "flow"
     report: bool = False
-    flow: str = "dis"
+    flow: str = STABILIZE_FLOW
+    report_flow: str = REPORT_FLOW
 
     def check(self) -> None:
         if self.stabilize is not None and not 0 <= self.stabilize < 1:
@@ -155,6 +159,15 @@ class TemporalOptions:
                            f"--stabilize {DEFAULT_STRENGTH}")
         if self.method not in METHODS:
             raise I2IError(f"unknown --stabilize-method '{self.method}'; use {', '.join(METHODS)}")
+
+
+@dataclass
+class Seen:
+    """What the later steps need of one input frame."""
+
+    frame: np.ndarray  # at the generator's size, uint8
+    motion: Motion | None  # since the frame before, as the stabilisation follows it
+    measured: Motion | None  # the same, in the warping error's flow (the same object where both use one flow)
 
 
 class Temporal:
@@ -173,14 +186,25 @@ class Temporal:
                 warn("the generator has no per-image normalisation (instance/group norm) to smooth: --stabilize-"
                      "method norm changes nothing; use --stabilize-method flow")
         self.errors = (WarpingError(), WarpingError()) if options.report else None  # input's, output's
-        needs_motion = self.blend is not None or self.norms is not None or self.errors is not None
-        self.tracker = (MotionTracker(flow_estimator(options.flow, device), both_ways=options.report)
-                        if needs_motion else None)
+        shared = options.report and options.flow == options.report_flow
+        self.tracker = (MotionTracker(flow_estimator(options.flow, device), both_ways=shared)
+                        if self.blend is not None or self.norms is not None else None)
+        self.meter = None
+        if options.report:
+            self.meter = (self.tracker if shared and self.tracker is not None else
+                          MotionTracker(flow_estimator(options.report_flow, device), both_ways=True))
         self.previous: tuple[np.ndarray, np.ndarray] | None = None  # the last (input, output) frames
 
-    def on_read(self, frame: np.ndarray) -> tuple[np.ndarray, Motion | None] | None:
-        """``frame``: the input at the generator's size (uint8). What the later steps need of it."""
-        return None if self.tracker is None else (frame, self.tracker(frame))
+    @property
+    def active(self) -> bool:
+        """Whether any step is to run (otherwise the pipeline skips them)."""
+        return self.tracker is not None or self.meter is not None
+
+    def on_read(self, frame: np.ndarray) -> Seen:
+        """``frame``: the input at the generator's size (uint8)."""
+        motion = self.tracker(frame) if self.tracker is not None else None
+        measured = motion if self.meter is self.tracker else self.meter(frame) if self.meter is not None else None
+        return Seen(frame, motion, measured)
 
     @contextlib.contextmanager
     def generating(self, generator: nn.Module) -> Iterator[None]:
@@ -190,20 +214,19 @@ class Temporal:
         with normalized_by(generator, self.norms.policy):
             yield
 
-    def before_batch(self, seen: Iterable[tuple[np.ndarray, Motion | None] | None]) -> None:
+    def before_batch(self, seen: Iterable[Seen | None]) -> None:
         if self.norms is not None:
-            self.norms.starts = [s is None or s[1] is None or s[1].cut for s in seen]
+            self.norms.starts = [s is None or s.motion is None or s.motion.cut for s in seen]
 
-    def on_result(self, out: np.ndarray, seen: tuple[np.ndarray, Motion | None] | None) -> np.ndarray:
+    def on_result(self, out: np.ndarray, seen: Seen | None) -> np.ndarray:
         if seen is None:
             return out
-        frame, motion = seen
         if self.blend is not None:
-            out = self.blend(out, motion)
-        if self.errors is not None and motion is not None and self.previous is not None:
-            self.errors[0].add(self.previous[0], frame, motion)
-            self.errors[1].add(self.previous[1], out, motion)
-        self.previous = (frame, out)
+            out = self.blend(out, seen.motion)
+        if self.errors is not None and seen.measured is not None and self.previous is not None:
+            self.errors[0].add(self.previous[0], seen.frame, seen.measured)
+            self.errors[1].add(self.previous[1], out, seen.measured)
+        self.previous = (seen.frame, out)
         return out
 
     def report(self) -> dict[str, float | None] | None:
@@ -213,7 +236,7 @@ class Temporal:
                 "frame_pairs": self.errors[1].pairs}
 
 
-def warping_errors(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray], flow: str = "dis"
+def warping_errors(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray], flow: str = REPORT_FLOW
                    ) -> tuple[float | None, float | None]:
     """The warping error of the frames ``inputs`` and of their translations ``outputs`` (equal sizes, in order)."""
     tracker, errors, previous = MotionTracker(flow_estimator(flow), both_ways=True), (WarpingError(),

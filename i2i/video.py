@@ -198,7 +198,7 @@ def _translate_video(src: Path, dst: Path, info: VideoInfo, translator: Translat
                     gap = max(0, min(at, (expected or 1) - 1) - counts["slots"])
                     image = rgb(frame)
                     prep = translator.prepare(image)
-                    seen = over_time.on_read(network_frame(prep)) if over_time.tracker is not None else None
+                    seen = over_time.on_read(network_frame(prep)) if over_time.active else None
                     if not put(decoded, (prep, image if side_by_side else None, gap, seen)):
                         return
                     counts["slots"] += gap + 1

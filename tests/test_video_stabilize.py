@@ -84,12 +84,29 @@ def test_a_bad_flow_is_one_line_before_decoding(cli, make_ckpt, tmp_path):
     if FFMPEG is None:
         pytest.skip("ffmpeg (imageio-ffmpeg) not installed")
     src, _ = sparse_avi(tmp_path)
-    ckpt = make_ckpt()
-    one_line_error(cli("video", src, "--ckpt", ckpt, "-o", tmp_path / "o.mp4", "--report", "--flow", "farneback"),
+    ckpt, dst = make_ckpt(), tmp_path / "o.mp4"
+    one_line_error(cli("video", src, "--ckpt", ckpt, "-o", dst, "--stabilize", "--flow", "farneback"),
                    "unknown flow 'farneback'")
-    one_line_error(cli("video", src, "--ckpt", ckpt, "-o", tmp_path / "o.mp4", "--report", "--flow",
+    one_line_error(cli("video", src, "--ckpt", ckpt, "-o", dst, "--report", "--report-flow",
                        f"raft:{tmp_path / 'none.pth'}"), "RAFT weights not found")
     assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
+    res = cli("video", src, "--ckpt", ckpt, "-o", dst, "--device", "cpu", "--flow", "dis:medium")
+    assert res.exit_code == 0 and "--flow is the flow --stabilize follows, which is not given" in res.stderr
+
+
+def test_the_report_measures_with_its_own_flow_whatever_the_stabiliser_follows(cli, make_ckpt, tmp_path):
+    """The input's warping error is the same with any --flow: the report's flow does not follow the stabiliser's."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg (imageio-ffmpeg) not installed")
+    src, _ = sparse_avi(tmp_path)
+    ckpt = make_ckpt()
+    fast = run(cli, tmp_path, src, ckpt, "fast", "--stabilize", "--report")
+    ultra = run(cli, tmp_path, src, ckpt, "ultra", "--stabilize", "--report", "--flow", "dis:ultrafast")
+    assert fast["flow"] == "dis:fast" and ultra["flow"] == "dis:ultrafast" and fast["report_flow"] == "dis"
+    assert ultra["warping_error_input"] == fast["warping_error_input"]
+    medium = run(cli, tmp_path, src, ckpt, "medium", "--report", "--report-flow", "dis:ultrafast")
+    assert medium["report_flow"] == "dis:ultrafast" and medium["flow"] is None
+    assert medium["warping_error_input"] != fast["warping_error_input"]
 
 
 def test_norm_smoothing_of_a_generator_without_instance_norm_says_so(cli, make_ckpt, tmp_path):

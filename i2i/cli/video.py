@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from ..errors import I2IError, warn
 from ..flow import FLOW_HELP
-from ..temporal import DEFAULT_STRENGTH, TemporalOptions
+from ..temporal import DEFAULT_STRENGTH, REPORT_FLOW, STABILIZE_FLOW, TemporalOptions
 from .base import app, cli_errors, err, optional_value, out
 
 STRENGTH = optional_value("--stabilize", DEFAULT_STRENGTH)
@@ -38,7 +38,9 @@ def video_cmd(
                                "flow; measured best), norm (smooth the instance-norm statistics), or both"),
     report: bool = typer.Option(False, "--report", help="measure flicker: the warping error (Lai et al. 2018) of "
                                                        "the output beside the input's own"),
-    flow: str = typer.Option("dis", "--flow", help=f"optical flow for --stabilize and --report: {FLOW_HELP}"),
+    flow: str = typer.Option(STABILIZE_FLOW, "--flow", help=f"the optical flow --stabilize follows: {FLOW_HELP}"),
+    report_flow: str = typer.Option(REPORT_FLOW, "--report-flow", help="the optical flow the warping error of "
+                                    "--report is measured with (kept the same to compare reports)"),
     json_path: Path = typer.Option(None, "--json", help="also write the result (frames, fps, warping errors with "
                                                         "--report) as JSON"),
 ) -> None:
@@ -57,12 +59,14 @@ def video_cmd(
     from ..video_encoder import ffmpeg_path
     from ..video_source import check_part, probe, quiet_native_logs
 
-    options = TemporalOptions(stabilize, method, report, flow)
+    options = TemporalOptions(stabilize, method, report, flow, report_flow)
     options.check()
     if json_path is not None:
         check_report_path(json_path)
-    if flow != "dis" and stabilize is None and not report:
-        warn("--flow is used by --stabilize and --report only; neither is given")
+    if flow != STABILIZE_FLOW and stabilize is None:
+        warn("--flow is the flow --stabilize follows, which is not given")
+    if report_flow != REPORT_FLOW and not report:
+        warn("--report-flow is the flow --report measures with, which is not given")
 
     quiet_native_logs()  # before the first capture opens
     if batch_size < 1 or (size is not None and size < 1):
@@ -71,7 +75,8 @@ def video_cmd(
     info = probe(src)
     dst = output_path(src, dst or src.with_name(f"{src.stem}_i2i.mp4"))  # checked before the model loads
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    flow_estimator(flow, translator.device)  # a bad --flow fails before any frame is decoded
+    for spec in (flow, report_flow):  # a bad --flow fails before any frame is decoded
+        flow_estimator(spec, translator.device)
     if not no_audio and ffmpeg_path() is None:
         warn("ffmpeg not found (pip install imageio-ffmpeg): the output will be silent")
     total = info.frames - round(start * info.fps) if info.frames else None
@@ -103,7 +108,8 @@ def video_cmd(
                            "frames": result.frames, "written": result.written, "seconds": round(result.seconds, 3),
                            "fps": round(result.fps, 3), "audio": result.audio,
                            "stabilize": None if stabilize is None else {"strength": stabilize, "method": method},
-                           "flow": flow if (stabilize is not None or report) else None, **(result.report or {})},
+                           "flow": flow if stabilize is not None else None,
+                           "report_flow": report_flow if report else None, **(result.report or {})},
                           indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
         out.print(f"wrote {json_path}", highlight=False, markup=False)
