@@ -13,7 +13,8 @@ shifts). Under :func:`i2i.norm_stats.normalized_by` every tile uses the whole im
 ``exact``: passes over the tiles, each stopping at the first layer whose statistics are unknown after adding up that
 layer's sums over each tile's core, until all are known (about L/2 forward passes for L norm layers, then the final
 one); the result is the whole image's up to float rounding. ``lowres`` (default): one pass of the image downscaled to
-as large as memory allows (up to 4 MP) records them; cheap and approximate (exact when the image fits).
+about one tile's input area records them (no more memory than a tile); cheap and approximate (exact when the
+image fits that area).
 
 A generator is tiled only if a probe (a smooth random image of 2×2 small tiles) tiled matches its whole-image pass to
 :data:`TOLERANCE` of the output's range; otherwise (global pooling, attention, a receptive field wider than any
@@ -50,9 +51,6 @@ TOLERANCE = 1e-4
 HALO_CAP = 256
 #: the halo where the receptive field cannot be computed
 UNKNOWN_HALO = 32
-#: most pixels per image of the downscaled pass that gives ``lowres`` statistics (of a 24 MP image: a copy 2.4×
-#: smaller per side), where memory allows; its cost is bounded, and closer statistics than one tile's area gives
-LOWRES_PIXELS = 4 * 2**20
 #: smallest tile core, px (rounded up to the size multiple)
 MIN_TILE = 16
 #: first tile size tried after CUDA ran out of memory (halved while it still does)
@@ -343,24 +341,11 @@ class Tiling:
         core, G = self.core(tile), self.tr.G
         policy = TileStats(active_policy(G))  # an enclosing policy (a video's smoothing) gets each layer's once
         with normalized_by(G, policy) as norms:
-            if norms and self.stats == "lowres":  # the statistics of a copy as large as memory allows
+            if norms and self.stats == "lowres":  # the statistics of a copy of one tile's input area: no more memory
                 policy.recording = True
-                self.tr._run(_downscaled(x, self.lowres_pixels(core, len(x)), self.tr.multiple, self.tr.min_side))
+                self.tr._run(_downscaled(x, (core + 2 * self.halo) ** 2, self.tr.multiple, self.tr.min_side))
                 policy.recording = False
             return self._tiled(x, core, policy, self.tr._run)
-
-    def lowres_pixels(self, core: int, n: int) -> int:
-        """Pixels per image of the copy whose statistics ``lowres`` takes: as many as fit in the memory free now,
-        up to :data:`LOWRES_PIXELS`, and at least one tile's input area."""
-        tile_area = (core + 2 * self.halo) ** 2
-        if self.tr.device.type == "cuda":
-            free = torch.cuda.mem_get_info(self.tr.device)[0]
-        else:
-            free = devices.available_memory()
-        if free is None:
-            return tile_area
-        fit = int(free / MEMORY_MARGIN / (self.profile.bytes_per_pixel * n))
-        return max(tile_area, min(LOWRES_PIXELS, fit))
 
     def tile_for(self, batch: torch.Tensor) -> int | None:
         """The tile size for ``batch`` (None: whole): ``tile`` where an image is larger than one; without it, on the
