@@ -84,16 +84,6 @@ def measure(args: argparse.Namespace, mode: str, megapixels: float) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def seam(out: torch.Tensor, edges: list[int]) -> float:
-    ratios = []
-    for t in (out, out.transpose(-1, -2)):
-        d = (t[..., 1:] - t[..., :-1]).abs().mean(dim=tuple(range(t.dim() - 1)))
-        at = torch.zeros_like(d, dtype=torch.bool)
-        at[[e - 1 for e in edges]] = True
-        ratios.append(float(d[at].mean() / d[~at].mean()))
-    return max(ratios)
-
-
 def seams(side: int, tile: int) -> None:
     """The seam measure of whole, ours (lowres, exact), own-statistics tiles and separately translated tiles."""
     torch.manual_seed(0)
@@ -127,12 +117,12 @@ def seams(side: int, tile: int) -> None:
     finally:
         tiling.TileStats = base_stats
     results["tiles translated separately"] = separate
-    base = seam(ref, edges)
+    base = tiling.seam(ref, edges)
     print(f"seams ({side}² smooth image, {tile} px tiles, low-pass ResNet-2 ngf 8; 1.0 = the whole image's own "
           f"measure {base:.2f} at those lines):")
     for name, out in results.items():
         err = float((out - ref).abs().max() / (ref.max() - ref.min()))
-        print(f"  {name:28s} seam {seam(out, edges) / base:6.2f}×   max |error| {err:.1e} of the output's range")
+        print(f"  {name:28s} seam {tiling.seam(out, edges) / base:6.2f}×   max |error| {err:.1e} of the output's range")
 
 
 def main() -> None:

@@ -194,6 +194,19 @@ class TileStats:
         return True
 
 
+def seam(out: torch.Tensor, edges: list[int]) -> float:
+    """How much a tiled output changes across the tile borders ``edges`` (the first row/column of each tile but the
+    first) against elsewhere: the mean |difference| between neighbouring columns (and rows) there over the same at
+    all others, the larger of the two directions (about 1 where no seam shows)."""
+    ratios = []
+    for t in (out, out.transpose(-1, -2)):
+        d = (t[..., 1:] - t[..., :-1]).abs().mean(dim=tuple(range(t.dim() - 1)))
+        at = torch.zeros_like(d, dtype=torch.bool)
+        at[[e - 1 for e in edges]] = True
+        ratios.append(float(d[at].mean() / d[~at].mean()))
+    return max(ratios)
+
+
 def _size(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 

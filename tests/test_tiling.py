@@ -19,7 +19,7 @@ import i2i.tiling
 from conftest import one_line_error
 from i2i.norm_stats import normalized_by
 from i2i.receptive_field import profile, smooth_probe
-from i2i.tiling import TOLERANCE, TileStats, default_halo, spans
+from i2i.tiling import TOLERANCE, TileStats, default_halo, seam, spans
 from i2i.translate import Translator
 from i2i_components.generators import ResnetGenerator, UnetGenerator
 
@@ -53,17 +53,6 @@ def whole(G: nn.Module, x: torch.Tensor, **kw) -> torch.Tensor:
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / (b.max() - b.min()))
-
-
-def seam(out: torch.Tensor, edges: list[int]) -> float:
-    """Mean |difference| between neighbouring columns (and rows) across tile edges, over the same at all others."""
-    ratios = []
-    for t in (out, out.transpose(-1, -2)):
-        d = (t[..., 1:] - t[..., :-1]).abs().mean(dim=tuple(range(t.dim() - 1)))
-        at = torch.zeros_like(d, dtype=torch.bool)
-        at[[e - 1 for e in edges]] = True
-        ratios.append(float(d[at].mean() / d[~at].mean()))
-    return max(ratios)
 
 
 def test_receptive_field_of_the_resnet_bounds_its_reach_and_sets_the_default_halo():
