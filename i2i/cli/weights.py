@@ -103,7 +103,7 @@ def inspect_cmd(ckpt: Path = typer.Argument(..., help="exported generator (G.pt)
         rows = _generator_rows(ckpt, read_generator(ckpt))
     table = Table(title=escape(str(ckpt)), show_header=False)
     table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # long paths wrap on a narrow terminal, never cut
     for field, value in rows:  # names, paths and values from the file: shown as they are, never as markup
         table.add_row(field, escape(value))
     out.print(table)
@@ -163,7 +163,8 @@ def _training_rows(ckpt: Path, record: dict[str, Any]) -> list[tuple[str, str]]:
     logged = settings_records(run / "log.jsonl")
     names = logged[-1].get("exports", []) if logged else []
     present = [n for n in names if (run / n).is_file()]
-    rows.append(("exports", ", ".join(str(run / n) for n in present) if present else "none yet"))
+    rows.append(("run folder", str(run)))
+    rows.append(("exports", ", ".join(present) if present else "none yet"))
     if record.get("versions"):
         rows.append(("versions", ", ".join(f"{k} {v}" for k, v in record["versions"].items())))
     return rows
