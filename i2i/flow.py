@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import I2IError
+from .errors import I2IError, first_line
 
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 MIN_RAFT_SIDE = 128
+#: the smallest side DIS is given (it fails below 12 px)
+MIN_FLOW_SIDE = 16
 FLOW_HELP = "dis (OpenCV DIS, medium preset), dis:fast, dis:ultrafast, or raft:WEIGHTS.pth (torchvision RAFT)"
 
 
@@ -52,10 +54,12 @@ class RAFTFlow:
         if not weights.is_file():
             raise I2IError(f"RAFT weights not found: {weights}; give the path of a torchvision raft_large or "
                            f"raft_small state dict (.pth)")
+        if weights.stat().st_size == 0:
+            raise I2IError(f"the RAFT weights file {weights} is empty (an interrupted download?); use a complete one")
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise I2IError(f"cannot read RAFT weights from {weights}: {str(exc).splitlines()[0]}") from None
+            raise I2IError(f"cannot read RAFT weights from {weights}: {first_line(exc)}") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         for build in (raft_large, raft_small):
             model = build(weights=None)
@@ -99,6 +103,10 @@ def flow_between(estimator: FlowEstimator, a: np.ndarray, b: np.ndarray, side: i
     """The flow from ``a`` to ``b``, estimated on the frames shrunk to a short side of at most ``side`` px (flow
     varies slowly: the cost stays that of a small frame at any resolution) and brought back to their size."""
     h, w = a.shape[:2]
+    if min(h, w) < MIN_FLOW_SIDE:  # DIS needs a few patches per side: tiny frames are estimated padded
+        ph, pw = max(0, MIN_FLOW_SIDE - h), max(0, MIN_FLOW_SIDE - w)
+        pad = [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2)
+        return np.ascontiguousarray(estimator(np.pad(a, pad, mode="edge"), np.pad(b, pad, mode="edge"))[:h, :w])
     scale = side / min(h, w)
     if scale >= 1:
         return estimator(a, b)

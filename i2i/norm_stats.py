@@ -64,7 +64,8 @@ def _normalize(module: nn.Module, layer: int, policy: Policy, x: torch.Tensor) -
     if chosen[0] is mean and chosen[1] is var:  # the input's own: the normalisation is done
         out = own
     else:  # a batch norm over N·C channels with the chosen statistics: one fused pass
-        per_channel = [s.repeat_interleave(c // groups, dim=1).reshape(-1).to(x.dtype) for s in chosen]
+        # float32 statistics for any input: fp16 would overflow a variance over 65504, bf16 round the mean
+        per_channel = [s.repeat_interleave(c // groups, dim=1).reshape(-1).float() for s in chosen]
         out = F.batch_norm(x.reshape(1, n * c, *x.shape[2:]), *per_channel, training=False, eps=module.eps
                            ).reshape(x.shape)
     if getattr(module, "weight", None) is not None:

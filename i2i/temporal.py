@@ -41,33 +41,39 @@ STABILIZE_FLOW, REPORT_FLOW = "dis:fast", "dis"
 
 @dataclass
 class Motion:
-    """How frame t relates to frame t−1 (both at the size the generator sees)."""
+    """How frame t relates to frame t−1 (both at the size the generator sees); each tracker keeps only what its
+    user reads (a frame in flight holds a few of these)."""
 
-    fw: np.ndarray  # flow t−1 → t
-    bw: np.ndarray  # flow t → t−1
-    seen_before: np.ndarray  # in frame t: pixels visible in t−1 (where warping o_{t−1} onto t can be trusted)
+    fw: np.ndarray | None  # flow t−1 → t (the warping error's)
+    bw: np.ndarray | None  # flow t → t−1 (the stabiliser's)
+    seen_before: np.ndarray | None  # in frame t: pixels visible in t−1 (where warping o_{t−1} onto t is trusted)
     stays_visible: np.ndarray | None = None  # in frame t−1: pixels still visible in t (for the warping error)
 
     @property
     def cut(self) -> bool:
-        return float(self.seen_before.mean()) < CUT_FRACTION
+        return self.seen_before is not None and float(self.seen_before.mean()) < CUT_FRACTION
 
 
 class MotionTracker:
-    """The motion between each frame and the one before (call it on the frames in order)."""
+    """The motion between each frame and the one before (call it on the frames in order): ``stabilize``, what the
+    stabiliser needs; ``measure``, what the warping error needs."""
 
-    def __init__(self, estimator: FlowEstimator, both_ways: bool = False) -> None:
-        self.estimator, self.both_ways, self.previous = estimator, both_ways, None
+    def __init__(self, estimator: FlowEstimator, stabilize: bool = True, measure: bool = False) -> None:
+        self.estimator, self.stabilize, self.measure, self.previous = estimator, stabilize, measure, None
 
     def __call__(self, frame: np.ndarray) -> Motion | None:
         previous, self.previous = self.previous, frame
         if previous is None or previous.shape != frame.shape:
             return None
         fw, bw = flow_between(self.estimator, previous, frame), flow_between(self.estimator, frame, previous)
-        # where the previous input, brought onto this frame, does not look like it, neither will the previous
-        # output: the flow is wrong there (smeared across a moving edge, say), and blending would leave a ghost
-        same = _difference(warp(previous, bw), frame) <= MATCH
-        return Motion(fw, bw, consistent(bw, fw) & same, consistent(fw, bw) if self.both_ways else None)
+        seen = None
+        if self.stabilize:
+            # where the previous input, brought onto this frame, does not look like it, neither will the previous
+            # output: the flow is wrong there (smeared across a moving edge, say), and blending would leave a ghost
+            same = _difference(warp(previous, bw), frame) <= MATCH
+            seen = consistent(bw, fw) & same
+        stays = consistent(fw, bw) if self.measure else None
+        return Motion(fw if self.measure else None, bw if self.stabilize else None, seen, stays)
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -126,12 +132,18 @@ class NormSmoothing:
 
     strength: float
     starts: list[bool] = field(default_factory=list)  # per frame of the next batch: a new shot begins
-    state: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    state: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # after the last batch
+    before: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # before this batch
+
+    def begin(self, starts: list[bool]) -> None:
+        """A new batch: the average so far is fixed, so that a pass run again for the same batch (a retry in
+        tiles after running out of memory, say) gives the same statistics."""
+        self.starts, self.before = starts, dict(self.state)
 
     def policy(self, layer: int, x: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]
                ) -> tuple[torch.Tensor, torch.Tensor]:
         means, variances = [], []
-        last = self.state.get(layer)
+        last = self.before.get(layer)
         for n, (mean, var) in enumerate(zip(*stats, strict=True)):
             start = last is None or (n < len(self.starts) and self.starts[n])
             s = self.strength
@@ -186,13 +198,13 @@ class Temporal:
                 warn("the generator has no per-image normalisation (instance/group norm) to smooth: --stabilize-"
                      "method norm changes nothing; use --stabilize-method flow")
         self.errors = (WarpingError(), WarpingError()) if options.report else None  # input's, output's
-        shared = options.report and options.flow == options.report_flow
-        self.tracker = (MotionTracker(flow_estimator(options.flow, device), both_ways=shared)
+        shared = options.report and _same_flow(options.flow, options.report_flow)
+        self.tracker = (MotionTracker(flow_estimator(options.flow, device), measure=shared)
                         if self.blend is not None or self.norms is not None else None)
         self.meter = None
         if options.report:
             self.meter = (self.tracker if shared and self.tracker is not None else
-                          MotionTracker(flow_estimator(options.report_flow, device), both_ways=True))
+                          MotionTracker(flow_estimator(options.report_flow, device), stabilize=False, measure=True))
         self.previous: tuple[np.ndarray, np.ndarray] | None = None  # the last (input, output) frames
 
     @property
@@ -216,7 +228,7 @@ class Temporal:
 
     def before_batch(self, seen: Iterable[Seen | None]) -> None:
         if self.norms is not None:
-            self.norms.starts = [s is None or s.motion is None or s.motion.cut for s in seen]
+            self.norms.begin([s is None or s.motion is None or s.motion.cut for s in seen])
 
     def on_result(self, out: np.ndarray, seen: Seen | None) -> np.ndarray:
         if seen is None:
@@ -236,10 +248,15 @@ class Temporal:
                 "frame_pairs": self.errors[1].pairs}
 
 
+def _same_flow(a: str, b: str) -> bool:
+    """Whether two flow specs name one estimator (``dis`` is ``dis:medium``)."""
+    return {"dis": "dis:medium"}.get(a, a) == {"dis": "dis:medium"}.get(b, b)
+
+
 def warping_errors(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray], flow: str = REPORT_FLOW
                    ) -> tuple[float | None, float | None]:
     """The warping error of the frames ``inputs`` and of their translations ``outputs`` (equal sizes, in order)."""
-    tracker, errors, previous = MotionTracker(flow_estimator(flow), both_ways=True), (WarpingError(),
+    tracker, errors, previous = MotionTracker(flow_estimator(flow), False, True), (WarpingError(),
                                                                                        WarpingError()), None
     for frame, out in zip(inputs, outputs, strict=True):
         motion = tracker(frame)

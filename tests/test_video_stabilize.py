@@ -64,7 +64,8 @@ def test_stabilize_without_a_value_takes_the_default(cli, make_ckpt, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert json.loads(report.read_text())["stabilize"]["strength"] == 0.7
     res = cli("video", src, "--ckpt", ckpt, "-o", dst, "--device", "cpu", "--report", "--stabilize")
-    assert res.exit_code == 0, res.stderr and "warping error" in res.stdout
+    assert res.exit_code == 0, res.stderr
+    assert "warping error" in res.stdout
 
 
 def test_bad_temporal_options_are_one_line_before_the_model_loads(cli, tmp_path):

@@ -42,8 +42,9 @@ class _Command(typer.core.TyperCommand):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         own = {name for param in self.params for name in getattr(param, "opts", ())} & OPTIONAL_VALUES.keys()
-        args = [f"{arg}={OPTIONAL_VALUES[arg]}" if arg in own and (i + 1 == len(args) or not _is_number(args[i + 1]))
-                else arg for i, arg in enumerate(args)]
+        end = args.index("--") if "--" in args else len(args)  # after --, every word is an argument
+        args = [f"{arg}={OPTIONAL_VALUES[arg]}" if i < end and arg in own and (
+                    i + 1 == end or not _is_number(args[i + 1])) else arg for i, arg in enumerate(args)]
         return super().parse_args(ctx, args)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
