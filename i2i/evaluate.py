@@ -214,6 +214,40 @@ def plan(
     return Plan(sources, targets, paired, dist, extractor, notes, used)
 
 
+def _score_pair(source: np.ndarray, out: np.ndarray, truth: np.ndarray, paired: dict[str, Any],
+                identity_paired: dict[str, Any], templates: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Add one pair (all at the output's size) to the paired metrics, the translation and the identity; with
+    ``templates`` (unused copies of them), the pair's own scores."""
+    ref_t, out_t, src_t = _float_rgb(truth), _float_rgb(out), _float_rgb(source)
+    for n, m in paired.items():
+        m.update(out_t, ref_t)
+        identity_paired[n].update(src_t, ref_t)
+    return {n: {"translated": _single(t, out_t, ref_t), "identity": _single(t, src_t, ref_t)}
+            for n, t in templates.items()}
+
+
+def _final_scores(paired: dict[str, Any], identity_paired: dict[str, Any], dist: dict[str, Any],
+                  outputs: list[torch.Tensor], originals: list[torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Each metric's score of the translations and of the identity (the sources themselves): paired metrics have
+    accumulated their pairs; distribution metrics, holding the targets, are given the outputs, then the sources."""
+    scores: dict[str, dict[str, Any]] = {}
+    for n, m in paired.items():
+        scores[n] = {"translated": m.compute(), "identity": identity_paired[n].compute(),
+                     "higher_is_better": m.higher_is_better}
+    for n, m in dist.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for o in outputs:
+                m.update(o, real=False)
+            translated = m.compute()
+            m.reset_fake()
+            for o in originals:
+                m.update(o, real=False)
+            identity = m.compute()
+        scores[n] = {"translated": translated, "identity": identity, "higher_is_better": m.higher_is_better}
+    return scores
+
+
 def evaluate(
     translator: Translator,
     registry: Registry,
@@ -275,16 +309,10 @@ def evaluate(
                                    f"translates to {out.shape[1]}×{out.shape[0]}; resize the truth images")
                 ref = _fit(ref, out.shape[:2])
                 resized += 1
-            ref_t = _float_rgb(ref)
             src_img = img if img.shape[:2] == out.shape[:2] else _fit(img, out.shape[:2])
-            out_t, src_t = _float_rgb(out), _float_rgb(src_img)
-            for n, m in paired.items():
-                m.update(out_t, ref_t)
-                identity_paired[n].update(src_t, ref_t)
+            scored_pair = _score_pair(src_img, out, ref, paired, identity_paired, templates)
             if per_image:
-                images.append({"name": item.name, "scores": {
-                    n: {"translated": _single(t, out_t, ref_t), "identity": _single(t, src_t, ref_t)}
-                    for n, t in templates.items()}})
+                images.append({"name": item.name, "scores": scored_pair})
             if on_pair is not None:
                 on_pair(item.name, src_img, out, ref)
             pairs_scored += 1
@@ -293,8 +321,7 @@ def evaluate(
             originals.append(_float_rgb(img))
     if undecodable:
         skipped = (f"skipped {len(undecodable)} image(s) that could not be used (corrupt, truncated, or of a kind "
-                   f"i2i does not read) "
-                   f"({first_names(undecodable)})")
+                   f"i2i does not read) ({first_names(undecodable)})")
         notes.append(skipped)
         if dist and min(scored, used_targets) < 2 <= min(len(sources), len(targets)):
             raise I2IError(f"metric(s) {', '.join(dist)} need at least 2 decodable source and target images (got "
@@ -304,22 +331,7 @@ def evaluate(
                            f"files")
     if resized:
         notes.append(f"{resized} truth image(s) differed in size from the output and were resized to it")
-
-    scores: dict[str, dict[str, Any]] = {}
-    for n, m in paired.items():
-        scores[n] = {"translated": m.compute(), "identity": identity_paired[n].compute(),
-                     "higher_is_better": m.higher_is_better}
-    for n, m in dist.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for o in outputs:
-                m.update(o, real=False)
-            translated = m.compute()
-            m.reset_fake()
-            for o in originals:
-                m.update(o, real=False)
-            identity = m.compute()
-        scores[n] = {"translated": translated, "identity": identity, "higher_is_better": m.higher_is_better}
+    scores = _final_scores(paired, identity_paired, dist, outputs, originals)
     counts = {"source": scored, "target": used_targets, "truth": pairs_scored}
     folders = {k: None if v is None else str(v) for k, v in (("source", source), ("target", target), ("truth", truth))}
     return EvalReport(scores, extractor.name if extractor is not None else None, counts, notes, folders, images)
