@@ -188,14 +188,18 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
                             f"(unsigned) or to float32 in [0, 1]")
     if flag == cv2.IMREAD_UNCHANGED:  # the one mode in which OpenCV does not apply the EXIF orientation
         img = orient(img, exif_orientation(path))
-    if img.ndim == 2:
-        img = img[:, :, None]
-    elif img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    img = rgb_order(img)
     if channels is not None and img.dtype != np.uint8:
         img = (img / (np.iinfo(img.dtype).max / 255.0)).round().astype(np.uint8)
+    return img
+
+
+def rgb_order(img: np.ndarray) -> np.ndarray:
+    """An image as OpenCV decodes it (H×W gray, BGR or BGRA) as i2i holds images: H×W×C, RGB(A)."""
+    if img.ndim == 2:
+        return img[:, :, None]
+    if img.shape[2] in (3, 4):
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB if img.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return img
 
 

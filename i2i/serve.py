@@ -37,7 +37,7 @@ from torch import nn
 
 from .device import out_of_memory
 from .errors import I2IError, did_you_mean, first_line
-from .images import COMMON_SUFFIXES, SAMPLE_TYPES, _opencv_silent, _orientation, encode_image, orient
+from .images import COMMON_SUFFIXES, SAMPLE_TYPES, _opencv_silent, _orientation, encode_image, orient, rgb_order
 from .translate import Translator
 
 #: defaults of --max-bytes (a body's size) and --max-pixels (width × height: 2048 × 2048)
@@ -135,11 +135,7 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     if img.dtype not in SAMPLE_TYPES:
         raise HTTPProblem(400, f"the image holds {img.dtype} samples, which i2i does not take; convert it to 8 or "
                                f"16 bit (unsigned)")
-    img = orient(img, head.orientation) if head.orientation != 1 else img
-    if img.ndim == 2:
-        return img[:, :, None]
-    return cv2.cvtColor(img, {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}[img.shape[2]]) if img.shape[2] in (
-        3, 4) else img
+    return rgb_order(orient(img, head.orientation) if head.orientation != 1 else img)
 
 
 @dataclass
