@@ -35,8 +35,7 @@ class DISFlow:
     """OpenCV's DIS optical flow on the frames' luminance. One instance per thread (OpenCV's object keeps state)."""
 
     def __init__(self, preset: str = "medium") -> None:
-        if preset not in DIS_PRESETS:
-            raise I2IError(f"unknown DIS preset '{preset}'; use one of {', '.join(DIS_PRESETS)}")
+        _check_preset(preset)
         self.preset = preset
         self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
 
@@ -51,11 +50,7 @@ class RAFTFlow:
         from torchvision.models.optical_flow import raft_large, raft_small
 
         weights = Path(weights)
-        if not weights.is_file():
-            raise I2IError(f"RAFT weights not found: {weights}; give the path of a torchvision raft_large or "
-                           f"raft_small state dict (.pth)")
-        if weights.stat().st_size == 0:
-            raise I2IError(f"the RAFT weights file {weights} is empty (an interrupted download?); use a complete one")
+        _check_weights(weights)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -89,14 +84,36 @@ class RAFTFlow:
         return flow[0, :, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
-def flow_estimator(spec: str, device: str | torch.device = "cpu") -> FlowEstimator:
-    """The estimator ``spec`` names: ``dis``, ``dis:PRESET`` or ``raft:PATH``."""
+def check_flow(spec: str) -> None:
+    """One-line errors for a flow ``spec`` that cannot work (unknown, a DIS preset that is none, RAFT weights that
+    are missing or empty), without building the estimator (no weights are loaded)."""
     kind, _, arg = spec.partition(":")
     if kind == "dis":
-        return DISFlow(arg or "medium")
-    if kind == "raft" and arg:
-        return RAFTFlow(Path(arg), device)
-    raise I2IError(f"unknown flow '{spec}'; use {FLOW_HELP}")
+        _check_preset(arg or "medium")
+    elif kind == "raft" and arg:
+        _check_weights(Path(arg))
+    else:
+        raise I2IError(f"unknown flow '{spec}'; use {FLOW_HELP}")
+
+
+def flow_estimator(spec: str, device: str | torch.device = "cpu") -> FlowEstimator:
+    """The estimator ``spec`` names: ``dis``, ``dis:PRESET`` or ``raft:PATH``."""
+    check_flow(spec)
+    kind, _, arg = spec.partition(":")
+    return DISFlow(arg or "medium") if kind == "dis" else RAFTFlow(Path(arg), device)
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in DIS_PRESETS:
+        raise I2IError(f"unknown DIS preset '{preset}'; use one of {', '.join(DIS_PRESETS)}")
+
+
+def _check_weights(weights: Path) -> None:
+    if not weights.is_file():
+        raise I2IError(f"RAFT weights not found: {weights}; give the path of a torchvision raft_large or "
+                       f"raft_small state dict (.pth)")
+    if weights.stat().st_size == 0:
+        raise I2IError(f"the RAFT weights file {weights} is empty (an interrupted download?); use a complete one")
 
 
 def flow_between(estimator: FlowEstimator, a: np.ndarray, b: np.ndarray, side: int = 480) -> np.ndarray:

@@ -53,7 +53,7 @@ def video_cmd(
     from ..device import resolve_device
     from ..evaluate import check_report_path
     from ..files import atomic_write
-    from ..flow import flow_estimator
+    from ..flow import check_flow
     from ..translate import Translator
     from ..video import output_path, translate_video
     from ..video_encoder import ffmpeg_path
@@ -74,9 +74,9 @@ def video_cmd(
     check_part(start, duration)  # the cheap checks before the model loads
     info = probe(src)
     dst = output_path(src, dst or src.with_name(f"{src.stem}_i2i.mp4"))  # checked before the model loads
+    for spec in (flow, report_flow):  # a bad --flow fails before the model loads (RAFT's weights load later, once)
+        check_flow(spec)
     translator = Translator.from_checkpoint(ckpt, resolve_device(device), size, precision=precision)
-    for spec in (flow, report_flow):  # a bad --flow fails before any frame is decoded
-        flow_estimator(spec, translator.device)
     if not no_audio and ffmpeg_path() is None:
         warn("ffmpeg not found (pip install imageio-ffmpeg): the output will be silent")
     total = info.frames - round(start * info.fps) if info.frames else None
