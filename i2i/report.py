@@ -17,6 +17,7 @@ from typing import Any
 from .files import atomic_write
 from .report_page import data_uri, fmt_bytes, fmt_duration, image_width, page, png_labels, table
 from .report_svg import Series, line_chart
+from .runlog import log_lines
 
 REPORT = "report.html"
 #: grids of the history shown as thumbnails (evenly spaced over the run), the latest one besides
@@ -50,15 +51,9 @@ class LogRecords:
 def read_log(path: Path) -> LogRecords:
     """The records of a run's log, tolerating anything an old or interrupted run left (unknown or missing fields,
     lines that are not JSON, a partial last line)."""
-    log = LogRecords()
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return log
-    for i, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
+    log, lines = LogRecords(), log_lines(path)
+    for i, (line, record) in enumerate(lines):
+        if record is None:
             log.partial = log.partial or (i == len(lines) - 1 and bool(line.strip()))
             continue
         if not isinstance(record, dict) or not _number(record.get("step")):

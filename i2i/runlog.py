@@ -30,21 +30,25 @@ def _settings_line(step: int, settings: dict[str, Any], run: dict[str, Any]) -> 
     return json.dumps({"step": step, **run, "settings": settings}) + "\n"
 
 
-def settings_records(path: Path) -> list[dict[str, Any]]:
-    """The settings records of the log at ``path``, oldest first (one per start or resume of the run)."""
-    records = []
+def log_lines(path: Path) -> list[tuple[str, Any]]:
+    """Each line of the log at ``path`` (with its line end) and its JSON value, None where it is not JSON (a line
+    cut short by a kill mid-write, say); nothing when the log cannot be read."""
     try:
-        with path.open() as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and "settings" in record:
-                    records.append(record)
+        text = path.read_text(errors="replace")
     except OSError:
         return []
-    return records
+    parsed = []
+    for line in text.splitlines(keepends=True):
+        try:
+            parsed.append((line, json.loads(line)))
+        except ValueError:
+            parsed.append((line, None))
+    return parsed
+
+
+def settings_records(path: Path) -> list[dict[str, Any]]:
+    """The settings records of the log at ``path``, oldest first (one per start or resume of the run)."""
+    return [r for _, r in log_lines(path) if isinstance(r, dict) and "settings" in r]
 
 
 def logged_run_id(path: Path) -> str | None:
@@ -58,14 +62,8 @@ def cut_back(path: Path, step: int) -> None:
     and a line cut short (a full disk, a kill mid-write) is dropped."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text(errors="replace").splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if line.endswith("\n") and isinstance(record, dict) and int(record.get("step", 0)) <= step:
-            kept.append(line)
+    kept = [line for line, record in log_lines(path)
+            if line.endswith("\n") and isinstance(record, dict) and int(record.get("step", 0)) <= step]
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
